@@ -1,0 +1,65 @@
+"""Small measurement helpers: rolling percentiles and a rate meter."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+
+class RollingSamples:
+    """The last *size* samples, with percentiles computed on demand.
+
+    Appending is O(1) on the hot path; sorting happens only when someone asks
+    (``/health``, a heartbeat), never per frame.
+    """
+
+    __slots__ = ("_samples",)
+
+    def __init__(self, size: int) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._samples.append(value)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def percentile(self, fraction: float) -> float | None:
+        """Nearest-rank percentile (fraction in [0, 1]); None when empty."""
+        if not self._samples:
+            return None
+        ordered = sorted(self._samples)
+        rank = max(1, math.ceil(fraction * len(ordered)))
+        return ordered[rank - 1]
+
+    def last(self) -> float | None:
+        return self._samples[-1] if self._samples else None
+
+    def maximum(self) -> float | None:
+        return max(self._samples) if self._samples else None
+
+    def summary(self, scale: float = 1.0, digits: int = 3) -> dict[str, float | None]:
+        """p50 / p99 / max, multiplied by *scale* (1000 turns seconds into ms)."""
+
+        def fmt(value: float | None) -> float | None:
+            return None if value is None else round(value * scale, digits)
+
+        return {"p50": fmt(self.percentile(0.5)), "p99": fmt(self.percentile(0.99)), "max": fmt(self.maximum())}
+
+
+class RateMeter:
+    """Events per second over the last *window* events (e.g. two seconds of ticks)."""
+
+    __slots__ = ("_times",)
+
+    def __init__(self, window: int) -> None:
+        self._times: deque[float] = deque(maxlen=max(window, 2))
+
+    def mark(self, when: float) -> None:
+        self._times.append(when)
+
+    def rate(self) -> float:
+        if len(self._times) < 2:
+            return 0.0
+        span = self._times[-1] - self._times[0]
+        return (len(self._times) - 1) / span if span > 0 else 0.0

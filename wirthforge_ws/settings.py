@@ -1,0 +1,190 @@
+"""Every tunable of the server, in one place.
+
+Edit the defaults below, or override any of them without touching code:
+
+- environment variable ``WF_<NAME>`` (``WF_FRAME_RATE=30``), or
+- command-line flag ``--<name>`` (``--frame-rate 30``); flags win over env.
+
+Lists (origins, hosts) are comma-separated in the environment and repeatable
+on the command line. Booleans accept 1/0, true/false, yes/no, on/off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# The headline constants of WF-TECH-003, easy to find and edit.
+FRAME_RATE_HZ = 60.0
+HEARTBEAT_INTERVAL_S = 1.0
+FRAME_BUDGET_MS = 16.67
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8145
+
+ENV_PREFIX = "WF_"
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server configuration. Immutable: build a new one to change it."""
+
+    # Network
+    host: str = field(default=DEFAULT_HOST, metadata=_help("interface to bind (loopback by default)"))
+    port: int = field(default=DEFAULT_PORT, metadata=_help("TCP port"))
+
+    # Frame loop
+    frame_rate: float = field(default=FRAME_RATE_HZ, metadata=_help("energy frames per second"))
+    frame_budget_ms: float = field(
+        default=FRAME_BUDGET_MS, metadata=_help("build+validate+fan-out time per frame before it counts as an overrun")
+    )
+    heartbeat_interval: float = field(default=HEARTBEAT_INTERVAL_S, metadata=_help("seconds between heartbeats"))
+    field_every_frames: int = field(default=6, metadata=_help("send an energy_field every N frames (6 = 10 Hz)"))
+
+    # Per-connection flow control
+    send_queue_limit: int = field(
+        default=1024, metadata=_help("reliable messages queued for one client before it is closed with 1013")
+    )
+    send_timeout: float = field(default=3.0, metadata=_help("seconds one send may stall before the client is closed with 1013"))
+
+    # Inbound limits
+    max_message_bytes: int = field(default=64 * 1024, metadata=_help("largest inbound message (close 1009)"))
+    inbound_rate: float = field(default=100.0, metadata=_help("inbound messages per second, sustained (close 1008)"))
+    inbound_burst: int = field(default=200, metadata=_help("inbound burst allowance"))
+    max_invalid_messages: int = field(default=10, metadata=_help("invalid inbound messages within 10 s before close 1008"))
+
+    # Resume history (protocol 1.1)
+    history_messages: int = field(default=10_000, metadata=_help("reliable messages kept for resume"))
+    history_seconds: float = field(default=120.0, metadata=_help("how long reliable messages are kept for resume"))
+
+    # Security
+    allowed_origins: tuple[str, ...] = field(
+        default=(), metadata=_help("extra allowed Origin values (the server's own origins are always allowed)")
+    )
+    allow_null_origin: bool = field(default=False, metadata=_help("accept 'Origin: null' (file:// pages; forgeable)"))
+    allowed_hosts: tuple[str, ...] = field(
+        default=(), metadata=_help("extra allowed Host names besides loopback names")
+    )
+    permessage_deflate: bool = field(default=False, metadata=_help("offer permessage-deflate compression"))
+    enable_publish: bool = field(
+        default=False, metadata=_help("enable POST /publish for a local orchestrator to inject messages")
+    )
+
+    # Model identity announced in startup_complete
+    model_id: str = field(default="wirthforge-sim", metadata=_help("modelId of the energy source"))
+    tier: str = field(default="Mid-Tier", metadata=_help("hardware tier: Low-Tier, Mid-Tier or High-Tier"))
+    council: bool = field(default=True, metadata=_help("simulate a council of models (interference/resonance events)"))
+    seed: int | None = field(default=None, metadata=_help("random seed of the simulated model (None: random)"))
+
+    log_level: str = field(default="info", metadata=_help("debug, info, warning, error"))
+
+    def __post_init__(self) -> None:
+        if self.frame_rate <= 0:
+            raise ValueError("frame_rate must be > 0")
+        if self.heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be > 0")
+        if self.send_queue_limit < 1 or self.max_message_bytes < 1:
+            raise ValueError("queue and message limits must be >= 1")
+        if self.tier not in ("Low-Tier", "Mid-Tier", "High-Tier"):
+            raise ValueError("tier must be Low-Tier, Mid-Tier or High-Tier")
+
+    @property
+    def frame_period(self) -> float:
+        """Seconds between frames."""
+        return 1.0 / self.frame_rate
+
+    @property
+    def own_origins(self) -> tuple[str, ...]:
+        """Origins of pages this server serves itself."""
+        names = {"127.0.0.1", "localhost", "[::1]"}
+        if self.host not in ("0.0.0.0", "::", "127.0.0.1", "localhost", "::1"):
+            names.add(self.host)
+        return tuple(sorted(f"http://{name}:{self.port}" for name in names))
+
+
+# ---------------------------------------------------------------------------
+# Loading from the environment and the command line
+
+
+def _field_type(f: dataclasses.Field[Any]) -> str:
+    return str(f.type)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = _field_type(f)
+    if kind.startswith("tuple"):
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if kind == "bool":
+        return _parse_bool(raw)
+    if kind == "int":
+        return int(raw)
+    if kind == "int | None":
+        return None if raw.strip().lower() in ("", "none") else int(raw)
+    if kind == "float":
+        return float(raw)
+    return raw
+
+
+def from_env(environ: Mapping[str, str] | None = None, base: Settings | None = None) -> Settings:
+    """Apply ``WF_*`` environment variables on top of *base* (or the defaults)."""
+    environ = os.environ if environ is None else environ
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        raw = environ.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            changes[f.name] = _convert(f, raw)
+    return dataclasses.replace(base or Settings(), **changes)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """One flag per setting, generated from the dataclass so they never diverge."""
+    parser = argparse.ArgumentParser(
+        prog="ws_server.py",
+        description="WIRTHFORGE 60 Hz WebSocket server. Every flag can also be set as WF_<NAME> in the environment.",
+    )
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _field_type(f)
+        default = getattr(defaults, f.name)
+        text = f"{f.metadata.get('help', '')} (default: {default!r}; env {ENV_PREFIX}{f.name.upper()})"
+        if kind == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif kind.startswith("tuple"):
+            parser.add_argument(flag, dest=f.name, action="append", default=None, metavar="VALUE", help=text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=text)
+    return parser
+
+
+def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults, then environment, then command-line flags."""
+    settings = from_env(environ)
+    namespace = build_arg_parser().parse_args(argv)
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        value = getattr(namespace, f.name)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = tuple(item.strip() for chunk in value for item in chunk.split(",") if item.strip())
+        elif isinstance(value, str):
+            value = _convert(f, value)
+        changes[f.name] = value
+    return dataclasses.replace(settings, **changes)
