@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -199,8 +200,9 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         @app.post("/publish")
         async def publish(request: Request) -> JSONResponse:
             try:
-                body = await request.json()
-            except ValueError:
+                # orjson, not json: it refuses NaN and Infinity, which no schema bound catches.
+                body = orjson.loads(await request.body())
+            except orjson.JSONDecodeError:
                 return JSONResponse({"error": "body is not JSON"}, status_code=400)
             status, result = server.publish_from_request(body)
             return JSONResponse(result, status_code=status)
@@ -251,6 +253,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
+        loop=settings.loop,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=settings.permessage_deflate,
         lifespan="on",

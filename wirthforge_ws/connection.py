@@ -314,16 +314,25 @@ class Connection:
         try:
             self.hub.schemas.validate_inbound(request)
         except MessageValidationError as error:
-            if getattr(error, "unknown_type", False):
-                self._reject(ErrorCode.UNKNOWN_MESSAGE_TYPE, "Unknown message type.",
-                             {"accepted": sorted(self.hub.schemas.inbound_types())})
-            else:
-                self._reject(ErrorCode.INVALID_MESSAGE, "The message does not match its schema.",
-                             {"reason": error.reason, "path": error.path})
+            self._reject_invalid(error)
             return
         payload = request.get("payload") or {}
         handler = getattr(self, "_on_" + kind)
         handler(payload)
+
+    def _reject_invalid(self, error: MessageValidationError) -> None:
+        """Answer a schema failure with the most specific code the client can act on."""
+        if error.unknown_type:
+            self._reject(ErrorCode.UNKNOWN_MESSAGE_TYPE, "Unknown message type.",
+                         {"accepted": sorted(self.hub.schemas.inbound_types())})
+        elif error.path.startswith("/payload/channels/") and error.keyword == "enum":
+            self._reject(ErrorCode.UNKNOWN_CHANNEL, "Unknown channel.", {"channels": list(CHANNELS)})
+        elif error.path == "/payload/rateHz":
+            self._reject(ErrorCode.INVALID_ENERGY_RATE,
+                         f"rateHz must be a number from 1 to {self.settings.frame_rate:g}.")
+        else:
+            self._reject(ErrorCode.INVALID_MESSAGE, "The message does not match its schema.",
+                         {"reason": error.reason, "path": error.path})
 
     def _reject(self, code: ErrorCode, text: str, details: dict[str, Any] | None = None) -> None:
         self._send_direct(_error(code, text, details))

@@ -117,7 +117,7 @@ class SchemaSet:
     Loading reads all files under ``schema_dir``, checks that each ``$id``
     matches the file's place and that each message schema's ``type``
     constant matches its file name, then compiles one validator per message
-    type and protocol version. It takes a few hundred milliseconds, so build
+    type and protocol version. It takes a fraction of a second, so build
     one instance at startup and share it.
 
     """
@@ -129,7 +129,7 @@ class SchemaSet:
         handlers = {scheme: fetch for scheme in _FETCHING_SCHEMES}
 
         def compile_dir(subdir: str) -> dict[str, Validator]:
-            validators = {}
+            validators: dict[str, Validator] = {}
             for message_type, uri in _message_schemas(documents, subdir):
                 validators[message_type] = fastjsonschema.compile(
                     documents[uri],

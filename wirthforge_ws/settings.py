@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,7 @@ class Settings:
     council: bool = field(default=True, metadata=_help("simulate a council of models (interference/resonance events)"))
     seed: int | None = field(default=None, metadata=_help("random seed of the simulated model (None: random)"))
 
+    loop: str = field(default="auto", metadata=_help("event loop: auto (uvloop when installed), uvloop or asyncio"))
     log_level: str = field(default="info", metadata=_help("debug, info, warning, error"))
 
     def __post_init__(self) -> None:
@@ -92,6 +94,10 @@ class Settings:
             raise ValueError("heartbeat_interval must be > 0")
         if self.send_queue_limit < 1 or self.max_message_bytes < 1:
             raise ValueError("queue and message limits must be >= 1")
+        if not re.fullmatch(r"[a-zA-Z0-9_-]+", self.model_id):
+            raise ValueError("model_id may only hold letters, digits, '_' and '-' (map 'llama3.2:1b' to 'llama3_2-1b')")
+        if self.loop not in ("auto", "uvloop", "asyncio"):
+            raise ValueError("loop must be auto, uvloop or asyncio")
         if self.tier not in ("Low-Tier", "Mid-Tier", "High-Tier"):
             raise ValueError("tier must be Low-Tier, Mid-Tier or High-Tier")
 
@@ -127,7 +133,13 @@ def _parse_bool(text: str) -> bool:
 
 
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
-    kind = _field_type(f)
+    try:
+        return _convert_value(_field_type(f), raw)
+    except ValueError as error:
+        raise ValueError(f"{f.name}: {error}") from None
+
+
+def _convert_value(kind: str, raw: str) -> Any:
     if kind.startswith("tuple"):
         return tuple(item.strip() for item in raw.split(",") if item.strip())
     if kind == "bool":
@@ -174,9 +186,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Defaults, then environment, then command-line flags."""
-    settings = from_env(environ)
-    namespace = build_arg_parser().parse_args(argv)
+    """Defaults, then environment, then command-line flags. Bad values exit with a usage error."""
+    parser = build_arg_parser()
+    namespace = parser.parse_args(argv)
+    try:
+        return _apply_flags(from_env(environ), namespace)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _apply_flags(settings: Settings, namespace: argparse.Namespace) -> Settings:
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(Settings):
         value = getattr(namespace, f.name)

@@ -1,0 +1,324 @@
+"""End-to-end tests of the monitor page in headless Chromium (Playwright for Python).
+
+Each test starts a real server subprocess (``ServerProcess``, POST /publish
+enabled), loads ``/`` from it and drives the page through ``window.wirthforge``
+and the ``data-testid`` hooks. Chromium is Debian's (/usr/bin/chromium;
+Playwright cannot download browsers here). Without it the module is skipped,
+except in CI (``CI`` set), where it must run.
+
+The run also writes ``docs/screenshot.png`` (WF_SCREENSHOT_SECONDS, default 8,
+sets how long the page runs before the shot).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server_process import ServerProcess
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+
+if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
+    pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium)", allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+
+# The color of each plotted series in static/app.js, to check that data (not
+# only the axes) was drawn.
+RATE_RGB = (0x22, 0xD3, 0xEE)
+MEDIAN_RGB = (0xA7, 0x8B, 0xFA)
+P99_RGB = (0xF5, 0x9E, 0x0B)
+
+
+# -- fixtures ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def wf_server() -> Iterator[ServerProcess]:
+    """A server of its own for each test (one of them restarts it)."""
+    with ServerProcess(env={"WF_ENABLE_PUBLISH": "1"}) as process:
+        yield process
+
+
+class PageWatch:
+    """Records what a page did: errors, requests, WebSocket connections."""
+
+    def __init__(self, page: Page, server: ServerProcess) -> None:
+        self.page = page
+        self.server = server
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.websockets: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("websocket", lambda ws: self.websockets.append(ws.url))
+
+    def external_requests(self) -> list[str]:
+        own = (self.server.http_url + "/", self.server.ws_url)
+        return [url for url in self.requests if not url.startswith(own) and not url.startswith("data:")]
+
+
+@pytest.fixture
+def page(browser: Browser, wf_server: ServerProcess) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+def text(page: Page, testid: str) -> str:
+    return page.locator(f'[data-testid="{testid}"]').text_content() or ""
+
+
+def number(page: Page, testid: str) -> float:
+    raw = text(page, testid).replace(",", "").strip()
+    try:
+        return float(raw)
+    except ValueError:
+        return float("nan")
+
+
+def wait_state(page: Page, state: str, timeout_ms: float) -> None:
+    page.wait_for_function(
+        "s => document.querySelector('[data-testid=connection-status]').textContent === s",
+        arg=state,
+        timeout=timeout_ms,
+        polling="raf",
+    )
+
+
+def wait_readout(page: Page, testid: str, low: float, high: float, timeout_ms: float) -> None:
+    """Waits until the numeric readout is within [low, high]."""
+    page.wait_for_function(
+        """([id, lo, hi]) => {
+             const raw = document.querySelector(`[data-testid="${id}"]`).textContent.replace(/,/g, '')
+             const v = parseFloat(raw)
+             return Number.isFinite(v) && v >= lo && v <= hi
+           }""",
+        arg=[testid, low, high],
+        timeout=timeout_ms,
+        polling=50,
+    )
+
+
+def colored_pixels(page: Page, testid: str, rgb: tuple[int, int, int], tolerance: int = 40) -> int:
+    """Pixels of the canvas close to `rgb` and mostly opaque."""
+    return page.evaluate(
+        """([id, rgb, tol]) => {
+             const c = document.querySelector(`[data-testid="${id}"]`)
+             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+             let n = 0
+             for (let i = 0; i < d.length; i += 4) {
+               if (d[i + 3] > 160 && Math.abs(d[i] - rgb[0]) <= tol && Math.abs(d[i + 1] - rgb[1]) <= tol
+                   && Math.abs(d[i + 2] - rgb[2]) <= tol) n++
+             }
+             return n
+           }""",
+        [testid, list(rgb), tolerance],
+    )
+
+
+def open_page(page: Page, server: ServerProcess) -> PageWatch:
+    watch = PageWatch(page, server)
+    page.goto(server.http_url + "/")
+    return watch
+
+
+def token(tokens: list[str], complete: bool = False) -> dict[str, Any]:
+    return {
+        "type": "token_stream",
+        "payload": {"tokens": tokens, "isComplete": complete, "sessionId": "s1", "modelId": "wirthforge-sim"},
+    }
+
+
+# -- tests ------------------------------------------------------------------
+
+
+def test_page_connects_and_shows_live_stats(page: Page, wf_server: ServerProcess) -> None:
+    watch = open_page(page, wf_server)
+    wait_state(page, "connected", 5_000)
+    assert watch.websockets and watch.websockets[0].startswith(wf_server.ws_url)
+
+    wait_readout(page, "frame-rate", 58, 62, 3_000)
+    wait_readout(page, "latency-median", 0, 4.999, 3_000)
+    assert number(page, "latency-p99") >= number(page, "latency-median")
+
+    # both plots carry data, not only axes
+    page.wait_for_function("() => window.wirthforge.stats.p99History.length >= 4", timeout=3_000)
+    page.wait_for_timeout(100)
+    assert colored_pixels(page, "plot-rate", RATE_RGB) > 50
+    assert colored_pixels(page, "plot-latency", MEDIAN_RGB) + colored_pixels(page, "plot-latency", P99_RGB) > 50
+
+    # the token stream, published and simulated, shows up as text
+    wf_server.publish([token(["héllo ", "wörld ", "東京 ", "🚀"])])
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=token-output]').textContent.includes('héllo wörld 東京 🚀')",
+        timeout=3_000,
+    )
+    assert number(page, "frames") > 60
+    assert number(page, "tokens") >= 4
+
+    assert page.evaluate("() => window.wirthforge.session.protocol") == "1.1"
+    assert watch.external_requests() == []
+    assert watch.errors == []
+
+
+def test_reconnects_within_two_seconds_of_a_restart(page: Page, wf_server: ServerProcess) -> None:
+    watch = open_page(page, wf_server)
+    wait_state(page, "connected", 5_000)
+    wait_readout(page, "frame-rate", 58, 62, 3_000)
+    wf_server.publish([token(["before "])])
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=token-output]').textContent.includes('before')", timeout=3_000
+    )
+
+    wf_server.stop()
+    wait_state(page, "reconnecting", 3_000)
+    page.wait_for_timeout(1_500)  # down for a while: the page keeps retrying, backing off
+    assert text(page, "connection-status") == "reconnecting"
+    attempts_while_down = page.evaluate("() => window.wirthforge.stats.counters.attempts")
+    assert attempts_while_down <= 12, "backoff: no hammering while the server is down"
+
+    wf_server.start()  # returns once /health answers
+    restarted = time.monotonic()
+    wait_state(page, "connected", 2_000)
+    assert time.monotonic() - restarted < 2.0
+    frames_after = number(page, "frames")
+
+    # the readouts move again
+    wait_readout(page, "reconnects", 1, 1e9, 1_000)
+    page.wait_for_function(
+        "n => parseFloat(document.querySelector('[data-testid=frames]').textContent.replace(/,/g, '')) > n + 30",
+        arg=frames_after,
+        timeout=3_000,
+    )
+    wait_readout(page, "frame-rate", 58, 62, 3_000)
+    # a new epoch: the seq space restarted and the client followed it
+    resume = page.evaluate("() => window.wirthforge.lastResume")
+    assert resume["status"] == "incomplete" and resume["reason"] == "epoch_changed"
+    wf_server.publish([token(["after"])])
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=token-output]').textContent.includes('after')", timeout=3_000
+    )
+    assert watch.errors == [] or all("WebSocket" in e for e in watch.errors)
+
+
+def test_policy_close_is_shown_and_not_retried(page: Page, wf_server: ServerProcess) -> None:
+    watch = open_page(page, wf_server)
+    wait_state(page, "connected", 5_000)
+    sockets_before = len(watch.websockets)
+
+    # flood the server past its inbound rate limit (100/s, bursts of 200)
+    sent = page.evaluate(
+        """() => {
+             let n = 0
+             for (let i = 0; i < 500; i++) {
+               if (window.wirthforge.send({type: 'heartbeat_response', payload: {sequence: 0}})) n++
+             }
+             return n
+           }"""
+    )
+    assert sent > 200
+    wait_state(page, "refused", 3_000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=close-reason]').textContent.includes('rate limit exceeded')",
+        timeout=1_000,
+    )
+    assert page.locator('[data-testid="refused-banner"]').is_visible()
+    assert "1008" in text(page, "close-reason")
+    attempts = page.evaluate("() => window.wirthforge.stats.counters.attempts")
+
+    page.wait_for_timeout(3_000)
+    assert text(page, "connection-status") == "refused"
+    assert len(watch.websockets) == sockets_before, "no new WebSocket after a policy close"
+    assert page.evaluate("() => window.wirthforge.stats.counters.attempts") == attempts
+    assert text(page, "connect-toggle") == "Connect"
+
+
+def test_tokens_and_event_text_are_never_html(page: Page, wf_server: ServerProcess) -> None:
+    open_page(page, wf_server)
+    wait_state(page, "connected", 5_000)
+    evil = "<img src=x onerror=\"window.__xss=(window.__xss||0)+1\">"
+    wf_server.publish(
+        [
+            token([evil, "<b>bold</b>"]),
+            {
+                "type": "reward_event",
+                "payload": {"rewardType": "milestone", "title": evil[:100], "points": 1, "description": "<script>x</script>"},
+            },
+        ]
+    )
+    page.wait_for_function(
+        "s => document.querySelector('[data-testid=token-output]').textContent.includes(s)", arg=evil, timeout=3_000
+    )
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=event-log]').textContent.includes('<script>x</script>')",
+        timeout=3_000,
+    )
+    page.wait_for_timeout(300)
+    assert page.evaluate("() => document.querySelectorAll('[data-testid=token-output] *').length") == 0
+    assert page.evaluate("() => document.querySelectorAll('[data-testid=event-log] img, [data-testid=event-log] script').length") == 0
+    assert page.evaluate("() => document.images.length") == 0
+    assert page.evaluate("() => window.__xss") is None
+    assert "<b>bold</b>" in text(page, "token-output")
+
+
+def test_screenshot(page: Page, wf_server: ServerProcess) -> None:
+    """Writes docs/screenshot.png of the running page."""
+    seconds = float(os.environ.get("WF_SCREENSHOT_SECONDS", "8"))
+    open_page(page, wf_server)
+    wait_state(page, "connected", 5_000)
+    deadline = time.monotonic() + seconds
+    demo = [
+        {"type": "reward_event", "payload": {"rewardType": "level_up", "title": "Level 2: steady flow", "points": 120,
+                                             "level": 2, "description": "Sixty seconds at full frame rate."}},
+        {"type": "error_event", "payload": {"severity": "warning", "code": "MODEL_SLOW", "component": "websocket",
+                                            "message": "Token generation is slower than usual.", "recoverable": True}},
+    ]
+    published = False
+    while time.monotonic() < deadline:
+        if not published and deadline - time.monotonic() < seconds / 2:
+            wf_server.publish(demo)
+            published = True
+        page.wait_for_timeout(250)
+    if not published:
+        wf_server.publish(demo)
+        page.wait_for_timeout(500)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 10_000
