@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,7 @@ class ClientResult:
     frames: int
     seconds: float
     frame_gaps: int
+    frames_missed: int
     max_frame_step: int
     reconnects: int
 
@@ -47,6 +51,7 @@ class ClientResult:
 class LatencyReport:
     clients: list[ClientResult]
     protocol: str
+    server_skipped: int | None = None  # frames the server's clock skipped during the run (from /health)
 
     @property
     def latencies_ms(self) -> list[float]:
@@ -65,6 +70,8 @@ class LatencyReport:
             "rate_hz_min": round(min(rates), 2) if rates else None,
             "rate_hz_max": round(max(rates), 2) if rates else None,
             "frame_gaps": sum(client.frame_gaps for client in self.clients),
+            "frames_missed_max": max((client.frames_missed for client in self.clients), default=0),
+            "server_skipped": self.server_skipped,
             "max_frame_step": max((client.max_frame_step for client in self.clients), default=0),
             "reconnects": sum(client.reconnects for client in self.clients),
         }
@@ -75,7 +82,9 @@ class LatencyReport:
             f"{s['clients']} client(s), protocol {s['protocol']}, {s['frames']} frames\n"
             f"  latency  median {s['median_ms']} ms   P99 {s['p99_ms']} ms   max {s['max_ms']} ms\n"
             f"  rate     {s['rate_hz_min']} .. {s['rate_hz_max']} Hz per client\n"
-            f"  gaps     {s['frame_gaps']} (largest frame step {s['max_frame_step']})   reconnects {s['reconnects']}"
+            f"  gaps     {s['frame_gaps']} (largest frame step {s['max_frame_step']}, at most {s['frames_missed_max']}"
+            f" frames missed by a client; the server's clock skipped {s['server_skipped']})"
+            f"   reconnects {s['reconnects']}"
         )
 
 
@@ -99,18 +108,33 @@ async def measure(url: str, *, clients: int = 1, duration: float = 3.0, protocol
     try:
         await asyncio.gather(*(client.wait_connected(timeout=10) for client in connections))
         await asyncio.sleep(warmup)
-        gaps_before = [client.stats.gaps.gaps for client in connections]
+        gaps_before = [(client.stats.gaps.gaps, client.stats.gaps.frames_missed) for client in connections]
+        skipped_before = await asyncio.to_thread(server_frames_skipped, url)
         recording, started = True, time.monotonic()
         await asyncio.sleep(duration)
         recording, elapsed = False, time.monotonic() - started
+        skipped_after = await asyncio.to_thread(server_frames_skipped, url)
         results = []
         for index, client in enumerate(connections):
             stats: ClientStats = client.stats
-            results.append(ClientResult(samples[index], frames[index], elapsed,
-                                        stats.gaps.gaps - gaps_before[index], stats.gaps.max_step, stats.reconnects))
+            gaps, missed = gaps_before[index]
+            results.append(ClientResult(samples[index], frames[index], elapsed, stats.gaps.gaps - gaps,
+                                        stats.gaps.frames_missed - missed, stats.gaps.max_step, stats.reconnects))
     finally:
         await asyncio.gather(*(client.close() for client in connections), return_exceptions=True)
-    return LatencyReport(results, protocol)
+    skipped = None if skipped_before is None or skipped_after is None else skipped_after - skipped_before
+    return LatencyReport(results, protocol, skipped)
+
+
+def server_frames_skipped(ws_url: str) -> int | None:
+    """framesSkipped from the server's /health, or None if it cannot be read."""
+    parts = urllib.parse.urlsplit(ws_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    try:
+        with urllib.request.urlopen(f"{scheme}://{parts.netloc}/health", timeout=5) as response:
+            return int(json.loads(response.read())["frameLoop"]["framesSkipped"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def assert_upstream_bounds(report: LatencyReport) -> None:
@@ -118,7 +142,11 @@ def assert_upstream_bounds(report: LatencyReport) -> None:
     assert s["median_ms"] is not None and s["median_ms"] < MEDIAN_BOUND_MS, report.text()
     assert s["p99_ms"] < P99_BOUND_MS, report.text()
     assert RATE_HZ - RATE_TOLERANCE_HZ <= s["rate_hz_min"] <= s["rate_hz_max"] <= RATE_HZ + RATE_TOLERANCE_HZ, report.text()
-    assert s["frame_gaps"] == 0, report.text()
+    # A healthy client loses no frame the server produced. On an overloaded
+    # machine the server's clock may skip ticks (frameNumber jumps, counted
+    # in /health framesSkipped); those are not transport losses.
+    allowed = report.server_skipped or 0
+    assert all(client.frames_missed <= allowed for client in report.clients), report.text()
     assert s["reconnects"] == 0, report.text()
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: one real server per test module, and its WebSocket URL.
+"""Shared fixtures: one real server per test module, its WebSocket URL, and a frame watcher.
 
 Test modules that need a differently configured server start their own
 ``ServerProcess``; a module may also override ``server`` with its own fixture.
@@ -6,11 +6,19 @@ Test modules that need a differently configured server start their own
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.server_process import ServerProcess
+
+FRAME_RATE = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -23,3 +31,102 @@ def server() -> Iterator[ServerProcess]:
 @pytest.fixture
 def ws_url(server: ServerProcess) -> str:
     return server.ws_url
+
+
+class FrameWatcher:
+    """A well-behaved protocol 1.1 client that records every energy_update it receives.
+
+    Each record is (monotonic arrival time, frameNumber, latency ms), where
+    latency is wall-clock arrival minus the message timestamp (same machine,
+    same clock). Use as ``async with FrameWatcher(url) as watcher:``.
+    """
+
+    def __init__(self, url: str, *, channels: str | None = None, server: ServerProcess | None = None) -> None:
+        self.url = url + (f"?channels={channels}" if channels else "")
+        self.server = server  # if given, a failure message tells what the server saw (skips, CPU wait)
+        self._marks: dict[float, dict[str, float]] = {}
+        self.frames: list[tuple[float, int, float]] = []
+        self.closed: ConnectionClosed | None = None
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> FrameWatcher:
+        self._ws = await connect(self.url, compression=None, proxy=None, open_timeout=5,
+                                 subprotocols=["wirthforge.1.1"])
+        self._task = asyncio.create_task(self._read())
+        deadline = time.monotonic() + 3.0
+        while len(self.frames) < 10 and time.monotonic() < deadline:  # warmed up and flowing
+            await asyncio.sleep(0.02)
+        assert len(self.frames) >= 10, "the watcher receives no energy frames"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None and self._ws is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._ws.close()
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            async for text in self._ws:
+                wall_ms, arrival = time.time() * 1000.0, time.monotonic()
+                if '"energy_update"' in text[:40]:
+                    message: dict[str, Any] = json.loads(text)
+                    self.frames.append((arrival, message["frameNumber"], wall_ms - message["timestamp"]))
+        except ConnectionClosed as closed:
+            self.closed = closed
+
+    def mark(self) -> float:
+        """Now (monotonic), remembering the server's counters for a failure message."""
+        now = time.monotonic()
+        if self.server is not None:
+            self._marks[now] = self._server_counters()
+        return now
+
+    def _server_counters(self) -> dict[str, float]:
+        assert self.server is not None and self.server.process is not None
+        health = self.server.health()
+        pid = self.server.process.pid
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as stat:  # ns on CPU, ns waiting for a CPU, slices
+            waiting_ns = int(stat.read().split()[1])
+        return {
+            "framesSkipped": health["frameLoop"]["framesSkipped"],
+            "latestWins": health["messages"]["coalesced"].get("latest_wins", 0),
+            "cpuWaitMs": waiting_ns / 1e6,
+            "maxTickLatenessMs": health["frameLoop"]["tickLatenessMs"]["max"] or 0.0,
+        }
+
+    def diagnosis(self, start: float) -> str:
+        """What the server saw since mark() returned *start* (empty without a server)."""
+        if self.server is None or start not in self._marks:
+            return ""
+        before, after = self._marks[start], self._server_counters()
+        return (f"; server since start: +{after['framesSkipped'] - before['framesSkipped']:g} frames skipped, "
+                f"+{after['latestWins'] - before['latestWins']:g} coalesced, "
+                f"waited {after['cpuWaitMs'] - before['cpuWaitMs']:.1f} ms for a CPU, "
+                f"max tick lateness (10 s window) {after['maxTickLatenessMs']} ms")
+
+    def window(self, start: float, end: float) -> list[tuple[float, int, float]]:
+        return [frame for frame in self.frames if start <= frame[0] <= end]
+
+    def assert_steady(self, start: float, end: float, *, max_median_latency_ms: float | None = None) -> None:
+        """~60 Hz and no frameNumber gap between monotonic times *start* and *end*."""
+        assert self.closed is None, f"the well-behaved client was closed: {self.closed}"
+        frames = self.window(start, end)
+        duration = end - start
+        rate = len(frames) / duration
+        numbers = [number for _, number, _ in frames]
+        gaps = [(a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1]
+        assert not gaps, f"frame gaps (frameNumber before, after) in {duration:.2f} s: {gaps[:10]}{self.diagnosis(start)}"
+        assert 0.9 * FRAME_RATE <= rate <= 1.1 * FRAME_RATE, f"{len(frames)} frames in {duration:.2f} s = {rate:.1f} Hz"
+        if max_median_latency_ms is not None:
+            latencies = sorted(latency for _, _, latency in frames)
+            median = latencies[len(latencies) // 2]
+            assert median < max_median_latency_ms, f"median latency {median:.2f} ms"
+
+
+@pytest.fixture
+def frame_watcher() -> type[FrameWatcher]:
+    """The :class:`FrameWatcher` class (a fixture, so test modules need not import conftest)."""
+    return FrameWatcher

@@ -341,7 +341,8 @@ def test_handle_raw_dedupes_answers_heartbeats_and_counts() -> None:
         assert client.stats.duplicates == 1
         assert client.stats.stale == 0
         assert client.stats.invalid_frames == 2
-        assert client.stats.gaps.gaps == 1  # 11 -> 13 at full rate
+        # Frame 10 is the session's first (not judged); 11 -> 13 at full rate is a gap.
+        assert client.stats.gaps.gaps == 1
         assert client.last_seq == 8
         assert client.epoch == "E1"
         assert ws.sent[0]["type"] == "heartbeat_response"
@@ -354,7 +355,7 @@ def test_handle_raw_dedupes_answers_heartbeats_and_counts() -> None:
             "reward_event": 2,
             "startup_complete": 1,
         }
-        assert snapshot["latency_ms"]["samples"] == 3
+        assert snapshot["latency_ms"]["samples"] == 2  # the first frame of a session is left out
         assert snapshot["protocol"] == "1.1"
         StatsPrinter.format_line(snapshot)  # does not raise
         orjson.dumps(snapshot)  # JSON-ready
@@ -396,6 +397,20 @@ def test_decimated_session_configures_the_gap_rule() -> None:
         assert client.stats.gaps.expected_step == 4.0
 
     asyncio.run(scenario())
+
+
+def test_first_frame_of_a_session_is_neither_latency_nor_gap() -> None:
+    stats = ClientStats()
+    stats.start_session(60, 60)
+    old_handover = {"timestamp": 1_000.0, "frameNumber": 100}
+    stats.record_energy_update(old_handover, now_ms=1_400.0, at=1.0)  # 400 ms old
+    stats.record_energy_update({"timestamp": 1_399.0, "frameNumber": 124}, now_ms=1_400.0, at=1.01)
+    stats.record_energy_update({"timestamp": 1_415.0, "frameNumber": 125}, now_ms=1_416.0, at=1.02)
+    snapshot = stats.snapshot(now=1.05)
+    assert snapshot["frame_gaps"] == 0
+    assert snapshot["latency_ms"]["max"] == 1.0
+    assert snapshot["energy_hz"] == 3.0
+    assert snapshot["sessions"] == 1
 
 
 def test_1_1_requests_refused_on_1_0_client() -> None:

@@ -400,7 +400,8 @@ class FrameGapCounter:
     or from the server's frame clock skipping ticks; both are frames the
     viewer did not get. Steps <= 0 are not gaps but regressions (a new frame
     counter, e.g. after a restart) and restart the count. Call :meth:`reset`
-    wherever a jump is expected: a new session, a rate change, pause/resume.
+    wherever a jump is expected: a new session, a rate change, pause/resume
+    (and see :class:`ClientStats` for the first frame of a session).
     ``frames_missed`` estimates the frames (or samples, when decimating)
     that a gap lost: ``round(d / e) - 1``, at least 1.
     """
@@ -454,6 +455,12 @@ class ClientStats:
     Latency is ``time.time() * 1000 - timestamp`` of energy_update frames,
     taken when the frame is read from the socket. Client and server share a
     clock on loopback; with 1.0's integer timestamps it is ~0.5 ms high.
+
+    The first energy_update of each session counts for the rate but neither
+    for latency nor for gaps: a resumed session starts with the newest frame
+    the server holds (§6), which can be up to half a second old, so its age
+    is not transport latency and the step from it to the first live frame
+    is not a delivery gap.
     """
 
     def __init__(self, latency_window_s: float = 10.0, max_latency_samples: int = 4096) -> None:
@@ -477,10 +484,20 @@ class ClientStats:
         self.close_reason: str | None = None
         self.last_reconnect_ms: float | None = None
         self.max_reconnect_ms: float | None = None
+        self._first_frame_pending = False
+
+    def start_session(self, frame_rate: float | None, energy_rate: float | None) -> None:
+        """A startup_complete arrived: count the session, reset the gap rule for its rates."""
+        self.sessions += 1
+        self.gaps.configure(frame_rate, energy_rate)
+        self._first_frame_pending = True
 
     def record_energy_update(self, message: Mapping[str, Any], now_ms: float, at: float) -> None:
         """Latency, rate and gap accounting for one energy_update."""
         self.energy_rate.mark(at)
+        if self._first_frame_pending:
+            self._first_frame_pending = False  # possibly the §6 hand-over frame: see the class doc
+            return
         timestamp = message.get("timestamp")
         if isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool):
             self.latency.add(at, now_ms - timestamp)
@@ -552,6 +569,8 @@ class WirthforgeClient:
     drops, reconnects with :class:`Backoff`. With protocol 1.1 each reconnect
     carries ``epoch``/``lastSeq`` so that the reliable channels resume without
     loss, and the chosen channels, energy rate and pause survive reconnects.
+    A message whose ``seq`` repeats or goes backwards is dropped and counted
+    (:class:`ResumeCursor`), so consumers see each message at most once.
 
     It stops reconnecting only when the server says this client is the
     problem: a policy close (1003, 1008, 1009) or a 4xx handshake refusal.
@@ -1042,8 +1061,7 @@ class WirthforgeClient:
         )
 
         rate = payload.get("energyRateHz")
-        self.stats.gaps.configure(self.frame_rate, rate if isinstance(rate, (int, float)) else None)
-        self.stats.sessions += 1
+        self.stats.start_session(self.frame_rate, rate if isinstance(rate, (int, float)) else None)
         if self.stats.sessions > 1 and self._lost_at is not None:
             self.stats.record_reconnect(at - self._lost_at)
         self._lost_at = None

@@ -139,7 +139,11 @@ class Connection:
                 await asyncio.gather(self._closer, return_exceptions=True)
 
     def _start(self) -> None:
-        """Greet, replay and attach, with no await in between (see Hub.plan_resume)."""
+        """Greet, replay and attach, with no await in between (see Hub.plan_resume).
+
+        startup_complete is stamped now, so the replay that follows it has
+        lower seqs; from the first message after it, seq strictly increases.
+        """
         plan = self.hub.plan_resume(self.subscriptions, self._options.resume)
         result = plan.result
         if self._options.resume_invalid:
@@ -154,9 +158,10 @@ class Connection:
                 session=session,
             )
         )
+        self.hub.attach(self, plan)
+        # After the replay, so that seq keeps increasing after startup_complete.
         for error in self._options.errors:
             self._send_direct(error)
-        self.hub.attach(self, plan)
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
         log.info("connection %s open (protocol %s, resume %s, %d replayed)",
                  self.id, self.version, result.status, result.replayed)

@@ -55,6 +55,10 @@ class Outbound:
         return self.event.channel != LATEST_WINS_CHANNEL
 
 
+def _by_seq(outbound: Outbound) -> int:
+    return outbound.seq
+
+
 class Subscriber(Protocol):
     """What the hub needs of a connection."""
 
@@ -154,21 +158,22 @@ class Hub:
             result = ResumeResult("incomplete", len(missed), "history_exceeded")
         else:
             result = ResumeResult("complete", len(missed))
-        return ResumePlan(result, missed, self._fresh_frames())
+        return ResumePlan(result, missed, self._fresh_frames(after_seq=resume.last_seq))
 
     def attach(self, subscriber: Subscriber, plan: ResumePlan) -> None:
-        """Deliver the plan's replay and newest frames, then the live stream."""
-        for outbound in plan.replay:
+        """Deliver the plan's replay and newest frames in seq order, then the live stream."""
+        for outbound in sorted((*plan.replay, *plan.newest_frames), key=_by_seq):
             subscriber.deliver(outbound)
-        for frame in plan.newest_frames:
-            subscriber.deliver(frame)
         self._subscribers.add(subscriber)
         self._versions_in_use[subscriber.version] += 1
 
-    def _fresh_frames(self) -> list[Outbound]:
-        """The newest frame of each energy type, if it is still current (frames stop with no clients)."""
+    def _fresh_frames(self, after_seq: int = 0) -> list[Outbound]:
+        """The newest frame of each energy type the client has not seen, if still current.
+
+        "Current" because frames stop being built while nobody is connected.
+        """
         horizon = time.monotonic() - 0.5
-        return sorted((f for f in self._newest_frames.values() if f.created >= horizon), key=lambda f: f.seq)
+        return [f for f in self._newest_frames.values() if f.created >= horizon and f.seq > after_seq]
 
     def detach(self, subscriber: Subscriber) -> None:
         if subscriber in self._subscribers:
