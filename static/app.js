@@ -718,7 +718,9 @@ function renderReadouts(now) {
   const info = client.closeInfo
   setText(
     ui.lastClose,
-    info ? `last close: ${info.code} ${info.reason || describeCloseCode(info.code)} (${info.by}) at ${clockTime(info.at)}` : 'no close yet',
+    info
+      ? `last close: ${info.code} ${info.reason || describeCloseCode(info.code)}${info.by === 'server' ? '' : ` (${info.by})`} at ${clockTime(info.at)}`
+      : 'no close yet',
   )
 }
 
@@ -753,4 +755,13 @@ function frame() {
 requestAnimationFrame(frame)
 // Connect once the page has laid out and painted, so that the first frames
 // are not queued behind the initial layout (it would show as latency).
-if (params.get('autoconnect') !== '0') requestAnimationFrame(() => setTimeout(() => client.connect(), 0))
+// (A tab opened in the background runs no animation frames: the timeout starts it.)
+if (params.get('autoconnect') !== '0') {
+  let started = false
+  const start = () => {
+    if (!started) client.connect()
+    started = true
+  }
+  requestAnimationFrame(() => setTimeout(start, 0))
+  setTimeout(start, 300)
+}

@@ -618,7 +618,8 @@ export class Stats {
  * @property {string} reason
  * @property {boolean} wasClean
  * @property {number} at epoch ms
- * @property {'server'|'client'|'timeout'} by who ended it
+ * @property {'server'|'client'|'timeout'} by `server`: a close event (the server or the network);
+ *   `client`: disconnect(); `timeout`: abandoned by the watchdog (dead connection or hung attempt)
  */
 
 /**
@@ -679,7 +680,8 @@ export function describeCloseCode(code) {
  *   subprotocol `wirthforge.1.1`;
  * - on reconnect resumes with `epoch`/`lastSeq` query parameters and drops
  *   messages whose `seq` it already processed; a new epoch (server restart)
- *   resets the seq space;
+ *   resets the seq space. `startup_complete` is never dropped and does not
+ *   move `lastSeq`: the server numbers it after the replay that follows it;
  * - reconnects on its own with {@link Backoff} (100 ms base, 1 s cap) and at
  *   once on the window `online` event; never after a policy close
  *   (1003/1008/1009, state `refused`, reason in `closeInfo`) nor a normal

