@@ -1,4 +1,4 @@
-"""Shared fixtures: one real server per test module, its WebSocket URL, and a frame watcher.
+"""Shared fixtures: a real server per test module, its WebSocket URL, a frame watcher, stalled clients.
 
 Test modules that need a differently configured server start their own
 ``ServerProcess``; a module may also override ``server`` with its own fixture.
@@ -7,9 +7,12 @@ Test modules that need a differently configured server start their own
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -51,13 +54,15 @@ class FrameWatcher:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> FrameWatcher:
-        self._ws = await connect(self.url, compression=None, proxy=None, open_timeout=5,
+        self._ws = await connect(self.url, compression=None, proxy=None, open_timeout=5, close_timeout=1,
                                  subprotocols=["wirthforge.1.1"])
         self._task = asyncio.create_task(self._read())
         deadline = time.monotonic() + 3.0
         while len(self.frames) < 10 and time.monotonic() < deadline:  # warmed up and flowing
             await asyncio.sleep(0.02)
-        assert len(self.frames) >= 10, "the watcher receives no energy frames"
+        if len(self.frames) < 10:
+            await self.__aexit__()
+            raise AssertionError("the watcher receives no energy frames")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -118,7 +123,7 @@ class FrameWatcher:
         rate = len(frames) / duration
         numbers = [number for _, number, _ in frames]
         gaps = [(a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1]
-        assert not gaps, f"frame gaps (frameNumber before, after) in {duration:.2f} s: {gaps[:10]}{self.diagnosis(start)}"
+        assert not gaps, f"frame gaps (frameNumber before, after) in {duration:.2f} s: {gaps[:10]}" + self.diagnosis(start)
         assert 0.9 * FRAME_RATE <= rate <= 1.1 * FRAME_RATE, f"{len(frames)} frames in {duration:.2f} s = {rate:.1f} Hz"
         if max_median_latency_ms is not None:
             latencies = sorted(latency for _, _, latency in frames)
@@ -130,3 +135,35 @@ class FrameWatcher:
 def frame_watcher() -> type[FrameWatcher]:
     """The :class:`FrameWatcher` class (a fixture, so test modules need not import conftest)."""
     return FrameWatcher
+
+
+def open_stalled_client(server: ServerProcess) -> socket.socket:
+    """A WebSocket client (protocol 1.0) that completes the handshake by hand and then never reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: it fills quickly
+    sock.settimeout(5)
+    sock.connect((server.host, server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: {server.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head and len(head) < 4096:
+        head += sock.recv(1)  # byte by byte: read nothing past the response head
+    assert head.startswith(b"HTTP/1.1 101"), head[:200]
+    return sock
+
+
+@pytest.fixture
+def stalled_client() -> Iterator[Callable[[ServerProcess], socket.socket]]:
+    """Opens clients that never read (closed at teardown): ``sock = stalled_client(server)``."""
+    opened: list[socket.socket] = []
+
+    def open_one(server: ServerProcess) -> socket.socket:
+        opened.append(open_stalled_client(server))
+        return opened[-1]
+
+    yield open_one
+    for sock in opened:
+        sock.close()

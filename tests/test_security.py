@@ -270,11 +270,6 @@ def test_no_subprotocol_header_when_nothing_offered(server: ServerProcess) -> No
 SECRET = "zq-7f3a9c"  # short: a truncated frame dump still shows it whole
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: with WF_LOG_LEVEL=debug uvicorn's websockets-sansio protocol logs every frame "
-    "('< TEXT ...' / '> TEXT ...') through the uvicorn.error logger, token text included",
-)
 def test_token_text_never_appears_in_the_log() -> None:
     env = {"WF_ENABLE_PUBLISH": "1", "WF_LOG_LEVEL": "debug"}
     with ServerProcess(env=env) as debug_server:

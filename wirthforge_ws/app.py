@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 import time
 from collections import Counter
@@ -35,6 +36,7 @@ from .schemas import MessageValidationError, SchemaSet
 from .security import OriginHostGuard
 from .settings import Settings
 from .sources import SimulatedModel
+from .transport import ExposeTransport
 
 log = logging.getLogger("wirthforge.app")
 
@@ -240,7 +242,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         allow_null_origin=settings.allow_null_origin,
     )
     server.guard = guard
-    return guard
+    return ExposeTransport(guard)
 
 
 def serve(settings: Settings) -> None:
@@ -257,14 +259,25 @@ def serve(settings: Settings) -> None:
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=settings.permessage_deflate,
         lifespan="on",
-        log_level=settings.log_level,
+        # At debug level uvicorn's WebSocket protocol logs frame contents,
+        # which would put token text in the log: uvicorn stays at info.
+        log_level="info" if settings.log_level == "debug" else settings.log_level,
+        proxy_headers=False,  # a loopback server has no proxy in front of it
         access_log=False,
         # Shutdown: uvicorn closes every WebSocket with 1012 (service restart),
         # then gives handlers this long before the lifespan cancels our tasks.
         timeout_graceful_shutdown=1,
     )
     logging.getLogger("uvicorn.error").addFilter(_DenialLogFilter())
+    # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, so that the
+    # previous handlers run; these make a clean shutdown a normal exit (0).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     uvicorn.Server(config).run()
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

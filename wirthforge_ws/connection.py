@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import messages
-from .hub import Hub, Outbound, ResumeRequest
+from . import messages, transport
+from .hub import Hub, Outbound, ResumeRequest, ResumeResult
 from .messages import Event
 from .metrics import RollingSamples
 from .outbox import Outbox
@@ -125,6 +125,7 @@ class Connection:
     async def serve(self) -> None:
         """Run the connection until either side closes it."""
         await self.websocket.accept(subprotocol=self.subprotocol)
+        transport.tighten(transport.transport_of(self.websocket.scope))
         try:
             self._start()
             await self._read_loop()
@@ -145,9 +146,7 @@ class Connection:
         lower seqs; from the first message after it, seq strictly increases.
         """
         plan = self.hub.plan_resume(self.subscriptions, self._options.resume)
-        result = plan.result
-        if self._options.resume_invalid:
-            result = type(result)("incomplete", 0, "invalid_request")
+        result = ResumeResult("incomplete", 0, "invalid_request") if self._options.resume_invalid else plan.result
         session = self._session_fields(result.as_payload()) if self.version == "1.1" else None
         self._send_direct(
             messages.startup_complete(
@@ -213,12 +212,9 @@ class Connection:
         except (TimeoutError, OSError, RuntimeError, WebSocketDisconnect):
             pass
         # A client that stopped reading cannot receive a close frame either:
-        # its socket buffer is full. Abort the TCP connection so its memory is
-        # freed now rather than when keepalive gives up. ASGI has no abort, so
-        # reach the server's transport through the send callable if we can.
-        transport = getattr(getattr(self.websocket._send, "__self__", None), "transport", None)
-        if transport is not None:
-            transport.abort()
+        # its socket buffer is full. Drop the TCP connection so its memory is
+        # freed now rather than when keepalive gives up.
+        transport.abort(transport.transport_of(self.websocket.scope))
 
     # -- outbound -----------------------------------------------------------
 
@@ -321,6 +317,7 @@ class Connection:
         except MessageValidationError as error:
             self._reject_invalid(error)
             return
+        log.debug("connection %s: %s", self.id, kind)  # the type only: payloads may hold private text
         payload = request.get("payload") or {}
         handler = getattr(self, "_on_" + kind)
         handler(payload)

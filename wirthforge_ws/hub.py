@@ -204,6 +204,7 @@ class Hub:
             self.render(outbound, version)
         self.stats.published[event.type] += 1
         if reliable:
+            log.debug("published %s seq %d", event.type, outbound.seq)
             self._remember(outbound)
         else:
             self._newest_frames[event.type] = outbound

@@ -1,0 +1,84 @@
+"""The TCP transport under a WebSocket: the two things ASGI cannot do.
+
+ASGI gives an application ``send`` and ``receive`` and nothing else, but a
+push server needs two things from the socket itself:
+
+1. **Small buffers below the outbox.** Latest-wins coalescing happens in the
+   connection's :class:`~.outbox.Outbox`, and only while the socket refuses
+   more data. With default buffers the kernel accepts megabytes first (send
+   buffer autotuning), so a slow reader would get an ever older backlog of
+   frames instead of the newest one. :func:`tighten` caps the unsent bytes
+   in the kernel (``TCP_NOTSENT_LOWAT``) and the transport's own buffer, so
+   backpressure reaches the outbox after a few kilobytes.
+2. **Abort.** A client that stopped reading cannot receive a close frame
+   (its socket buffer is full), and uvicorn waits for that forever.
+   :func:`abort` drops the TCP connection so its memory is freed at once.
+
+:class:`ExposeTransport` is the outermost ASGI middleware: it finds the
+transport of the server protocol that called it (uvicorn passes a bound
+method of its protocol object as ``send``) and puts it in the scope. With a
+server that does not expose it, both functions do nothing and the server
+still works, with looser flow control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger("wirthforge.transport")
+
+SCOPE_KEY = "wirthforge.transport"
+
+# Unsent bytes the kernel may hold for one connection (~10 energy frames),
+# and the transport's buffer above it. Loopback moves data in microseconds;
+# these only fill when the reader stalls, which is when they should be small.
+KERNEL_UNSENT_BYTES = 4096
+TRANSPORT_HIGH_WATER = 4096
+
+# Linux's TCP_NOTSENT_LOWAT (socket module constant only on some Pythons).
+_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+
+
+class ExposeTransport:
+    """ASGI middleware that records the WebSocket's transport in ``scope[SCOPE_KEY]``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            protocol = getattr(send, "__self__", None)
+            transport = getattr(protocol, "transport", None)
+            # Duck-typed: uvloop's transports are not asyncio.Transport subclasses.
+            if callable(getattr(transport, "abort", None)):
+                scope[SCOPE_KEY] = transport
+        await self.app(scope, receive, send)
+
+
+def transport_of(scope: Scope) -> asyncio.Transport | None:
+    transport: Any = scope.get(SCOPE_KEY)
+    return transport
+
+
+def tighten(transport: asyncio.Transport | None) -> None:
+    """Shrink the buffers below the outbox so backpressure reaches it quickly."""
+    if transport is None:
+        return
+    transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER)
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, KERNEL_UNSENT_BYTES)
+        except OSError as error:  # not Linux, or an old kernel: transport limits still apply
+            log.debug("TCP_NOTSENT_LOWAT unavailable: %s", error)
+
+
+def abort(transport: asyncio.Transport | None) -> None:
+    """Drop the TCP connection without a close handshake."""
+    if transport is not None:
+        transport.abort()
