@@ -25,6 +25,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
+from tests.server_process import ServerProcess
 from wirthforge_ws.client import ClientStats, WirthforgeClient, percentile
 
 MEDIAN_BOUND_MS = 5.0
@@ -153,31 +156,23 @@ def assert_upstream_bounds(report: LatencyReport) -> None:
 # ---------------------------------------------------------------------------
 # pytest
 
-try:
-    import pytest
-except ImportError:  # script use without pytest installed
-    pytest = None  # type: ignore[assignment]
+@pytest.fixture(scope="module")
+def server():
+    with ServerProcess() as running:
+        yield running
 
-if pytest is not None:
-    from tests.server_process import ServerProcess
+@pytest.mark.parametrize("clients", [1, 10])
+@pytest.mark.parametrize("protocol", ["1.0", "1.1"])
+def test_latency_and_rate_within_upstream_bounds(server: ServerProcess, clients: int, protocol: str) -> None:
+    report = asyncio.run(measure(server.ws_url, clients=clients, duration=3.0, protocol=protocol))
+    print("\n" + report.text())
+    assert_upstream_bounds(report)
 
-    @pytest.fixture(scope="module")
-    def server():
-        with ServerProcess() as running:
-            yield running
-
-    @pytest.mark.parametrize("clients", [1, 10])
-    @pytest.mark.parametrize("protocol", ["1.0", "1.1"])
-    def test_latency_and_rate_within_upstream_bounds(server: ServerProcess, clients: int, protocol: str) -> None:
-        report = asyncio.run(measure(server.ws_url, clients=clients, duration=3.0, protocol=protocol))
-        print("\n" + report.text())
-        assert_upstream_bounds(report)
-
-    def test_server_reports_its_own_frame_clock(server: ServerProcess) -> None:
-        loop = server.health()["frameLoop"]
-        assert abs(loop["achievedHz"] - RATE_HZ) <= RATE_TOLERANCE_HZ
-        assert loop["tickLatenessMs"]["p99"] < 16.67
-        assert loop["budgetOverruns"] == 0 or loop["budgetOverruns"] < loop["ticks"] * 0.001
+def test_server_reports_its_own_frame_clock(server: ServerProcess) -> None:
+    loop = server.health()["frameLoop"]
+    assert abs(loop["achievedHz"] - RATE_HZ) <= RATE_TOLERANCE_HZ
+    assert loop["tickLatenessMs"]["p99"] < 16.67
+    assert loop["budgetOverruns"] == 0 or loop["budgetOverruns"] < loop["ticks"] * 0.001
 
 
 # ---------------------------------------------------------------------------

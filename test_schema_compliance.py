@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import connect
 
+from tests.server_process import ServerProcess
 from wirthforge_ws.protocol import CHANNEL_OF
 from wirthforge_ws.schemas import MessageValidationError, SchemaSet, reference_validator
 
@@ -128,88 +130,80 @@ async def collect(url: str, version: str, duration: float, *, provoke_error: boo
 # ---------------------------------------------------------------------------
 # pytest
 
-try:
-    import pytest
-except ImportError:  # script use without pytest installed
-    pytest = None  # type: ignore[assignment]
+@pytest.fixture(scope="module")
+def server():
+    with ServerProcess(env={"WF_ENABLE_PUBLISH": "1", "WF_SEED": "7"}) as running:
+        yield running
 
-if pytest is not None:
-    from tests.server_process import ServerProcess
+def _publish_rare_events(server: ServerProcess) -> None:
+    """Reward and resonance events are rare in the simulation; an orchestrator publishes them here."""
+    server.publish([
+        {"type": "reward_event", "payload": {"rewardType": "achievement", "title": "Compliance", "points": 1,
+                                             "level": 2, "energyBonus": 0.5, "description": "test"}},
+        {"type": "resonance_event", "payload": {"resonanceType": "harmonic", "frequency": 12.5, "amplitude": 0.4,
+                                                "participants": ["a_model", "b-model"], "phase": 90}},
+        {"type": "interference_event", "payload": {"patternType": "neutral", "models": ["a_model", "b-model"],
+                                                   "intensity": 0.3, "coherenceScore": 0.7}},
+    ])
 
-    @pytest.fixture(scope="module")
-    def server():
-        with ServerProcess(env={"WF_ENABLE_PUBLISH": "1", "WF_SEED": "7"}) as running:
-            yield running
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_every_message_type_is_emitted_and_valid(server: ServerProcess, version: str) -> None:
+    async def run() -> ComplianceReport:
+        task = asyncio.create_task(collect(server.ws_url, version, 12.0, until_all_types=True))
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(_publish_rare_events, server)
+        return await task
 
-    def _publish_rare_events(server: ServerProcess) -> None:
-        """Reward and resonance events are rare in the simulation; an orchestrator publishes them here."""
-        server.publish([
-            {"type": "reward_event", "payload": {"rewardType": "achievement", "title": "Compliance", "points": 1,
-                                                 "level": 2, "energyBonus": 0.5, "description": "test"}},
-            {"type": "resonance_event", "payload": {"resonanceType": "harmonic", "frequency": 12.5, "amplitude": 0.4,
-                                                    "participants": ["a_model", "b-model"], "phase": 90}},
-            {"type": "interference_event", "payload": {"patternType": "neutral", "models": ["a_model", "b-model"],
-                                                       "intensity": 0.3, "coherenceScore": 0.7}},
-        ])
+    report = asyncio.run(run())
+    print("\n".join(report.lines()))
+    assert report.failures == []
+    assert report.missing_types() == set(), "\n".join(report.lines())
+    assert report.received["startup_complete"] == 1
 
-    @pytest.mark.parametrize("version", ["1.0", "1.1"])
-    def test_every_message_type_is_emitted_and_valid(server: ServerProcess, version: str) -> None:
-        async def run() -> ComplianceReport:
-            task = asyncio.create_task(collect(server.ws_url, version, 12.0, until_all_types=True))
-            await asyncio.sleep(0.5)
-            await asyncio.to_thread(_publish_rare_events, server)
-            return await task
+def test_upstream_contract_accepts_what_a_1_0_client_receives(server: ServerProcess) -> None:
+    if not UPSTREAM_SCHEMA.is_file():
+        pytest.skip("../shared/reference is absent: the upstream contract cannot be checked here")
+    report = asyncio.run(collect(server.ws_url, "1.0", 2.0))
+    assert report.upstream_checked
+    assert report.total > 60 and report.failures == []
 
-        report = asyncio.run(run())
-        print("\n".join(report.lines()))
-        assert report.failures == []
-        assert report.missing_types() == set(), "\n".join(report.lines())
-        assert report.received["startup_complete"] == 1
+def test_1_0_messages_carry_no_1_1_fields(server: ServerProcess) -> None:
+    async def run() -> list[dict[str, Any]]:
+        async with connect(server.ws_url, compression=None) as websocket:
+            return [json.loads(await asyncio.wait_for(websocket.recv(), 5)) for _ in range(90)]
 
-    def test_upstream_contract_accepts_what_a_1_0_client_receives(server: ServerProcess) -> None:
-        if not UPSTREAM_SCHEMA.is_file():
-            pytest.skip("../shared/reference is absent: the upstream contract cannot be checked here")
-        report = asyncio.run(collect(server.ws_url, "1.0", 2.0))
-        assert report.upstream_checked
-        assert report.total > 60 and report.failures == []
+    received = asyncio.run(run())
+    assert all("seq" not in m and isinstance(m["timestamp"], int) for m in received)
+    assert received[0]["payload"].keys() <= {"model", "tier", "version", "frameRate", "capabilities"}
 
-    def test_1_0_messages_carry_no_1_1_fields(server: ServerProcess) -> None:
-        async def run() -> list[dict[str, Any]]:
-            async with connect(server.ws_url, compression=None) as websocket:
-                return [json.loads(await asyncio.wait_for(websocket.recv(), 5)) for _ in range(90)]
+def test_invalid_outbound_message_is_never_sent() -> None:
+    """A message that fails validation is counted, reported as error_event, and not delivered."""
+    from wirthforge_ws.hub import Hub
+    from wirthforge_ws.messages import Event
 
-        received = asyncio.run(run())
-        assert all("seq" not in m and isinstance(m["timestamp"], int) for m in received)
-        assert received[0]["payload"].keys() <= {"model", "tier", "version", "frameRate", "capabilities"}
+    class Recorder:
+        version = "1.0"
 
-    def test_invalid_outbound_message_is_never_sent() -> None:
-        """A message that fails validation is counted, reported as error_event, and not delivered."""
-        from wirthforge_ws.hub import Hub
-        from wirthforge_ws.messages import Event
+        def __init__(self) -> None:
+            self.delivered: list[str] = []
 
-        class Recorder:
-            version = "1.0"
+        def deliver(self, outbound: Any) -> None:
+            text = hub.render(outbound, self.version)
+            if text is not None:
+                self.delivered.append(text)
 
-            def __init__(self) -> None:
-                self.delivered: list[str] = []
-
-            def deliver(self, outbound: Any) -> None:
-                text = hub.render(outbound, self.version)
-                if text is not None:
-                    self.delivered.append(text)
-
-        hub = Hub(SchemaSet(), history_messages=10, history_seconds=10)
-        recorder = Recorder()
-        hub.attach(recorder, hub.plan_resume(["system", "reward"], None))
-        secret = "PRIVATE-TOKEN-TEXT"
-        hub.publish(Event("reward_event", {"rewardType": "bogus", "title": secret, "points": 1}))
-        assert hub.stats.validation_failures == 1
-        kinds = [json.loads(text)["type"] for text in recorder.delivered]
-        assert kinds == ["error_event"]
-        error = json.loads(recorder.delivered[0])
-        assert error["payload"]["code"] == "OUTBOUND_VALIDATION_FAILED"
-        assert error["payload"]["component"] == "websocket"
-        assert secret not in recorder.delivered[0]
+    hub = Hub(SchemaSet(), history_messages=10, history_seconds=10)
+    recorder = Recorder()
+    hub.attach(recorder, hub.plan_resume(["system", "reward"], None))
+    secret = "PRIVATE-TOKEN-TEXT"
+    hub.publish(Event("reward_event", {"rewardType": "bogus", "title": secret, "points": 1}))
+    assert hub.stats.validation_failures == 1
+    kinds = [json.loads(text)["type"] for text in recorder.delivered]
+    assert kinds == ["error_event"]
+    error = json.loads(recorder.delivered[0])
+    assert error["payload"]["code"] == "OUTBOUND_VALIDATION_FAILED"
+    assert error["payload"]["component"] == "websocket"
+    assert secret not in recorder.delivered[0]
 
 
 # ---------------------------------------------------------------------------
