@@ -11,6 +11,7 @@ import { WirthforgeClient, TimeSeries, describeCloseCode } from './wirthforge-cl
 
 /** @typedef {import('./wirthforge-client.js').ConnectionState} ConnectionState */
 /** @typedef {import('./wirthforge-client.js').Envelope} Envelope */
+/** @typedef {import('./wirthforge-client.js').CloseInfo} CloseInfo */
 
 const PLOT_SPAN_MS = 60_000
 const ENERGY_SPAN_MS = 10_000
@@ -121,6 +122,14 @@ function count(n) {
   return n.toLocaleString('en-US')
 }
 
+/**
+ * The server's close reason, or a label for the code when it sent none.
+ * @param {CloseInfo} info
+ */
+function closeReason(info) {
+  return info.reason || describeCloseCode(info.code)
+}
+
 /** @param {number} epochMs */
 function clockTime(epochMs) {
   const d = new Date(epochMs)
@@ -141,16 +150,21 @@ Object.assign(window, { wirthforge: client })
 
 // -- view state (written by message handlers, read by the render loop) ---------
 
+/** Room for 12 s of energy frames at 60 Hz (the view shows 10 s). */
+const energySeries = () => new TimeSeries(60 * 12 + 16)
+
 const energy = {
-  total: new TimeSeries(60 * 12 + 16),
-  generation: new TimeSeries(60 * 12 + 16),
-  attention: new TimeSeries(60 * 12 + 16),
-  reasoning: new TimeSeries(60 * 12 + 16),
+  total: energySeries(),
+  generation: energySeries(),
+  attention: energySeries(),
+  reasoning: energySeries(),
   /** @type {Record<string, any> | null} */
   last: null,
   /** @type {Record<string, any> | null} */
   field: null,
 }
+/** The four series above, cleared and pruned together. */
+const energyHistory = [energy.total, energy.generation, energy.attention, energy.reasoning]
 
 /** Token text not yet on screen. */
 let pendingTokens = ''
@@ -187,9 +201,9 @@ client.onState((state, prev) => {
   timeline.push({ t: client.now(), state })
   const info = client.closeInfo
   if (state === 'reconnecting' && info && prev !== 'reconnecting') {
-    log('conn', `connection lost: ${info.code} ${info.reason || describeCloseCode(info.code)}; reconnecting`)
+    log('conn', `connection lost: ${info.code} ${closeReason(info)}; reconnecting`)
   } else if (state === 'refused' && info) {
-    log('error', `refused by the server: ${info.code} ${info.reason || describeCloseCode(info.code)}; not reconnecting`)
+    log('error', `refused by the server: ${info.code} ${closeReason(info)}; not reconnecting`)
   } else if (state === 'disconnected' && prev !== 'disconnected') {
     log('conn', info?.by === 'client' ? 'disconnected' : `closed by the server: ${info?.code ?? ''} ${info?.reason ?? ''}`)
   } else if (state === 'stalled') {
@@ -203,10 +217,7 @@ client.onStartup((p) => {
   else if (r && r.status === 'incomplete') log('warning', `resume incomplete (${r.reason ?? 'unknown'}): ${r.replayed ?? 0} replayed; state re-synchronised`)
   else log('conn', `connected to ${p.model ?? 'server'} (${p.connectionId ?? '?'})`)
   if (r && r.status === 'incomplete' && r.reason === 'epoch_changed') {
-    energy.total.clear()
-    energy.generation.clear()
-    energy.attention.clear()
-    energy.reasoning.clear()
+    for (const s of energyHistory) s.clear()
   }
 })
 
@@ -257,8 +268,17 @@ client.onMessage('error_event', (m) => {
 
 // -- controls ------------------------------------------------------------------
 
+/**
+ * Whether the client is idle (neither connected nor trying): then the toggle
+ * connects, otherwise it disconnects.
+ * @param {ConnectionState} state
+ */
+function isIdle(state) {
+  return state === 'disconnected' || state === 'refused'
+}
+
 ui.toggle.addEventListener('click', () => {
-  if (client.state === 'disconnected' || client.state === 'refused') client.connect()
+  if (isIdle(client.state)) client.connect()
   else client.disconnect()
 })
 ui.reconnectButton.addEventListener('click', () => client.connect())
@@ -287,6 +307,48 @@ function prepare(canvas) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0)
   ctx.clearRect(0, 0, w, h)
   return { ctx, w, h }
+}
+
+/**
+ * Snaps a coordinate to the middle of a device pixel, so a 1 px line is crisp.
+ * @param {number} v
+ */
+function crisp(v) {
+  return Math.round(v) + 0.5
+}
+
+/**
+ * Strokes one straight line (grid, reference) from (xa, ya) to (xb, yb).
+ * @param {CanvasRenderingContext2D} ctx
+ * @param {number} xa
+ * @param {number} ya
+ * @param {number} xb
+ * @param {number} yb
+ * @param {string} color
+ */
+function strokeLine(ctx, xa, ya, xb, yb, color) {
+  ctx.strokeStyle = color
+  ctx.beginPath()
+  ctx.moveTo(xa, ya)
+  ctx.lineTo(xb, yb)
+  ctx.stroke()
+}
+
+/**
+ * One horizontal grid line across [x0, x1] at height `y`, labelled `label`
+ * `gap` px left of x0. The caller sets font, textAlign and textBaseline.
+ * @param {CanvasRenderingContext2D} ctx
+ * @param {number} y
+ * @param {number} x0
+ * @param {number} x1
+ * @param {string} label
+ * @param {number} gap
+ */
+function gridRow(ctx, y, x0, x1, label, gap) {
+  const yy = crisp(y)
+  strokeLine(ctx, x0, yy, x1, yy, COLORS.grid)
+  ctx.fillStyle = COLORS.label
+  ctx.fillText(label, x0 - gap, yy)
 }
 
 /**
@@ -358,16 +420,7 @@ function drawPlot(canvas, spec) {
   ctx.textAlign = 'right'
   ctx.lineWidth = 1
   const digits = spec.digits ?? (step < 1 ? (step < 0.1 ? 2 : 1) : 0)
-  for (let v = 0; v <= yMax + 1e-9; v += step) {
-    const y = Math.round(Y(v)) + 0.5
-    ctx.strokeStyle = COLORS.grid
-    ctx.beginPath()
-    ctx.moveTo(x0, y)
-    ctx.lineTo(x1, y)
-    ctx.stroke()
-    ctx.fillStyle = COLORS.label
-    ctx.fillText(v.toFixed(digits), x0 - 6, y)
-  }
+  for (let v = 0; v <= yMax + 1e-9; v += step) gridRow(ctx, Y(v), x0, x1, v.toFixed(digits), 6)
   ctx.save()
   ctx.translate(11, (y0 + y1) / 2)
   ctx.rotate(-Math.PI / 2)
@@ -380,12 +433,8 @@ function drawPlot(canvas, spec) {
   ctx.textAlign = 'center'
   ctx.textBaseline = 'top'
   for (let s = 0; s <= spec.spanMs / 1000; s += 10) {
-    const x = Math.round(X(spec.now - s * 1000)) + 0.5
-    ctx.strokeStyle = COLORS.grid
-    ctx.beginPath()
-    ctx.moveTo(x, y1)
-    ctx.lineTo(x, y0)
-    ctx.stroke()
+    const x = crisp(X(spec.now - s * 1000))
+    strokeLine(ctx, x, y1, x, y0, COLORS.grid)
     ctx.fillStyle = COLORS.label
     ctx.textAlign = s === 0 ? 'right' : 'center'
     ctx.fillText(s === 0 ? 'now' : `−${s} s`, s === 0 ? x1 : x, y0 + 6)
@@ -393,13 +442,9 @@ function drawPlot(canvas, spec) {
 
   // reference lines
   for (const ref of spec.refs ?? []) {
-    const y = Math.round(Y(ref.y)) + 0.5
-    ctx.strokeStyle = ref.color
+    const y = crisp(Y(ref.y))
     ctx.setLineDash([5, 4])
-    ctx.beginPath()
-    ctx.moveTo(x0, y)
-    ctx.lineTo(x1, y)
-    ctx.stroke()
+    strokeLine(ctx, x0, y, x1, y, ref.color)
     ctx.setLineDash([])
     ctx.fillStyle = ref.color
     ctx.textAlign = 'left'
@@ -536,22 +581,13 @@ function drawEnergy(/** @type {number} */ now) {
   ctx.lineWidth = 1
   ctx.font = '10px ui-monospace, "DejaVu Sans Mono", Menlo, monospace'
   ctx.textAlign = 'right'
-  for (const v of [0, 0.5, 1]) {
-    const y = Math.round(Y(v)) + 0.5
-    ctx.strokeStyle = COLORS.grid
-    ctx.beginPath()
-    ctx.moveTo(x0, y)
-    ctx.lineTo(x1, y)
-    ctx.stroke()
-    ctx.fillStyle = COLORS.label
-    ctx.fillText(v.toFixed(1), x0 - 5, y)
-  }
+  for (const v of [0, 0.5, 1]) gridRow(ctx, Y(v), x0, x1, v.toFixed(1), 5)
   ctx.textAlign = 'center'
   ctx.textBaseline = 'top'
   ctx.fillText('−10 s', x0 + 14, y0 + 5)
   ctx.fillText('now', x1 - 10, y0 + 5)
 
-  for (const s of [energy.total, energy.generation, energy.attention, energy.reasoning]) s.prune(t0 - 1000)
+  for (const s of energyHistory) s.prune(t0 - 1000)
   const g = energy.generation.valuesArray()
   const a = energy.attention.valuesArray()
   const q = energy.reasoning.valuesArray()
@@ -656,11 +692,11 @@ function renderState() {
   const s = client.state
   setText(ui.status, STATE_LABEL[s])
   if (ui.pill.dataset.state !== s) ui.pill.dataset.state = s
-  setText(ui.toggle, s === 'disconnected' || s === 'refused' ? 'Connect' : 'Disconnect')
+  setText(ui.toggle, isIdle(s) ? 'Connect' : 'Disconnect')
   const refused = s === 'refused'
   if (ui.banner.hidden === refused) ui.banner.hidden = !refused
   const info = client.closeInfo
-  if (refused && info) setText(ui.closeReason, `${info.reason || describeCloseCode(info.code)} (${info.code})`)
+  if (refused && info) setText(ui.closeReason, `${closeReason(info)} (${info.code})`)
 }
 
 /** @param {number} now */
@@ -719,7 +755,7 @@ function renderReadouts(now) {
   setText(
     ui.lastClose,
     info
-      ? `last close: ${info.code} ${info.reason || describeCloseCode(info.code)}${info.by === 'server' ? '' : ` (${info.by})`} at ${clockTime(info.at)}`
+      ? `last close: ${info.code} ${closeReason(info)}${info.by === 'server' ? '' : ` (${info.by})`} at ${clockTime(info.at)}`
       : 'no close yet',
   )
 }
