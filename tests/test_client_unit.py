@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Response
 
 from wirthforge_ws.client import (
@@ -448,11 +448,12 @@ def test_on_message_errors_do_not_break_the_client() -> None:
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
 
-async def _fake_server(handler: Handler, **kwargs: Any) -> Any:
-    return await serve(handler, "127.0.0.1", 0, subprotocols=["wirthforge.1.1", "wirthforge.1.0"], **kwargs)
+def _fake_server(handler: Handler, **kwargs: Any) -> Server:
+    """A loopback server on a free port; ``async with`` it to have it closed at the end."""
+    return serve(handler, "127.0.0.1", 0, subprotocols=["wirthforge.1.1", "wirthforge.1.0"], **kwargs)
 
 
-def _port(server: Any) -> int:
+def _port(server: Server) -> int:
     return server.sockets[0].getsockname()[1]
 
 
@@ -470,8 +471,7 @@ def test_policy_close_is_not_retried() -> None:
             await ws.send(_startup_text(1))
             await ws.close(1008, "rate limit exceeded")
 
-        server = await _fake_server(handler)
-        try:
+        async with _fake_server(handler) as server:
             client = WirthforgeClient(f"ws://127.0.0.1:{_port(server)}/ws", backoff=Backoff(0.01, 0.05))
             async with client:
                 await asyncio.wait_for(client.wait_stopped(), 5)
@@ -482,9 +482,6 @@ def test_policy_close_is_not_retried() -> None:
                 await asyncio.sleep(0.2)
             assert connections == 1
             assert client.state == "refused"
-        finally:
-            server.close()
-            await server.wait_closed()
 
     asyncio.run(scenario())
 
@@ -494,8 +491,7 @@ def test_http_403_is_not_retried() -> None:
         def reject(connection: ServerConnection, request: Any) -> Response:
             return connection.respond(403, "Origin not allowed\n")
 
-        server = await _fake_server(lambda ws: ws.wait_closed(), process_request=reject)
-        try:
+        async with _fake_server(lambda ws: ws.wait_closed(), process_request=reject) as server:
             async with WirthforgeClient(f"ws://127.0.0.1:{_port(server)}/ws", origin="http://evil.example") as client:
                 await asyncio.wait_for(client.wait_stopped(), 5)
                 assert client.state == "refused"
@@ -503,9 +499,6 @@ def test_http_403_is_not_retried() -> None:
                 assert client.close_reason is not None and client.close_reason.startswith("HTTP 403")
                 with pytest.raises(PolicyCloseError):
                     await client.wait_connected(timeout=1)
-        finally:
-            server.close()
-            await server.wait_closed()
 
     asyncio.run(scenario())
 
@@ -534,8 +527,7 @@ def test_transient_closes_reconnect_with_resume(code: int | None) -> None:
             await ws.send(_msg(type="reward_event", channel="reward", timestamp=1, seq=8, payload={}).decode())
             await ws.wait_closed()
 
-        server = await _fake_server(handler)
-        try:
+        async with _fake_server(handler) as server:
             url = f"ws://127.0.0.1:{_port(server)}/ws"
             async with WirthforgeClient(url, channels=["reward"], backoff=Backoff(0.01, 0.05)) as client:
                 second = client.wait_for(lambda m: m.get("seq") == 8, timeout=5)
@@ -549,19 +541,14 @@ def test_transient_closes_reconnect_with_resume(code: int | None) -> None:
             assert offered == ["wirthforge.1.1", "wirthforge.1.1"]
             assert _query(requests[0]) == {"channels": ["reward,system"]}
             assert _query(requests[1]) == {"epoch": ["E1"], "lastSeq": ["7"], "channels": ["reward,system"]}
-        finally:
-            server.close()
-            await server.wait_closed()
 
     asyncio.run(scenario())
 
 
 def test_connection_refused_is_retried_until_the_server_appears() -> None:
     async def scenario() -> None:
-        probe = await _fake_server(lambda ws: ws.wait_closed())
-        port = _port(probe)
-        probe.close()
-        await probe.wait_closed()
+        async with _fake_server(lambda ws: ws.wait_closed()) as probe:
+            port = _port(probe)
 
         async def handler(ws: ServerConnection) -> None:
             await ws.send(_startup_text(1))
@@ -571,14 +558,12 @@ def test_connection_refused_is_retried_until_the_server_appears() -> None:
             await asyncio.sleep(0.3)
             assert client.stats.connect_failures >= 2
             assert client.state in ("connecting", "reconnecting")
-            server = await serve(handler, "127.0.0.1", port, subprotocols=["wirthforge.1.1"])
-            try:
-                session = await client.wait_connected(timeout=5)
-                assert session["epoch"] == "E1"
-            finally:
-                await client.close()
-                server.close()
-                await server.wait_closed()
+            async with serve(handler, "127.0.0.1", port, subprotocols=["wirthforge.1.1"]):
+                try:
+                    session = await client.wait_connected(timeout=5)
+                    assert session["epoch"] == "E1"
+                finally:
+                    await client.close()
 
     asyncio.run(scenario())
 
@@ -593,17 +578,13 @@ def test_silent_connection_is_aborted_by_the_watchdog() -> None:
             await ws.send(_startup_text(sessions, epoch="E1"))
             await ws.wait_closed()  # then silence: no heartbeats
 
-        server = await _fake_server(handler)
-        try:
+        async with _fake_server(handler) as server:
             url = f"ws://127.0.0.1:{_port(server)}/ws"
             async with WirthforgeClient(url, stale_after=0.3, backoff=Backoff(0.01, 0.05)) as client:
                 await client.wait_connected(timeout=5)
                 again = client.wait_for(lambda m: m["type"] == "startup_complete", timeout=5)
                 await again
                 assert client.close_code == 1006
-        finally:
-            server.close()
-            await server.wait_closed()
 
     asyncio.run(scenario())
 
@@ -621,8 +602,7 @@ def test_pause_is_reapplied_after_reconnect() -> None:
                 if len(inbound) == 1 and seen == ["pause_energy"]:
                     await ws.close(1012, "restarting")
 
-        server = await _fake_server(handler)
-        try:
+        async with _fake_server(handler) as server:
             url = f"ws://127.0.0.1:{_port(server)}/ws"
             async with WirthforgeClient(url, backoff=Backoff(0.01, 0.05)) as client:
                 await client.wait_connected(timeout=5)
@@ -634,9 +614,6 @@ def test_pause_is_reapplied_after_reconnect() -> None:
                         break
                     await asyncio.sleep(0.02)
             assert inbound[1][0] == "pause_energy"
-        finally:
-            server.close()
-            await server.wait_closed()
 
     asyncio.run(scenario())
 

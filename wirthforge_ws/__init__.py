@@ -15,7 +15,8 @@ Layout (one module per responsibility):
 - :mod:`.sources`    token and energy sources (simulated model for now)
 - :mod:`.energy`     energy math (WF-FND-002)
 - :mod:`.app`        FastAPI wiring: routes, lifespan, health
-- :mod:`.client`     asyncio client with reconnect and resume
+- :mod:`.client`     asyncio client with reconnect and resume (subpackage)
+- :mod:`.transport`  TCP-level flow control and abort below ASGI
 """
 
 __version__ = "1.1.0"

@@ -4,6 +4,24 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
+
+
+def percentile(values: Iterable[float], fraction: float) -> float | None:
+    """Nearest-rank percentile, *fraction* in [0, 1]; None when there are no values.
+
+    The smallest sample with at least ``fraction`` of all samples at or below
+    it: always an observed value, no interpolation. The server's ``/health``
+    and the Python client both use it, so they report the same numbers. With
+    fewer than 100 samples P99 is the maximum.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError("fraction must be within [0, 1]")
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
 
 
 class RollingSamples:
@@ -26,11 +44,7 @@ class RollingSamples:
 
     def percentile(self, fraction: float) -> float | None:
         """Nearest-rank percentile (fraction in [0, 1]); None when empty."""
-        if not self._samples:
-            return None
-        ordered = sorted(self._samples)
-        rank = max(1, math.ceil(fraction * len(ordered)))
-        return ordered[rank - 1]
+        return percentile(self._samples, fraction)
 
     def last(self) -> float | None:
         return self._samples[-1] if self._samples else None
