@@ -7,6 +7,7 @@ Layout (one module per responsibility):
 - :mod:`.schemas`    JSON Schema loading and compiled validation
 - :mod:`.messages`   builders for every outbound message type
 - :mod:`.clock`      the drift-free frame clock
+- :mod:`.metrics`    rolling percentiles and rate meters
 - :mod:`.frame_loop` the 60 Hz loop: source -> energy_update -> hub
 - :mod:`.hub`        validate once, serialise once, fan out; resume history
 - :mod:`.outbox`     per-connection bounded queue with latest-wins coalescing

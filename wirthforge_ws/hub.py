@@ -125,10 +125,6 @@ class Hub:
 
     # -- connections --------------------------------------------------------
 
-    @property
-    def subscribers(self) -> frozenset[Subscriber]:
-        return frozenset(self._subscribers)
-
     def __len__(self) -> int:
         return len(self._subscribers)
 

@@ -110,11 +110,6 @@ async def _deny(scope: Scope, send: Send, status: int, reason: str) -> None:
     await send({"type": prefix + "http.response.body", "body": body})
 
 
-async def deny_websocket(scope: Scope, send: Send, status: int, reason: str) -> None:
-    """Refuse a WebSocket upgrade with an HTTP status and a plain-text reason."""
-    await _deny(scope, send, status, reason)
-
-
 class TokenBucket:
     """Allows *rate* events per second on average, with bursts up to *burst*."""
 
