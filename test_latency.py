@@ -169,7 +169,14 @@ def test_latency_and_rate_within_upstream_bounds(server: ServerProcess, clients:
     assert_upstream_bounds(report)
 
 def test_server_reports_its_own_frame_clock(server: ServerProcess) -> None:
-    loop = server.health()["frameLoop"]
+    async def health_while_watched() -> dict[str, Any]:
+        async with WirthforgeClient(server.ws_url) as client:
+            await client.wait_connected(timeout=10)
+            await asyncio.sleep(2.2)  # a full rate window of active ticks
+            return await asyncio.to_thread(server.health)
+
+    loop = asyncio.run(health_while_watched())["frameLoop"]
+    assert loop["idle"] is False
     assert abs(loop["achievedHz"] - RATE_HZ) <= RATE_TOLERANCE_HZ
     assert loop["tickLatenessMs"]["p99"] < 16.67
     assert loop["budgetOverruns"] == 0 or loop["budgetOverruns"] < loop["ticks"] * 0.001

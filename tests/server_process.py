@@ -3,7 +3,7 @@
 Example::
 
     with ServerProcess(env={"WF_ENABLE_PUBLISH": "1"}) as server:
-        print(server.ws_url, server.health()["frameLoop"]["achievedHz"])
+        print(server.ws_url, server.health()["frameLoop"]["frameNumber"])
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ class Server:
         self.source = SimulatedModel(settings.model_id, council=settings.council, seed=settings.seed,
                                      frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
         self.frame_loop = FrameLoop(settings, self.hub, self.source)
+        self.hub.on_attach = self.frame_loop.clock.wake
         self.connections: set[Connection] = set()
         self.nominal_rates = {
             "energy_update": settings.frame_rate,

@@ -6,13 +6,23 @@ is due at ``start + k * period`` whatever happened before, so lateness never
 accumulates. When the loop falls more than a period behind (a GC pause, a
 suspended laptop) it skips the missed ticks and counts them instead of
 firing a burst of catch-up frames that nobody wants to see.
+
+While nobody is watching (the *idle* predicate is true) the clock wakes only
+at ``idle_rate`` and jumps to the newest frame that fell due: frame numbers
+keep advancing at the full rate, but an idle server does not pay for 60
+wake-ups a second. :meth:`FrameClock.wake` ends an idle sleep at once when a
+client arrives. Idle ticks are not counted as lateness or skipped frames.
+
+Lateness is measured with ``time.monotonic`` (uvloop's own clock has only
+millisecond resolution); with uvloop a timer can also fire up to a
+millisecond early, which shows as negative lateness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from .metrics import RateMeter, RollingSamples
@@ -28,50 +38,83 @@ class Tick:
 
 
 class FrameClock:
-    """Yields :class:`Tick` at *rate* Hz on the running loop's monotonic clock."""
+    """Yields :class:`Tick` at *rate* Hz on the monotonic clock."""
 
-    def __init__(self, rate: float, *, window_seconds: float = 10.0) -> None:
+    def __init__(self, rate: float, *, idle_rate: float = 10.0, window_seconds: float = 10.0) -> None:
         if rate <= 0:
             raise ValueError("rate must be > 0")
         self.rate = rate
         self.period = 1.0 / rate
+        self.idle_stride = max(int(rate / idle_rate), 1)  # frames per idle wake-up
         self.frames_skipped = 0
         self.ticks = 0
+        self.idle_ticks = 0
+        self.frame_number = 0
         self.lateness = RollingSamples(int(rate * window_seconds))
         self._rate_meter = RateMeter(int(rate * 2) + 1)
+        self._idle_sleep: asyncio.Future[None] | None = None
 
     @property
     def achieved_rate(self) -> float:
-        """Ticks per second over the last two seconds."""
+        """Ticks per second over the last two seconds of active (not idle) running."""
         return self._rate_meter.rate()
 
-    async def run(self) -> AsyncIterator[Tick]:
-        # time.monotonic, not loop.time(): uvloop's loop clock only has
-        # millisecond resolution, too coarse to measure lateness.
+    @property
+    def idle(self) -> bool:
+        return self._idle_sleep is not None
+
+    def wake(self) -> None:
+        """End an idle sleep now: someone is watching again."""
+        if self._idle_sleep is not None and not self._idle_sleep.done():
+            self._idle_sleep.set_result(None)
+
+    async def run(self, idle: Callable[[], bool] | None = None) -> AsyncIterator[Tick]:
         loop = asyncio.get_running_loop()
         start = time.monotonic()
         index = 0  # invariant: tick `index` is due at start + index * period
-        frame_number = 0
+        was_idle = False
         while True:
             index += 1
+            is_idle = idle is not None and idle()
+            if is_idle:
+                await self._sleep_idle(loop, start + (index + self.idle_stride - 1) * self.period)
+                newest_due = int((time.monotonic() - start) / self.period)
+                if newest_due > index:
+                    self.frame_number += newest_due - index
+                    index = newest_due
+            elif was_idle:
+                self._rate_meter.clear()  # the idle gap is not a slow rate
+            was_idle = is_idle
             deadline = start + index * self.period
             if deadline > time.monotonic():
                 await _sleep_until(loop, deadline)
             now = time.monotonic()
             lateness = now - deadline
-            if lateness >= self.period:
-                # Too far behind: skip the ticks we missed rather than burst.
-                missed = int(lateness // self.period)
-                index += missed
-                frame_number += missed
-                self.frames_skipped += missed
-                deadline = start + index * self.period
-                lateness = now - deadline
-            self.ticks += 1
-            self.lateness.add(lateness)
-            self._rate_meter.mark(now)
-            yield Tick(frame_number, deadline, lateness)
-            frame_number += 1
+            if is_idle:
+                self.idle_ticks += 1
+            else:
+                if lateness >= self.period:
+                    # Too far behind: skip the ticks we missed rather than burst.
+                    missed = int(lateness // self.period)
+                    index += missed
+                    self.frame_number += missed
+                    self.frames_skipped += missed
+                    deadline = start + index * self.period
+                    lateness = now - deadline
+                self.ticks += 1
+                self.lateness.add(lateness)
+                self._rate_meter.mark(now)
+            yield Tick(self.frame_number, deadline, lateness)
+            self.frame_number += 1
+
+    async def _sleep_idle(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self._idle_sleep = loop.create_future()
+        handle = loop.call_later(deadline - time.monotonic(), _resolve, self._idle_sleep)
+        try:
+            await self._idle_sleep
+        finally:
+            handle.cancel()
+            self._idle_sleep = None
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:

@@ -3,7 +3,8 @@
 Each tick asks the source what happened during the frame, builds the
 frame's messages and publishes them; the hub validates, serialises and fans
 out. With no client connected the source still advances (so the model's
-state stays continuous) but no frame is built or serialised.
+state and the frame numbers stay continuous) but no frame is built or
+serialised, and the clock wakes only ten times a second (see clock.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class FrameLoop:
 
     async def run(self) -> None:
         budget = self.settings.frame_budget_ms / 1000.0
-        async for tick in self.clock.run():
+        hub = self.hub
+        async for tick in self.clock.run(idle=lambda: not len(hub)):
             started = time.perf_counter()
             self.frame_number = tick.frame_number
             self._frame(tick.frame_number, tick.deadline, started)
@@ -76,8 +78,12 @@ class FrameLoop:
         clock = self.clock
         return {
             "targetHz": self.settings.frame_rate,
-            "achievedHz": round(clock.achieved_rate, 3),
+            # null while idle: no frames are built, so there is no rate to report
+            "achievedHz": None if clock.idle else round(clock.achieved_rate, 3),
+            "idle": clock.idle,
+            "frameNumber": clock.frame_number,
             "ticks": clock.ticks,
+            "idleTicks": clock.idle_ticks,
             "framesBuilt": self.frames_built,
             "framesSkipped": clock.frames_skipped,
             "tickLatenessMs": clock.lateness.summary(scale=1000.0),

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -122,6 +122,7 @@ class Hub:
         self._evicted_through = 0  # highest seq that has left the history
         self._newest_frames: dict[str, Outbound] = {}
         self._reporting_failure = False
+        self.on_attach: Callable[[], None] | None = None  # e.g. wake an idle frame clock
 
     # -- connections --------------------------------------------------------
 
@@ -162,6 +163,8 @@ class Hub:
             subscriber.deliver(outbound)
         self._subscribers.add(subscriber)
         self._versions_in_use[subscriber.version] += 1
+        if self.on_attach is not None:
+            self.on_attach()
 
     def _fresh_frames(self, after_seq: int = 0) -> list[Outbound]:
         """The newest frame of each energy type the client has not seen, if still current.

@@ -72,6 +72,9 @@ class RateMeter:
     def mark(self, when: float) -> None:
         self._times.append(when)
 
+    def clear(self) -> None:
+        self._times.clear()
+
     def rate(self) -> float:
         if len(self._times) < 2:
             return 0.0
