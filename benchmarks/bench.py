@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Benchmarks of the WIRTHFORGE real-time transport (how each number is taken: docs/PERFORMANCE.md).
 
-    .venv/bin/python benchmarks/bench.py                 # full run, about 10 minutes
-    .venv/bin/python benchmarks/bench.py --quick         # about 3 minutes
+    .venv/bin/python benchmarks/bench.py                 # full run, 9-15 minutes
+    .venv/bin/python benchmarks/bench.py --quick         # about 4 minutes
     .venv/bin/python benchmarks/bench.py --only micro,cpu --out /tmp/fragment.md
+    .venv/bin/python benchmarks/bench.py --only cpu,deflate --deflate-clients 50 --results /tmp/deflate.json
 
 Sections (``--only`` takes a comma-separated subset):
 
@@ -14,21 +15,25 @@ Sections (``--only`` takes a comma-separated subset):
              tick lateness.
 ``micro``    in-process: build + validate + serialise of an energy_update,
              fastjsonschema vs jsonschema, orjson vs json, fan-out per client.
-``cpu``      idle server CPU over 10 s (CPU under load comes from ``latency``).
+``cpu``      idle server CPU, 3 x 10 s (CPU under load comes from ``latency``).
 ``memory``   RSS at idle / 100 clients (from ``latency``) and with a client that
              stops reading while reliable messages are published.
-``loops``    the server under uvicorn with uvloop vs the stdlib asyncio loop.
+``loops``    the server with uvloop vs the stdlib asyncio loop (setting WF_LOOP).
 ``deflate``  permessage-deflate on vs off: server CPU per client and bytes.
 
-The server always runs as a separate process (``tests/server_process.py``),
-the load clients in one or two further processes; nothing is measured in the
-server's own process. Results go to ``benchmarks/results.json`` (and to
-``--out``: ``.json`` for the raw results, anything else for a Markdown
-fragment). Every subprocess is stopped on exit, Ctrl-C or error.
+Except ``micro`` (in the harness's own process, no server), the server runs
+as a separate process (``tests/server_process.py``: ``python ws_server.py``
+with ``WF_SEED=7`` plus any ``WF_*`` variables of the harness's environment)
+and the load clients in one or two further processes. The machine is shared:
+before each run the harness waits (``--wait-quiet``) until other processes use
+less than ``--quiet-threshold`` % of a core, and repeats a run during which
+they used more (``--retries``), keeping the quietest. Results go to
+``benchmarks/results.json`` (and to ``--out``: ``.json`` for the raw results,
+anything else for Markdown tables). Every subprocess is stopped on exit,
+Ctrl-C, SIGTERM or error.
 
-Internal entry points (started by the harness itself):
-``bench.py _client ...`` (a load client) and ``bench.py _uvicorn ...`` (the
-server under uvicorn with an explicit ``loop=``).
+Internal entry point (started by the harness itself): ``bench.py _client ...``
+(a load client process).
 """
 
 from __future__ import annotations
@@ -415,57 +420,6 @@ def client_entry(argv: Sequence[str]) -> None:
 
 
 # ===========================================================================
-# The server under uvicorn with an explicit event loop (``bench.py _uvicorn``)
-#
-# wirthforge_ws.app.serve() passes no ``loop=`` to uvicorn.Config, so uvicorn
-# uses "auto" (uvloop when installed). This runs the same application with
-# the same Config, except for ``loop``.
-
-
-def uvicorn_entry(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(prog="bench.py _uvicorn")
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-
-    import logging
-
-    import uvicorn
-
-    from wirthforge_ws import app as app_module
-    from wirthforge_ws import settings as settings_module
-
-    settings = settings_module.load(["--host", args.host, "--port", str(args.port)])
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    inner = app_module.create_app(settings)
-    announced = False
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        nonlocal announced
-        if not announced and scope["type"] == "lifespan":
-            announced = True
-            running = asyncio.get_running_loop()
-            print(f"bench: event loop {type(running).__module__}.{type(running).__name__}", file=sys.stderr, flush=True)
-        await inner(scope, receive, send)
-
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ws="websockets-sansio",
-        ws_max_size=settings.max_message_bytes,
-        ws_per_message_deflate=settings.permessage_deflate,
-        lifespan="on",
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=1,
-        loop=args.loop,
-    )
-    uvicorn.Server(config).run()
-
-
-# ===========================================================================
 # The harness
 
 
@@ -507,53 +461,29 @@ def _server_process_class() -> type:
     return ServerProcess
 
 
-def _uvicorn_process_class() -> type:
-    ServerProcess = _server_process_class()
+SERVER_ENV = {"WF_SEED": "7"}  # the simulated model does the same thing in every run
 
-    class UvicornProcess(ServerProcess):  # type: ignore[misc, valid-type]
-        """Like ServerProcess, but runs ``bench.py _uvicorn --loop LOOP`` instead of ws_server.py."""
 
-        def __init__(self, loop_name: str, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.loop_name = loop_name
-
-        def start(self) -> Any:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-            command = [sys.executable, str(BENCH_FILE), "_uvicorn", "--loop", self.loop_name,
-                       "--host", self.host, "--port", str(self.port)]
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + self.startup_timeout
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_text()}")
-                try:
-                    self.health(timeout=0.5)
-                    return self
-                except (OSError, urllib.error.URLError):
-                    time.sleep(0.05)
-            self.stop()
-            raise TimeoutError(f"server did not answer /health:\n{self.log_text()}")
-
-    return UvicornProcess
+def event_loop_of(pid: int) -> str:
+    """Which event loop a server process runs: uvloop's extension is mapped only when uvicorn chose it."""
+    with contextlib.suppress(OSError):
+        if "uvloop/loop." in Path(f"/proc/{pid}/maps").read_text():
+            return "uvloop"
+        return "asyncio"
+    return "?"
 
 
 @contextlib.contextmanager
-def running_server(kind: str = "ws_server", env: dict[str, str] | None = None) -> Iterator[Any]:
-    """A server subprocess: ``ws_server`` (python ws_server.py) or ``uvicorn:<loop>``."""
-    if kind == "ws_server":
-        server = _server_process_class()(env=env or {})
-    else:
-        server = _uvicorn_process_class()(kind.split(":", 1)[1], env=env or {})
+def running_server(env: dict[str, str] | None = None) -> Iterator[Any]:
+    """The real server (``python ws_server.py`` via tests/server_process.py) with WF_* settings in *env*."""
+    server = _server_process_class()(env={**SERVER_ENV, **(env or {})})
     _STARTED.append(server)
     server.start()
     try:
+        server.event_loop = event_loop_of(server.process.pid)
         yield server
     finally:
         server.stop(timeout=5)
-        if kind != "ws_server":
-            log = server.log_text()
-            if "bench: event loop" in log:
-                server.loop_seen = log.split("bench: event loop", 1)[1].split("\n", 1)[0].strip()
         with contextlib.suppress(ValueError):
             _STARTED.remove(server)
         with contextlib.suppress(OSError):
@@ -578,12 +508,13 @@ def proc_rss_kib(pid: int) -> int:
     return 0
 
 
-def system_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies over all CPUs, from /proc/stat."""
+def system_cpu() -> tuple[float, float, float]:
+    """(busy, total, steal) jiffies over all CPUs, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     total = sum(values[:8])
-    return total - idle, total
+    steal = values[7] if len(values) > 7 else 0
+    return total - idle, total, steal
 
 
 def loadavg() -> list[float]:
@@ -707,12 +638,12 @@ def health_lateness(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def load_run(label: str, *, clients: int, protocol: str = "1.1", duration: float, procs: int = 1,
-             server_kind: str = "ws_server", env: dict[str, str] | None = None, deflate: bool = False,
+             env: dict[str, str] | None = None, deflate: bool = False,
              warmup: float = 2.0, health_every: float = 9.5, tmpdir: str = "") -> dict[str, Any]:
     """Start a server, connect *clients* from *procs* client processes, measure for *duration* seconds."""
     print(f"  - {label}: {clients} client(s), protocol {protocol}, {procs} client process(es), "
-          f"{duration:g} s, server {server_kind}{' +deflate' if deflate else ''}", flush=True)
-    with running_server(server_kind, env) as server:
+          f"{duration:g} s, server env {env or {}}{', client offers deflate' if deflate else ''}", flush=True)
+    with running_server(env) as server:
         pid = server.process.pid
         time.sleep(1.0)  # let startup work settle
         connect_allowance = 1.0 + 0.02 * clients if clients else 0.0
@@ -742,8 +673,7 @@ def load_run(label: str, *, clients: int, protocol: str = "1.1", duration: float
         samples.append(h1)
         load = loadavg()
         client_results = collect_clients(started, timeout=duration + 30) if started else []
-        loop_seen = None
-    loop_seen = getattr(server, "loop_seen", None)
+        loop_seen = server.event_loop
 
     elapsed = t1 - t0
     server_cpu_pct = 100.0 * (cpu1 - cpu0) / elapsed
@@ -766,7 +696,7 @@ def load_run(label: str, *, clients: int, protocol: str = "1.1", duration: float
         "clients": clients,
         "protocol": protocol,
         "client_processes": len(client_results),
-        "server": server_kind,
+        "server_env": {**SERVER_ENV, **(env or {})},
         "event_loop": loop_seen,
         "deflate": deflate,
         "duration_s": round(elapsed, 3),
@@ -795,6 +725,7 @@ def load_run(label: str, *, clients: int, protocol: str = "1.1", duration: float
         "client_cpu_pct_of_core": round(client_cpu_pct, 1),
         "machine_busy_pct_of_core": round(busy, 1),
         "other_load_pct_of_core": round(busy - server_cpu_pct - client_cpu_pct, 1),
+        "steal_pct_of_core": round((sys1[2] - sys0[2]) / max(sys1[1] - sys0[1], 1) * NCPU * 100.0, 2),
         "loadavg_end": load,
         "server_rss_kib": {"start": rss0, "end": rss1},
         "wire_bytes_per_client_per_s": round(sum(c["wire_bytes"] for c in conns) / max(len(conns), 1) / elapsed),
@@ -838,37 +769,46 @@ def section_cpu_idle(quick: bool) -> dict[str, Any]:
 
 
 def _cpu_idle() -> dict[str, Any]:
-    seconds = 10.0
-    print(f"  - idle server CPU over {seconds:g} s", flush=True)
+    """Three consecutive 10 s windows on one idle server; the first is the headline, all are kept."""
+    seconds, windows = 10.0, 3
+    print(f"  - idle server CPU: {windows} x {seconds:g} s", flush=True)
+    samples = []
     with running_server() as server:
         pid = server.process.pid
         time.sleep(3.0)  # past startup
         rss_idle_start = proc_rss_kib(pid)
-        cpu0, sys0, t0 = proc_cpu_seconds(pid), system_cpu(), time.monotonic()
-        time.sleep(seconds)
-        cpu1, sys1, t1 = proc_cpu_seconds(pid), system_cpu(), time.monotonic()
+        for _ in range(windows):
+            cpu0, sys0, t0 = proc_cpu_seconds(pid), system_cpu(), time.monotonic()
+            time.sleep(seconds)
+            cpu1, sys1, t1 = proc_cpu_seconds(pid), system_cpu(), time.monotonic()
+            health = server.health()  # its lateness window is the last 10 s: the measured interval
+            elapsed = t1 - t0
+            pct = 100.0 * (cpu1 - cpu0) / elapsed
+            busy = (sys1[0] - sys0[0]) / max(sys1[1] - sys0[1], 1) * NCPU * 100.0
+            samples.append({"seconds": round(elapsed, 3), "server_cpu_pct_of_core": round(pct, 2),
+                            "cpu_seconds": round(cpu1 - cpu0, 3), "other_load_pct_of_core": round(busy - pct, 1),
+                            "tick_lateness_ms": health["frameLoop"]["tickLatenessMs"],
+                            "processing_ms": health["frameLoop"]["processingMs"]})
         rss = proc_rss_kib(pid)
-        health = server.health()  # its lateness window is the last 10 s: the measured interval
-    elapsed = t1 - t0
-    pct = 100.0 * (cpu1 - cpu0) / elapsed
-    busy = (sys1[0] - sys0[0]) / max(sys1[1] - sys0[1], 1) * NCPU * 100.0
+        loop_name = server.event_loop
+    first = samples[0]
     result = {
-        "seconds": round(elapsed, 3),
-        "server_cpu_pct_of_core": round(pct, 2),
-        "cpu_seconds": round(cpu1 - cpu0, 3),
+        **first,
         "clock_ticks_per_s": CLK_TCK,
-        "tick_lateness_ms": health["frameLoop"]["tickLatenessMs"],
-        "processing_ms": health["frameLoop"]["processingMs"],
+        "windows": samples,
+        "server_cpu_pct_of_core_all": [w["server_cpu_pct_of_core"] for w in samples],
+        "server_cpu_pct_of_core_median": statistics.median(w["server_cpu_pct_of_core"] for w in samples),
+        "tick_lateness_p99_all": [w["tick_lateness_ms"]["p99"] for w in samples],
         "frames_skipped": health["frameLoop"]["framesSkipped"],
         "achieved_hz_health": health["frameLoop"]["achievedHz"],
         "rss_kib": rss,
         "rss_kib_after_startup": rss_idle_start,
-        "machine_busy_pct_of_core": round(busy, 1),
-        "other_load_pct_of_core": round(busy - pct, 1),
+        "event_loop": loop_name,
+        "other_load_pct_of_core": max(w["other_load_pct_of_core"] for w in samples),
         "loadavg_end": loadavg(),
     }
-    print(f"      {result['server_cpu_pct_of_core']} % of a core; lateness {result['tick_lateness_ms']}; "
-          f"RSS {rss} KiB; other load {result['other_load_pct_of_core']} %", flush=True)
+    print(f"      {result['server_cpu_pct_of_core_all']} % of a core; lateness p99 {result['tick_lateness_p99_all']} ms; "
+          f"RSS {rss} KiB; other load up to {result['other_load_pct_of_core']} %", flush=True)
     return result
 
 
@@ -910,7 +850,10 @@ def section_memory(quick: bool, tmpdir: str) -> dict[str, Any]:
                 if now >= end:
                     break
                 if now >= next_sample:
-                    samples.append(((now - pause_at) / 1e9, proc_rss_kib(pid)))
+                    h = server.health()
+                    samples.append((round((now - pause_at) / 1e9, 2), proc_rss_kib(pid),
+                                    sum(h["messages"]["connectionsClosed"].values()),
+                                    sum(c["queued"] for c in h["connections"]["clients"])))
                     next_sample += int(0.5e9)
                 try:
                     server.publish(_token_batch(published, batch), timeout=5)
@@ -928,6 +871,7 @@ def section_memory(quick: bool, tmpdir: str) -> dict[str, Any]:
             time.sleep(0.5)
             h2 = server.health()
         rss_peak = max([rss_before, rss_end_publish, rss_after] + [s[1] for s in samples])
+        closed_at = next((t for t, _, c, _ in samples if c > sum(h0["messages"]["connectionsClosed"].values())), None)
         closed = {k: v - h0["messages"]["connectionsClosed"].get(k, 0)
                   for k, v in h1["messages"]["connectionsClosed"].items()}
         out[mode] = {
@@ -940,6 +884,7 @@ def section_memory(quick: bool, tmpdir: str) -> dict[str, Any]:
             "rss_growth_kib": rss_peak - rss_before,
             "rss_samples": samples,
             "server_closed": closed,
+            "server_closed_within_s_of_pause": closed_at,
             "connections_at_end_of_publishing": h_end["connections"]["count"],
             "connections_after_client_read_again": h1["connections"]["count"],
             "connections_after_client_closed": h2["connections"]["count"],
@@ -966,16 +911,16 @@ def section_loops(quick: bool, tmpdir: str) -> list[dict[str, Any]]:
         for loop_name in ("uvloop", "asyncio"):
             results.append(quiet_run(lambda n=n, loop_name=loop_name: load_run(
                 f"loop {loop_name} x{n}", clients=n, protocol="1.1", duration=duration if n else 10.0,
-                server_kind=f"uvicorn:{loop_name}", tmpdir=tmpdir)))
+                env={"WF_LOOP": loop_name}, tmpdir=tmpdir)))
     return results
 
 
-def section_deflate(quick: bool, tmpdir: str) -> list[dict[str, Any]]:
+def section_deflate(quick: bool, tmpdir: str, clients: int = 10) -> list[dict[str, Any]]:
     duration = 5.0 if quick else 10.0
     results = []
     for on in (False, True):
         results.append(quiet_run(lambda on=on: load_run(
-            f"permessage-deflate {'on' if on else 'off'} x10", clients=10, protocol="1.1", duration=duration,
+            f"permessage-deflate {'on' if on else 'off'} x{clients}", clients=clients, protocol="1.1", duration=duration,
             env={"WF_PERMESSAGE_DEFLATE": "1" if on else "0"}, deflate=True, tmpdir=tmpdir)))
     return results
 
@@ -1112,11 +1057,35 @@ def section_micro(quick: bool) -> dict[str, Any]:
 
     r["source_step"] = t(step, n)
 
+    # "Cold": one frame every 16.7 ms as in the server, so caches and branch
+    # predictors have been disturbed in between; closer to the in-situ cost.
+    cold_hub, _ = hub_with([("fake", "1.1"), ("fake", "1.0")])
+    cold_publish, cold_step = [], []
+    for i in range(120 if quick else 300):  # bounded: about 5 s
+        time.sleep(1 / 60)
+        start = time.perf_counter_ns()
+        cold_hub.publish(build(next(frame)))
+        cold_publish.append((time.perf_counter_ns() - start) / 1000.0)
+        time.sleep(1 / 60)
+        start = time.perf_counter_ns()
+        step()
+        cold_step.append((time.perf_counter_ns() - start) / 1000.0)
+    cold_publish.sort()
+    cold_step.sort()
+    r["cold_one_frame_per_16ms"] = {
+        "publish_build_both_versions_us": {"median": round(statistics.median(cold_publish), 1),
+                                           "p99": round(percentile(cold_publish, 0.99), 1),
+                                           "max": round(cold_publish[-1], 1)},
+        "source_step_us": {"median": round(statistics.median(cold_step), 1),
+                           "p99": round(percentile(cold_step, 0.99), 1), "max": round(cold_step[-1], 1)},
+    }
+
     build_us = r["build_payload"]["median_us"]
     b11 = build_us + r["validate_fastjsonschema_1.1"]["median_us"] + r["serialise_orjson_1.1"]["median_us"]
     r["summary"] = {
         "build_validate_serialise_1.1_us": round(b11 + r["envelope_1.1"]["median_us"], 2),
         "publish_both_versions_us": r["publish_build_both_versions"]["median_us"],
+        "publish_both_versions_cold_p99_us": r["cold_one_frame_per_16ms"]["publish_build_both_versions_us"]["p99"],
         "target_us": 200.0,
     }
     print(f"      build {build_us} us, validate(fastjsonschema) {r['validate_fastjsonschema_1.1']['median_us']} us "
@@ -1128,6 +1097,17 @@ def section_micro(quick: bool) -> dict[str, Any]:
 
 
 # -- environment, tables, output ----------------------------------------------------
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether the server's files differ from it (others edit in parallel)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "server_files_modified": git("status", "--porcelain", "--", "wirthforge_ws", "ws_server.py").splitlines()}
 
 
 def environment() -> dict[str, Any]:
@@ -1142,6 +1122,7 @@ def environment() -> dict[str, Any]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
     return {
+        "git": git_state(),
         "nproc": NCPU,
         "cpu_model": model,
         "python": platform.python_version(),
@@ -1163,15 +1144,18 @@ def _f(value: Any, digits: int = 2) -> str:
 def render_tables(results: dict[str, Any]) -> str:
     lines: list[str] = []
     env = results.get("environment", {})
-    lines.append(f"Machine: {env.get('nproc')} x {env.get('cpu_model')}, Python {env.get('python')}, "
+    lines.append(f"Commit {env.get('git', {}).get('commit')} (server files modified: "
+                 f"{env.get('git', {}).get('server_files_modified') or 'none'}). "
+                 f"Machine: {env.get('nproc')} x {env.get('cpu_model')}, Python {env.get('python')}, "
                  f"load average at start {env.get('loadavg_start')}, mode {'quick' if results.get('quick') else 'full'}")
     lines.append("")
     runs = results.get("latency", []) + ([results["steady"]] if "steady" in results else [])
     if runs:
         lines.append("| run | clients | proto | client procs | latency median / P99 / max (ms) | kernel-arrival median / P99 (ms) "
-                     "| Hz (clients) | Hz (/health) | frame gaps | tick lateness p50 / p99 / max (ms) | server CPU % core "
+                     "| Hz (clients) | Hz (/health) | frame gaps | tick lateness p50 / p99 / max (ms) "
+                     "| frame processing p50 / p99 (ms) | server CPU % core "
                      "| client CPU % | other load % | RSS end (MiB) |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in runs:
             lat, kern, tl = r["latency_ms"], r["latency_kernel_arrival_ms"], r["tick_lateness_ms"]
             lines.append(
@@ -1180,6 +1164,7 @@ def render_tables(results: dict[str, Any]) -> str:
                 f"| {_f(kern['median'], 3)} / {_f(kern['p99'], 3)} "
                 f"| {_f(r['achieved_hz_clients']['mean'], 3)} | {_f(r['achieved_hz_health'], 3)} "
                 f"| {r['frame_gaps']} | {_f(tl.get('p50'), 3)} / {_f(tl.get('p99'), 3)} / {_f(tl.get('max'), 3)} "
+                f"| {_f(tl.get('processing_p50'), 3)} / {_f(tl.get('processing_p99'), 3)} "
                 f"| {_f(r['server_cpu_pct_of_core'], 1)} | {_f(r['client_cpu_pct_of_core'], 1)} "
                 f"| {_f(r['other_load_pct_of_core'], 1)} | {r['server_rss_kib']['end'] / 1024:.1f} |")
         lines.append("")
@@ -1189,7 +1174,7 @@ def render_tables(results: dict[str, Any]) -> str:
         lines.append("|---|---|---|---|---|---|---|")
         for r in results["loops"]:
             lat, tl = r["latency_ms"], r["tick_lateness_ms"]
-            lines.append(f"| {r['server'].split(':')[1]} ({r.get('event_loop') or '?'}) | {r['clients']} "
+            lines.append(f"| {r['server_env'].get('WF_LOOP')} (running: {r.get('event_loop') or '?'}) | {r['clients']} "
                          f"| {_f(lat['median'], 3)} / {_f(lat['p99'], 3)} / {_f(lat['max'], 3)} "
                          f"| {_f(tl.get('p50'), 3)} / {_f(tl.get('p99'), 3)} / {_f(tl.get('max'), 3)} "
                          f"| {_f(r['achieved_hz_health'], 3)} | {_f(r['server_cpu_pct_of_core'], 1)} "
@@ -1199,7 +1184,7 @@ def render_tables(results: dict[str, Any]) -> str:
         lines.append("| permessage-deflate | clients | server CPU % core | CPU % per client (above idle) "
                      "| wire bytes/s per client | JSON bytes/s per client | latency median / P99 (ms) |")
         lines.append("|---|---|---|---|---|---|---|")
-        idle = results.get("cpu", {}).get("server_cpu_pct_of_core", 0.0)
+        idle = results.get("cpu", {}).get("server_cpu_pct_of_core_median", 0.0)
         for r in results["deflate"]:
             lat = r["latency_ms"]
             per = (r["server_cpu_pct_of_core"] - idle) / r["clients"]
@@ -1209,9 +1194,11 @@ def render_tables(results: dict[str, Any]) -> str:
         lines.append("")
     if "cpu" in results:
         c = results["cpu"]
-        lines.append(f"Idle server: {c['server_cpu_pct_of_core']} % of a core over {c['seconds']} s "
-                     f"({c['cpu_seconds']} s CPU at {c['clock_ticks_per_s']} ticks/s); tick lateness {c['tick_lateness_ms']} ms; "
-                     f"RSS {c['rss_kib'] / 1024:.1f} MiB; other load {c['other_load_pct_of_core']} %")
+        lines.append(f"Idle server: {c['server_cpu_pct_of_core']} % of a core over the first {c['seconds']} s "
+                     f"({c['cpu_seconds']} s CPU at {c['clock_ticks_per_s']} ticks/s; all windows "
+                     f"{c['server_cpu_pct_of_core_all']} %, median {c['server_cpu_pct_of_core_median']} %); tick lateness "
+                     f"{c['tick_lateness_ms']} ms (p99 of each window {c['tick_lateness_p99_all']}); "
+                     f"RSS {c['rss_kib'] / 1024:.1f} MiB; other load up to {c['other_load_pct_of_core']} %")
         lines.append("")
     if "memory" in results:
         m = results["memory"]
@@ -1222,7 +1209,12 @@ def render_tables(results: dict[str, Any]) -> str:
                              f"{x['rss_kib_before'] / 1024:.1f} -> peak {x['rss_kib_peak'] / 1024:.1f} -> "
                              f"{x['rss_kib_after'] / 1024:.1f} MiB; server closed {x['server_closed']}; client saw "
                              f"{x['client_close_code']} {x['client_close_reason']!r} / {x['client_lost']} "
-                             f"after {x['client_lost_after_pause_s']} s")
+                             f"after {x['client_lost_after_pause_s']} s (close initiated by server: "
+                             f"{x['client_close_initiated_by_server']}); server decided to close within "
+                             f"{x['server_closed_within_s_of_pause']} s of the pause; server connections after the "
+                             f"client read again: {x['connections_after_client_read_again']}, after it closed: "
+                             f"{x['connections_after_client_closed']}; outbox at end of publishing "
+                             f"{x['queued_at_end_of_publishing']}")
         lines.append("")
     if "micro" in results:
         m = results["micro"]
@@ -1237,6 +1229,10 @@ def render_tables(results: dict[str, Any]) -> str:
             lines.append(f"| fan-out, {label}: publish to 1 / to 100 (median) | {f['publish_1_us']['median_us']} / "
                          f"{f['publish_100_us']['median_us']} | per client {f['per_client_us']} |")
         lines.append(f"| build+envelope+validate+serialise (1.1), sum of medians | {m['summary']['build_validate_serialise_1.1_us']} | target 200 |")
+        cold = m["cold_one_frame_per_16ms"]
+        for key, value in cold.items():
+            lines.append(f"| cold (one call per 16.7 ms): {key} median / p99 / max | {value['median']} / {value['p99']} "
+                         f"/ {value['max']} | |")
         lines.append("")
     return "\n".join(lines)
 
@@ -1246,15 +1242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "_client":
         client_entry(argv[1:])
         return 0
-    if argv and argv[0] == "_uvicorn":
-        uvicorn_entry(argv[1:])
-        return 0
     sections = ("micro", "cpu", "latency", "steady", "memory", "loops", "deflate")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (5 s load runs, 10 s steady state)")
     parser.add_argument("--only", default=",".join(sections), help=f"comma-separated subset of {', '.join(sections)}")
     parser.add_argument("--out", help="also write the results here: .json (raw) or anything else (Markdown tables)")
     parser.add_argument("--results", default=str(RESULTS_JSON), help="where to write the raw results (JSON)")
+    parser.add_argument("--deflate-clients", type=int, default=10,
+                        help="clients in the permessage-deflate comparison (default %(default)s)")
     parser.add_argument("--quiet-threshold", type=float, default=QUIET["threshold"],
                         help="%% of one core that other processes may use during a run (default %(default)s)")
     parser.add_argument("--wait-quiet", type=float, default=QUIET["max_wait"],
@@ -1268,8 +1263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
+    # SIGINT explicitly too: a harness started in the background inherits it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
     atexit.register(_stop_everything)
     results: dict[str, Any] = {"quick": args.quick, "environment": environment(), "sections": chosen}
     print(f"WIRTHFORGE benchmarks ({'quick' if args.quick else 'full'}): {', '.join(chosen)}; "
@@ -1296,7 +1292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 elif section == "loops":
                     results["loops"] = section_loops(args.quick, tmpdir)
                 elif section == "deflate":
-                    results["deflate"] = section_deflate(args.quick, tmpdir)
+                    results["deflate"] = section_deflate(args.quick, tmpdir, args.deflate_clients)
                 gc.collect()
     except KeyboardInterrupt:
         print("interrupted: stopping every subprocess", file=sys.stderr)
@@ -1305,6 +1301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _stop_everything()
     results["environment"]["loadavg_end"] = loadavg()
+    results["environment"]["git_end"] = git_state()
+    if results["environment"]["git_end"] != results["environment"]["git"]:
+        print("WARNING: the server's code changed during the run (see environment.git / git_end)", file=sys.stderr)
     results["environment"]["elapsed_s"] = round(time.monotonic() - started, 1)
     Path(args.results).write_text(json.dumps(results, indent=1) + "\n")
     tables = render_tables(results)
