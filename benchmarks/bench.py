@@ -941,6 +941,32 @@ def _time_per_call(fn: Callable[[], Any], n: int, rounds: int = 7) -> dict[str, 
     return {"median_us": round(statistics.median(per_call), 3), "best_us": round(min(per_call), 3)}
 
 
+def section_client(quick: bool) -> list[dict[str, Any]]:
+    """Latency as the project's own client sees it (wirthforge_ws.client, as test_latency.py uses it).
+
+    The load client above reads raw sockets to time arrivals before any
+    parsing; this section measures through the real client library instead,
+    reconnect logic, statistics and all, in the harness process.
+    """
+    from test_latency import measure
+
+    ServerProcess = _server_process_class()
+    duration = 5.0 if quick else 20.0
+    runs = []
+    for clients in (1, 10):
+        wait_for_quiet()
+        server = ServerProcess(env=dict(SERVER_ENV))
+        _STARTED.append(server)
+        with server:
+            report = asyncio.run(measure(server.ws_url, clients=clients, duration=duration, protocol="1.1"))
+        summary = report.summary()
+        print(f"  - client library, {clients} client(s): median {summary['median_ms']} ms, "
+              f"P99 {summary['p99_ms']} ms, {summary['rate_hz_min']}..{summary['rate_hz_max']} Hz, "
+              f"{summary['frames_missed_max']} frames missed", flush=True)
+        runs.append({"duration_s": duration, **summary})
+    return runs
+
+
 def section_micro(quick: bool) -> dict[str, Any]:
     print("  - in-process microbenchmark (build / validate / serialise / fan-out)", flush=True)
     import orjson
@@ -1180,6 +1206,14 @@ def render_tables(results: dict[str, Any]) -> str:
                          f"| {_f(r['achieved_hz_health'], 3)} | {_f(r['server_cpu_pct_of_core'], 1)} "
                          f"| {_f(r['other_load_pct_of_core'], 1)} |")
         lines.append("")
+    if "client" in results:
+        lines.append("")
+        lines.append("Latency through wirthforge_ws.client (protocol 1.1):")
+        lines.append("| clients | median (ms) | P99 (ms) | max (ms) | Hz per client | frames missed |")
+        lines.append("|---|---|---|---|---|---|")
+        for r in results["client"]:
+            lines.append(f"| {r['clients']} | {r['median_ms']} | {r['p99_ms']} | {r['max_ms']} | "
+                         f"{r['rate_hz_min']}-{r['rate_hz_max']} | {r['frames_missed_max']} |")
     if "deflate" in results:
         lines.append("| permessage-deflate | clients | server CPU % core | CPU % per client (above idle) "
                      "| wire bytes/s per client | JSON bytes/s per client | latency median / P99 (ms) |")
@@ -1242,7 +1276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "_client":
         client_entry(argv[1:])
         return 0
-    sections = ("micro", "cpu", "latency", "steady", "memory", "loops", "deflate")
+    sections = ("micro", "cpu", "latency", "client", "steady", "memory", "loops", "deflate")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (5 s load runs, 10 s steady state)")
     parser.add_argument("--only", default=",".join(sections), help=f"comma-separated subset of {', '.join(sections)}")
@@ -1285,6 +1319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results["cpu"] = section_cpu_idle(args.quick)
                 elif section == "latency":
                     results["latency"] = section_latency(args.quick, tmpdir)
+                elif section == "client":
+                    results["client"] = section_client(args.quick)
                 elif section == "steady":
                     results["steady"] = section_steady(args.quick, tmpdir)
                 elif section == "memory":
