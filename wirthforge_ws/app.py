@@ -65,7 +65,7 @@ class Server:
         self.connections: set[Connection] = set()
         self.nominal_rates = {
             "energy_update": settings.frame_rate,
-            "energy_field": settings.frame_rate / max(settings.field_every_frames, 1),
+            "energy_field": settings.frame_rate / settings.field_every_frames,
         }
         self.started = time.monotonic()
         self.guard: OriginHostGuard | None = None

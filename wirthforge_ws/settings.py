@@ -92,6 +92,8 @@ class Settings:
             raise ValueError("frame_rate must be > 0")
         if self.heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be > 0")
+        if self.field_every_frames < 1:
+            raise ValueError("field_every_frames must be >= 1")
         if self.send_queue_limit < 1 or self.max_message_bytes < 1:
             raise ValueError("queue and message limits must be >= 1")
         if not re.fullmatch(r"[a-zA-Z0-9_-]+", self.model_id):
