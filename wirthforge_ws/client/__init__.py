@@ -15,6 +15,8 @@ Building blocks, one job each, one module each:
 
 - :mod:`.core`        :class:`WirthforgeClient`, the connection task
 - :mod:`.exceptions`  the errors it raises
+- :mod:`.rules`       the client rules of PROTOCOL.md §10 (close codes,
+  backoff bounds, dead link, frame gaps), one function each
 - :mod:`.backoff`     :class:`Backoff` (reconnect delays)
 - :mod:`.session`     :class:`ResumeCursor` (epoch, last ``seq``, dedupe),
   :class:`SessionOptions` (channels, energy rate, pause; re-applied on
@@ -35,6 +37,7 @@ from .cli import StatsPrinter, build_arg_parser, main
 from .core import ABNORMAL_CLOSURE, DEFAULT_URL, Message, MessageCallback, Predicate, WirthforgeClient
 from .exceptions import ClientClosedError, PolicyCloseError, UnsupportedByProtocolError, WirthforgeClientError
 from .session import ResumeCursor, SeqVerdict, SessionOptions, build_url
+from . import rules
 from .stats import ArrivalRate, ClientState, ClientStats, FrameGapCounter, LatencyWindow, percentile
 
 __all__ = [
@@ -54,4 +57,5 @@ __all__ = [
     "build_url",
     "main",
     "percentile",
+    "rules",
 ]

@@ -1,8 +1,10 @@
-"""Reconnect delays: exponential backoff with full jitter."""
+"""Reconnect delays: exponential backoff with full jitter (PROTOCOL.md §10)."""
 
 from __future__ import annotations
 
 import random
+
+from .rules import RECONNECT_BASE_S, RECONNECT_CAP_S
 
 __all__ = ["Backoff"]
 
@@ -11,13 +13,15 @@ class Backoff:
     """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**attempt))``.
 
     Full jitter spreads the reconnects of many clients after a server restart
-    over the whole window instead of synchronising them into waves. The small
-    defaults (0.1 s base, 2 s cap) serve the project's goal of reconnecting
-    within 2 s; :meth:`reset` after each successful session so that a single
-    drop is retried within ``base`` seconds.
+    over the whole window instead of synchronising them into waves. The
+    defaults are the protocol's (0.1 s base, 1 s cap: back within about a
+    second of the server); the client calls :meth:`reset` when a stable
+    session ends, so that a single drop is retried within ``base`` seconds.
     """
 
-    def __init__(self, base: float = 0.1, cap: float = 2.0, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, base: float = RECONNECT_BASE_S, cap: float = RECONNECT_CAP_S, *, rng: random.Random | None = None
+    ) -> None:
         if base <= 0 or cap < base:
             raise ValueError("need 0 < base <= cap")
         self.base = base

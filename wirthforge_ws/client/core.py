@@ -21,9 +21,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
-from ..protocol import LATEST_WINS_CHANNEL, SUBPROTOCOL_1_1, SUBPROTOCOLS, CloseCode
+from ..protocol import SUBPROTOCOL_1_1, SUBPROTOCOLS
 from .backoff import Backoff
 from .exceptions import ClientClosedError, PolicyCloseError, UnsupportedByProtocolError, WirthforgeClientError
+from .rules import CONNECT_TIMEOUT_S, close_action, dead_after, handshake_action, session_was_stable
 from .session import ResumeCursor, SessionOptions, build_url
 from .stats import ClientState, ClientStats
 from .utils import is_int, is_number, plain_number
@@ -64,12 +65,14 @@ class WirthforgeClient:
     A message whose ``seq`` repeats or goes backwards is dropped and counted
     (:class:`ResumeCursor`), so consumers see each message at most once.
 
-    It stops reconnecting only when the server says this client is the
-    problem: a policy close (1003, 1008, 1009) or a 4xx handshake refusal.
-    State then becomes ``"refused"`` with :attr:`close_code` and
-    :attr:`close_reason`. Everything else (1006, 1011, 1012, 1013, also 1000
-    and 1001, which a shutting-down server may send, connection refused,
-    timeouts) is retried.
+    Every rule it follows (when to reconnect, backoff, dead link, resume and
+    de-duplication, frame gaps) is PROTOCOL.md §10, implemented in
+    :mod:`.rules` and checked by the conformance vectors. It stops
+    reconnecting only when the server says this client is the problem: a
+    policy close (1003, 1008, 1009) or a 4xx handshake refusal. State then
+    becomes ``"refused"`` with :attr:`close_code` and :attr:`close_reason`.
+    Everything else (1000, 1001, 1006, 1011, 1012, 1013, connection
+    refused, timeouts) is retried.
 
     Args:
         url: WebSocket URL (``ws://127.0.0.1:8145/ws``); its own query is kept.
@@ -81,11 +84,13 @@ class WirthforgeClient:
         on_message: called with each new message dict, in order; may be a
             coroutine function, which is awaited before the next message is
             read (keep it short: a slow consumer is closed by the server with 1013).
-        backoff: reconnect delays (default 0.1 s base, 2 s cap).
-        stale_after: seconds without any message (heartbeats come every
-            second) before the connection is presumed dead and aborted;
-            stretched to three heartbeat intervals when the server announces
-            longer ones; ``None`` disables.
+        backoff: reconnect delays (default the protocol's: 0.1 s base, 1 s cap).
+        open_timeout: seconds from the start of an attempt to its
+            startup_complete before the attempt is abandoned (§10: 5 s).
+        stale_after: seconds without any inbound frame before an open
+            session is presumed dead and aborted; ``None`` (default) is the
+            protocol's rule, three announced heartbeat intervals. Tests
+            shorten it; a real client has no reason to.
     """
 
     def __init__(
@@ -98,11 +103,10 @@ class WirthforgeClient:
         origin: str | None = None,
         on_message: MessageCallback | None = None,
         backoff: Backoff | None = None,
-        open_timeout: float = 5.0,
+        open_timeout: float = CONNECT_TIMEOUT_S,
         close_timeout: float = 2.0,
-        stale_after: float | None = 5.0,
+        stale_after: float | None = None,
         max_size: int = 2**22,
-        no_reconnect_codes: Iterable[int] = CloseCode.POLICY_CLOSES,
         stats: ClientStats | None = None,
     ) -> None:
         if protocol not in ("1.0", "1.1", None):
@@ -119,7 +123,6 @@ class WirthforgeClient:
         self.close_timeout = close_timeout
         self.stale_after = stale_after
         self.max_size = max_size
-        self.no_reconnect_codes = frozenset(no_reconnect_codes)
         self.session: dict[str, Any] | None = None  # payload of the current startup_complete
         self.last_resume: dict[str, Any] | None = None
         self.exception: BaseException | None = None  # what stopped the client when state is "failed"
@@ -131,6 +134,8 @@ class WirthforgeClient:
         self._stopped = asyncio.Event()
         self._waiters: list[tuple[Predicate, asyncio.Future[Message]]] = []
         self._last_receive = 0.0
+        self._attempt_started = 0.0
+        self._session_started: float | None = None  # monotonic time of the current session's startup_complete
         self._lost_at: float | None = None
 
     @property
@@ -350,6 +355,7 @@ class WirthforgeClient:
     async def _connect_once(self) -> bool:
         """One connection attempt and session. Returns whether to reconnect."""
         self.stats.state = "connecting"
+        self._attempt_started = time.monotonic()
         url = self.build_url()
         version = self.requested_protocol
         subprotocols = None if version is None else [Subprotocol(_SUBPROTOCOL_OF[version])]
@@ -375,8 +381,7 @@ class WirthforgeClient:
             status = exc.response.status_code
             body = exc.response.body.decode("utf-8", "replace")[:200] if exc.response.body else ""
             self.stats.connect_failures += 1
-            if 400 <= status < 500 and status not in (408, 429):
-                # 403 (Origin/Host) and 400 (subprotocols) will not change by retrying.
+            if handshake_action(status) == "stop":
                 return self._refuse(None, f"HTTP {status} {body}".strip())
             logger.info("handshake refused with HTTP %d; retrying", status)
             return True
@@ -399,6 +404,10 @@ class WirthforgeClient:
                 self._ws = None
                 if self._lost_at is None:  # measure from the first loss, not from failed retries
                     self._lost_at = time.monotonic()
+            if self._session_started is not None:
+                if session_was_stable(time.monotonic() - self._session_started):
+                    self.backoff.reset()
+                self._session_started = None
             self._session_ready.clear()
 
     def _after_close(self, code: int, reason: str) -> bool:
@@ -406,7 +415,7 @@ class WirthforgeClient:
         self.stats.close_reason = reason
         if self._closing:
             return False
-        if code in self.no_reconnect_codes:
+        if close_action(code) == "stop":
             return self._refuse(code, reason)
         logger.info("connection closed (%d %s); reconnecting", code, reason)
         return True
@@ -447,21 +456,24 @@ class WirthforgeClient:
                 await watchdog
 
     async def _watchdog(self, ws: ClientConnection) -> None:
-        """Abort a connection that went silent: heartbeats stopped, no close, no FIN."""
-        if self.stale_after is None:
-            return
+        """Abort an attempt that produced no session, or a session that went silent (§10)."""
         loop = asyncio.get_running_loop()
+        opened = loop.time() - (time.monotonic() - self._attempt_started)  # the attempt's start on the loop clock
         while True:
-            limit = self.stale_after
-            interval_ms = (self.session or {}).get("heartbeatIntervalMs")
-            if isinstance(interval_ms, (int, float)) and interval_ms > 0:
-                limit = max(limit, 3 * interval_ms / 1000.0)
-            idle = loop.time() - self._last_receive
-            if idle >= limit:
-                logger.warning("no message for %.1f s; dropping the connection", idle)
+            now = loop.time()
+            if self.session is None or not self._session_ready.is_set():
+                deadline, why = opened + self.open_timeout, "no startup_complete"
+            elif self.stale_after is not None:
+                deadline, why = self._last_receive + self.stale_after, "no frame"
+            else:
+                interval_ms = self.session.get("heartbeatIntervalMs")
+                interval = interval_ms / 1000.0 if is_number(interval_ms) else None
+                deadline, why = self._last_receive + dead_after(interval), "no frame"
+            if now >= deadline:
+                logger.warning("%s for %.1f s; dropping the connection", why, now - self._last_receive)
                 ws.transport.abort()  # seen as 1006, then reconnect and resume
                 return
-            await asyncio.sleep(min(limit - idle, 1.0) + 0.01)
+            await asyncio.sleep(min(deadline - now, 1.0) + 0.01)
 
     async def handle_raw(self, raw: bytes | str, ws: ClientConnection | None = None) -> None:
         """Process one inbound frame: parse, answer heartbeats, dedupe, account, deliver.
@@ -486,13 +498,10 @@ class WirthforgeClient:
             self._start_session(message, ws, at)
         else:
             seq = message.get("seq")
-            if is_int(seq):
-                verdict = self.cursor.accept(seq, latest_wins=message.get("channel") == LATEST_WINS_CHANNEL)
-                if verdict != "new":
-                    self.stats.record_rejected(verdict)
-                    if verdict != "old_frame":
-                        logger.warning("dropping %s message seq %d (%s)", kind, seq, verdict)
-                    return
+            if is_int(seq) and self.cursor.accept(seq) == "duplicate":
+                self.stats.duplicates += 1
+                logger.warning("dropping %s message seq %d (duplicate)", kind, seq)
+                return
         self.stats.messages[str(kind)] += 1
         if kind == "energy_update":
             self.stats.record_energy_update(message, now_ms, at)
@@ -540,7 +549,7 @@ class WirthforgeClient:
         if self.stats.sessions > 1 and self._lost_at is not None:
             self.stats.record_reconnect(at - self._lost_at)
         self._lost_at = None
-        self.backoff.reset()
+        self._session_started = at
         self._session_ready.set()
 
     async def _deliver(self, message: Message) -> None:

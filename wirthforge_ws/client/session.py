@@ -10,7 +10,6 @@ stopped, with the same channels and energy rate.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -20,85 +19,60 @@ from .utils import is_number, plain_number
 
 __all__ = ["ResumeCursor", "SeqVerdict", "SessionOptions", "build_url"]
 
-SeqVerdict = Literal["new", "duplicate", "stale", "old_frame"]
+SeqVerdict = Literal["new", "duplicate"]
 
 
 class ResumeCursor:
     """Where this client is in the server's stream: ``epoch`` and the highest ``seq`` processed.
 
-    It decides which messages are new and builds the resume query. The
-    server promises no duplicates; this is the client's defence if that
-    promise breaks. Two kinds of message are judged differently:
-
-    - reliable messages (every channel but energy) must arrive in ``seq``
-      order: one at or below the high-water mark is dropped, as a
-      ``duplicate`` if its ``seq`` was seen (the last *remember* are kept)
-      or as ``stale`` (out of order) if not. Delivering either would make
-      ``lastSeq`` lie about what was processed.
-    - energy frames (latest-wins) are judged only against earlier energy
-      frames: one at or below the newest frame processed is an ``old_frame``
-      (state older than what is on screen) and dropped. They are not held to
-      the reliable order because §6 sends "the newest energy frame of each
-      type" *after* the replay, so that frame can carry a lower ``seq`` than
-      the last replayed message; and when the client already showed that
-      frame before the drop, the server sends it again.
-
-    Every new message, frame or not, raises the high-water mark.
+    The rule (PROTOCOL.md §10, "Resume and de-duplication"): within one
+    epoch, every message after startup_complete carries a higher ``seq``
+    than the one before, replayed reliable messages and the hand-over energy
+    frames included (§6 merges them in seq order and never sends one at or
+    below ``lastSeq``). So one high-water mark is the whole defence: a
+    message at or below it is a ``duplicate`` and is dropped, whatever its
+    channel. startup_complete is never judged and never moves the mark: on
+    a resumed connection it is numbered *after* the replay that follows it.
     """
 
-    def __init__(self, remember: int = 4096) -> None:
+    def __init__(self) -> None:
         self.epoch: str | None = None
         self.last_seq = 0
-        self.last_frame_seq = 0
         # Stream position of the latest *fresh* session's startup_complete:
         # see resume_query().
         self._fresh_floor = 0
-        self._seen: set[int] = set()
-        self._order: deque[int] = deque()
-        self._remember = remember
 
-    def accept(self, seq: int, *, latest_wins: bool = False) -> SeqVerdict:
-        """Classify *seq* (*latest_wins* for energy frames); advance the marks when it is new."""
-        if latest_wins:
-            if seq <= self.last_frame_seq:
-                return "old_frame"
-            self.last_frame_seq = seq
-        elif seq <= self.last_seq:
-            return "duplicate" if seq in self._seen else "stale"
-        self.last_seq = max(self.last_seq, seq)
-        self._seen.add(seq)
-        self._order.append(seq)
-        if len(self._order) > self._remember:
-            self._seen.discard(self._order.popleft())
+    def accept(self, seq: int) -> SeqVerdict:
+        """Classify *seq*; raise the mark when it is new."""
+        if seq <= self.last_seq:
+            return "duplicate"
+        self.last_seq = seq
         return "new"
 
     def start_session(self, epoch: str | None, startup_seq: int | None, *, fresh: bool) -> None:
         """Enter the session announced by a startup_complete.
 
         A different epoch is a different seq space (the server restarted), so
-        the high-water mark starts over; otherwise it is kept, including after
-        an incomplete resume. *fresh* means the server replayed nothing.
+        the mark starts over; otherwise it is kept, including after an
+        incomplete resume. *fresh* means the server replayed nothing.
         """
         if epoch != self.epoch:
             self.epoch = epoch
             self.last_seq = 0
-            self.last_frame_seq = 0
             self._fresh_floor = 0
-            self._seen.clear()
-            self._order.clear()
         if fresh and startup_seq is not None:
             self._fresh_floor = max(self._fresh_floor, startup_seq)
 
     def resume_query(self) -> dict[str, str]:
         """``epoch``/``lastSeq`` for the reconnect URL; empty before the first 1.1 session.
 
-        ``lastSeq`` never goes below the stream position of the latest fresh
-        session's startup_complete: a session that ended before any other
-        message would otherwise ask with ``lastSeq=0`` and be replayed the
-        whole history, messages published before this client ever connected.
-        That position is kept out of the dedupe mark on purpose: how a
-        *resumed* session numbers its startup_complete relative to the replay
-        behind it is not specified.
+        ``lastSeq`` is ``max(last seq processed, seq of the latest fresh
+        session's startup_complete)``: a fresh session that ended before any
+        other message would otherwise ask with ``lastSeq=0`` and be replayed
+        the whole history, messages published before this client connected.
+        A *resumed* session's startup_complete is numbered after its replay,
+        so it must not raise the floor: a drop in the middle of the replay
+        would skip the rest of it.
         """
         if self.epoch is None:
             return {}

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ..metrics import percentile
-from .session import SeqVerdict
+from .rules import frames_missed, is_frame_gap
 from .utils import is_int, is_number
 
 __all__ = [
@@ -92,30 +92,16 @@ class ArrivalRate:
 class FrameGapCounter:
     """Counts gaps in the ``frameNumber`` of consecutive energy_update frames.
 
-    The rule. Let F be the server's frame rate and R the energy rate this
-    connection receives; the expected step between received frames is
-    ``e = F / R`` (``e = 1`` at full rate). A step ``d`` is a gap when
-
-    - ``d > 1`` at full rate (``e == 1``): every frame is sent, so any skipped
-      number is a frame the client never saw;
-    - ``d > e + 1`` when decimating (``e > 1``): decimation legitimately
-      produces steps of ``floor(e)`` and ``ceil(e)`` when F/R is not whole
-      (60/25 gives 2 and 3), and one extra frame number appears when the
-      server's frame clock skipped a tick inside a decimated interval (the
-      server decimates by counting built frames) or, with a time-based
-      sampler, when a sample is taken a moment late. None of that is a lost
-      delivery. A step beyond ``e + 1`` is at least one whole frame more than
-      decimation can explain, and a missed sample (``d`` close to ``2e``)
-      always exceeds it.
-
+    The rule is PROTOCOL.md §10 ("Frame gaps"), implemented by
+    :func:`~.rules.is_frame_gap` and :func:`~.rules.frames_missed`: with
+    ``e = frame rate / energy rate`` (1 at full rate), a step ``d`` is a gap
+    when ``d > ceil(e)``, the largest step decimation produces; a gap lost
+    ``max(1, floor(d / e + 0.5) - 1)`` frames (samples, when decimating).
     A gap may come from latest-wins coalescing (the connection fell behind)
     or from the server's frame clock skipping ticks; both are frames the
     viewer did not get. Steps <= 0 are not gaps but regressions (a new frame
     counter, e.g. after a restart) and restart the count. Call :meth:`reset`
-    wherever a jump is expected: a new session, a rate change, pause/resume
-    (and see :class:`ClientStats` for the first frame of a session).
-    ``frames_missed`` estimates the frames (or samples, when decimating)
-    that a gap lost: ``round(d / e) - 1``, at least 1.
+    wherever a jump is expected: a new session, a rate change, pause/resume.
     """
 
     def __init__(self) -> None:
@@ -140,9 +126,7 @@ class FrameGapCounter:
 
     def is_gap(self, step: int) -> bool:
         """The rule above, for one step ``d`` > 0."""
-        if self.expected_step <= 1.0:
-            return step > 1
-        return step > self.expected_step + 1.0
+        return is_frame_gap(step, self.expected_step)
 
     def observe(self, frame_number: int) -> bool:
         """Record one received frame; True when it ends a gap."""
@@ -157,7 +141,7 @@ class FrameGapCounter:
         if not self.is_gap(step):
             return False
         self.gaps += 1
-        self.frames_missed += max(1, round(step / self.expected_step) - 1)
+        self.frames_missed += frames_missed(step, self.expected_step)
         return True
 
 
@@ -169,10 +153,11 @@ class ClientStats:
     clock on loopback; with 1.0's integer timestamps it is ~0.5 ms high.
 
     The first energy_update of each session counts for the rate but neither
-    for latency nor for gaps: a resumed session starts with the newest frame
-    the server holds (§6), which can be up to half a second old, so its age
-    is not transport latency and the step from it to the first live frame
-    is not a delivery gap.
+    for latency nor as the start of the gap count (PROTOCOL.md §10): it may
+    be the newest frame the server held (§6), up to half a second old, so
+    its age is not transport latency and the step from it to the first live
+    frame is not a delivery gap. After resume_energy the server sends no
+    such frame, so only the gap count restarts there.
     """
 
     def __init__(self, latency_window_s: float = 10.0, max_latency_samples: int = 4096) -> None:
@@ -185,9 +170,7 @@ class ClientStats:
         self.connect_failures = 0
         self.recovered = 0
         self.incomplete_resumes = 0
-        self.duplicates = 0
-        self.stale = 0
-        self.old_frames = 0
+        self.duplicates = 0  # messages dropped by the ResumeCursor (seq at or below lastSeq)
         self.invalid_frames = 0
         self.heartbeats_answered = 0
         self.messages: Counter[str] = Counter()
@@ -217,15 +200,6 @@ class ClientStats:
         if is_int(frame_number):
             self.gaps.observe(frame_number)
 
-    def record_rejected(self, verdict: SeqVerdict) -> None:
-        """Count a message the :class:`~wirthforge_ws.client.ResumeCursor` did not let through."""
-        if verdict == "duplicate":
-            self.duplicates += 1
-        elif verdict == "stale":
-            self.stale += 1
-        else:
-            self.old_frames += 1
-
     def record_reconnect(self, took_s: float) -> None:
         """Count a reconnect that took *took_s* seconds from the loss to the new session."""
         took_ms = took_s * 1000.0
@@ -252,8 +226,6 @@ class ClientStats:
             "recovered": self.recovered,
             "incomplete_resumes": self.incomplete_resumes,
             "duplicates": self.duplicates,
-            "stale": self.stale,
-            "old_frames": self.old_frames,
             "invalid_frames": self.invalid_frames,
             "heartbeats_answered": self.heartbeats_answered,
             "messages": sum(self.messages.values()),
