@@ -10,6 +10,9 @@
  * - `wirthforge/protocol.js`: {@link PROTOCOL}, the close codes, the
  *   connection {@link STATES}, the message types, {@link defaultUrl} and
  *   {@link describeCloseCode};
+ * - `wirthforge/rules.js`: the client rules of PROTOCOL.md §10 (close codes,
+ *   backoff bounds, dead link, frame gaps): {@link closeAction},
+ *   {@link deadAfterMs}, {@link isFrameGap}, {@link framesMissed}, ...;
  * - `wirthforge/backoff.js`: {@link Backoff}, exponential backoff with full
  *   jitter;
  * - `wirthforge/timer.js`: {@link Timer}, the retry timer that waits the
@@ -18,7 +21,7 @@
  *   time;
  * - `wirthforge/stats.js`: {@link Stats}, rolling latency (median, P99),
  *   frame rate, frame gaps and counters, plus 60 s series for plotting
- *   ({@link TimeSeries}, {@link quantile});
+ *   ({@link TimeSeries}, {@link percentile}, nearest-rank);
  * - `wirthforge/client.js`: {@link WirthforgeClient}, the connection, with
  *   resume, dedupe, heartbeat, stall and dead-connection detection,
  *   visibility-driven pause and policy-close handling.
@@ -46,7 +49,19 @@ export {
 export { Backoff } from './wirthforge/backoff.js'
 export { Timer } from './wirthforge/timer.js'
 export { PrecisionClock } from './wirthforge/clock.js'
-export { Stats, TimeSeries, quantile } from './wirthforge/stats.js'
+export { Stats, TimeSeries, percentile, quantile } from './wirthforge/stats.js'
+export {
+  CONNECT_TIMEOUT_MS,
+  DEAD_LINK_INTERVALS,
+  RECONNECT_BASE_MS,
+  RECONNECT_CAP_MS,
+  STABLE_SESSION_MS,
+  closeAction,
+  deadAfterMs,
+  framesMissed,
+  isFrameGap,
+  sessionWasStable,
+} from './wirthforge/rules.js'
 export { WirthforgeClient } from './wirthforge/client.js'
 
 // The public types, under the names they always had here.

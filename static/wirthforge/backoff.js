@@ -7,12 +7,14 @@
  * @module wirthforge/backoff
  */
 
+import { RECONNECT_BASE_MS, RECONNECT_CAP_MS } from './rules.js'
+
 /**
  * Exponential backoff with full jitter: the delay before retry number
  * `tries` (0 for the first retry) is uniformly random in
  * `[0, min(capMs, baseMs * 2^tries)]`.
  *
- * Defaults: base 100 ms, cap 1000 ms. The cap bounds the time between two
+ * Defaults (PROTOCOL.md §10.2): base 100 ms, cap 1000 ms. The cap bounds the time between two
  * attempts by 1 s, so a page is connected again at most ~1 s (plus one
  * handshake) after its server comes back, well inside 2 s; while the server
  * is down a page averages one attempt per 0.5 s, which is no load at all.
@@ -31,7 +33,7 @@ export class Backoff {
    * @param {number} [opts.capMs] largest ceiling (default 1000)
    * @param {() => number} [opts.random] uniform source in [0, 1) (default Math.random)
    */
-  constructor({ baseMs = 100, capMs = 1000, random = Math.random } = {}) {
+  constructor({ baseMs = RECONNECT_BASE_MS, capMs = RECONNECT_CAP_MS, random = Math.random } = {}) {
     this.baseMs = baseMs
     this.capMs = capMs
     this.random = random

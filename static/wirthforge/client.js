@@ -10,7 +10,8 @@
 
 import { Backoff } from './backoff.js'
 import { PrecisionClock } from './clock.js'
-import { CLIENT_TIMEOUT_CLOSE_CODE, POLICY_CLOSE_CODES, PROTOCOL, defaultUrl } from './protocol.js'
+import { CLIENT_TIMEOUT_CLOSE_CODE, PROTOCOL, defaultUrl } from './protocol.js'
+import { CONNECT_TIMEOUT_MS, closeAction, deadAfterMs, sessionWasStable } from './rules.js'
 import { Stats } from './stats.js'
 import { Timer, defaultTimers } from './timer.js'
 
@@ -62,9 +63,8 @@ import { Timer, defaultTimers } from './timer.js'
  * @property {boolean} [resume] resume with `epoch`/`lastSeq` on reconnect (default true)
  * @property {{baseMs?: number, capMs?: number, random?: () => number}} [backoff]
  * @property {number} [stallFrames] frame periods without an energy frame before `stalled` (default 6)
- * @property {number} [heartbeatTimeoutFactor] heartbeat intervals without a heartbeat before the connection is declared dead (default 2.5)
- * @property {number} [connectTimeoutMs] an attempt that has not produced startup_complete by then is abandoned (default 5000)
- * @property {number} [stableMs] a session that lasted this long resets the backoff when it ends (default 2000)
+ * @property {number} [connectTimeoutMs] an attempt that has not produced startup_complete by then is
+ *   abandoned (default PROTOCOL.md §10.3: 5000; tests shorten it)
  * @property {number} [watchdogMs] period of the stall/heartbeat check (default 25)
  * @property {boolean} [pauseWhenHidden] send pause_energy while document.hidden (default true)
  * @property {() => number} [now] epoch ms clock (default a {@link PrecisionClock})
@@ -79,17 +79,21 @@ import { Timer, defaultTimers } from './timer.js'
  *
  * - connects to `opts.url` (default: the page's server, `/ws`), offering
  *   subprotocol `wirthforge.1.1`;
+ * Every rule it follows is docs/PROTOCOL.md §10, implemented in
+ * `rules.js` and checked by the conformance vectors (`tests/vectors/`):
+ *
  * - on reconnect resumes with `epoch`/`lastSeq` query parameters and drops
- *   messages whose `seq` it already processed; a new epoch (server restart)
- *   resets the seq space. `startup_complete` is never dropped and does not
- *   move `lastSeq`: the server numbers it after the replay that follows it;
- * - reconnects on its own with {@link Backoff} (100 ms base, 1 s cap) and at
- *   once on the window `online` event; never after a policy close
- *   (1003/1008/1009, state `refused`, reason in `closeInfo`) nor a normal
- *   1000 close by the server (state `disconnected`);
- * - answers each heartbeat with heartbeat_response; no heartbeat (nor
- *   startup) for 2.5 heartbeat intervals: closes the socket with 4000 and
- *   reconnects;
+ *   messages whose `seq` is at or below the last one processed; a new epoch
+ *   (server restart) resets the seq space. `startup_complete` is never
+ *   dropped and does not move `lastSeq`: the server numbers it after the
+ *   replay that follows it;
+ * - reconnects on its own with {@link Backoff} (100 ms base, 1 s cap; the
+ *   tries start over when a session of 2 s or more ends) and at once on the
+ *   window `online` event; stops only after a policy close (1003/1008/1009,
+ *   state `refused`, reason in `closeInfo`) or `disconnect()`;
+ * - answers each heartbeat with heartbeat_response; no frame at all for 3
+ *   heartbeat intervals (or no startup_complete 5 s into an attempt):
+ *   closes the socket with 4000 and reconnects;
  * - no energy frame for `stallFrames` frame periods while energy is expected:
  *   state `stalled` (back to `connected` on the next frame);
  * - sends pause_energy while `document.hidden`, resume_energy when visible.
@@ -117,9 +121,7 @@ export class WirthforgeClient {
     this.energyRate = opts.energyRate ?? null
     this.resumeEnabled = opts.resume ?? true
     this.stallFrames = opts.stallFrames ?? 6
-    this.heartbeatTimeoutFactor = opts.heartbeatTimeoutFactor ?? 2.5
-    this.connectTimeoutMs = opts.connectTimeoutMs ?? 5000
-    this.stableMs = opts.stableMs ?? 2000
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS
     this.watchdogMs = opts.watchdogMs ?? 25
     this.pauseWhenHidden = opts.pauseWhenHidden ?? true
     this.now = opts.now ?? new PrecisionClock().now
@@ -141,6 +143,8 @@ export class WirthforgeClient {
     this.epoch = null
     /** the last seq processed (0: none) */
     this.lastSeq = 0
+    /** seq of the latest fresh session's startup_complete: the lowest resume point (§10.4) */
+    this.resumeFloor = 0
     /** @type {Record<string, any> | null} payload of the last startup_complete */
     this.session = null
     /** @type {ResumeStatus | null} */
@@ -152,17 +156,17 @@ export class WirthforgeClient {
     this.energyPaused = false
     this.attemptStartedAt = 0
     this.connectedAt = 0
-    this.lastHeartbeatAt = 0
+    /** when the last frame of any kind arrived (the dead-link clock) */
+    this.lastFrameAt = 0
     this.lastEnergyAt = 0
     /** @type {Record<string, any> | null} newest energy_update payload */
     this.lastEnergy = null
     /**
-     * Energy types whose next frame is the server's cached newest frame (sent
-     * after startup or resume_energy): its age is not transport latency, so
-     * it is not sampled.
-     * @type {Set<string>}
+     * The next energy_update is the first of its session: possibly the
+     * newest frame the server held (§6), so it is neither a latency sample
+     * nor the start of the gap count (§10.5).
      */
-    this.catchUp = new Set()
+    this.firstFramePending = false
     /** @type {any} */
     this.watchdog = null
     this.wantConnection = false
@@ -302,6 +306,13 @@ export class WirthforgeClient {
     const ws = this.socket
     if (!ws || ws.readyState !== 1) return false
     ws.send(JSON.stringify(obj))
+    const request = /** @type {{type?: unknown, payload?: any}} */ (obj)
+    if (request.type === 'set_energy_rate' && request.payload?.rateHz > 0) {
+      // §10.5: a rate change restarts the gap count with the requested rate.
+      this.energyRateHz = Math.min(request.payload.rateHz, this.frameRate)
+      this.stats.setExpectedStep(this.frameRate, this.energyRateHz)
+      this.stats.resetFrames()
+    }
     return true
   }
 
@@ -313,9 +324,10 @@ export class WirthforgeClient {
     const u = new URL(this.url)
     if (this.channels) u.searchParams.set('channels', this.channels.join(','))
     if (this.energyRate) u.searchParams.set('energyRate', String(this.energyRate))
-    if (this.resumeEnabled && this.epoch !== null && this.lastSeq > 0) {
+    const position = Math.max(this.lastSeq, this.resumeFloor)
+    if (this.resumeEnabled && this.epoch !== null && position > 0) {
       u.searchParams.set('epoch', this.epoch)
-      u.searchParams.set('lastSeq', String(this.lastSeq))
+      u.searchParams.set('lastSeq', String(position))
     }
     return u.toString()
   }
@@ -404,19 +416,13 @@ export class WirthforgeClient {
     this._recordClose({ code, reason: reason || '', wasClean, at: this.now(), by: 'server' })
     if (!this.wantConnection) {
       this._setState('disconnected')
-    } else if (POLICY_CLOSE_CODES.includes(code)) {
+    } else if (closeAction(code) === 'stop') {
       this.wantConnection = false
       this._stopWatchdog()
       this.reconnectTimer.reset()
       this._setState('refused')
-    } else if (code === 1000) {
-      // PROTOCOL.md §7: normal closure, nothing to do.
-      this.wantConnection = false
-      this._stopWatchdog()
-      this.reconnectTimer.reset()
-      this._setState('disconnected')
     } else {
-      if (sessionLength >= this.stableMs) this.reconnectTimer.reset()
+      if (sessionWasStable(sessionLength)) this.reconnectTimer.reset()
       this._scheduleReconnect()
     }
   }
@@ -432,7 +438,7 @@ export class WirthforgeClient {
     this.connectedAt = 0
     this._abandon(ws, CLIENT_TIMEOUT_CLOSE_CODE, reason)
     this._recordClose({ code: CLIENT_TIMEOUT_CLOSE_CODE, reason, wasClean: false, at: this.now(), by: 'timeout' })
-    if (sessionLength >= this.stableMs) this.reconnectTimer.reset()
+    if (sessionWasStable(sessionLength)) this.reconnectTimer.reset()
     this._scheduleReconnect()
   }
 
@@ -466,9 +472,10 @@ export class WirthforgeClient {
     if (!this.energyPaused) return
     this.energyPaused = false
     if (this.send({ type: 'resume_energy', payload: {} })) {
+      // §10.5: the gap count restarts; the next frame is live (the server
+      // sends no held frame after resume_energy), so it is a latency sample.
       this.stats.resetFrames()
       this.lastEnergyAt = this.now()
-      this.catchUp = new Set(['energy_update', 'energy_field'])
     }
   }
 
@@ -486,9 +493,9 @@ export class WirthforgeClient {
     return (this.stallFrames * 1000) / (this.energyRateHz > 0 ? this.energyRateHz : 60)
   }
 
-  /** @returns {number} ms without a heartbeat after which the connection is dead */
+  /** @returns {number} ms without any frame after which the connection is dead (§10.3) */
   get deadAfterMs() {
-    return this.heartbeatTimeoutFactor * this.heartbeatIntervalMs
+    return deadAfterMs(this.heartbeatIntervalMs)
   }
 
   /**
@@ -499,15 +506,15 @@ export class WirthforgeClient {
   checkHealth(now = this.now()) {
     if (!this.socket) return
     if (this.isConnected) {
-      if (now - this.lastHeartbeatAt > this.deadAfterMs) {
-        this._drop('heartbeat timeout')
+      if (now - this.lastFrameAt >= this.deadAfterMs) {
+        this._drop('no frame: dead link')
         return
       }
       const energyExpected = this.energySubscribed && !this.energyPaused
       if (this.state === 'connected' && energyExpected && now - this.lastEnergyAt > this.stallAfterMs) {
         this._setState('stalled')
       }
-    } else if (now - this.attemptStartedAt > this.connectTimeoutMs) {
+    } else if (now - this.attemptStartedAt >= this.connectTimeoutMs) {
       this._drop('connect timeout')
     }
   }
@@ -516,6 +523,7 @@ export class WirthforgeClient {
 
   /** @param {any} data */
   _receive(data) {
+    this.lastFrameAt = this.now() // any frame proves the link alive (§10.3)
     if (typeof data !== 'string') return // the protocol has text frames only
     /** @type {any} */
     let msg
@@ -541,6 +549,8 @@ export class WirthforgeClient {
       return
     }
     if (typeof msg.seq === 'number') {
+      // §10.4: one watermark; the server sends replay, hand-over frames and
+      // live traffic in seq order, so anything at or below it is a duplicate.
       if (msg.seq <= this.lastSeq) {
         this.stats.counters.duplicates += 1
         return
@@ -554,17 +564,21 @@ export class WirthforgeClient {
       case 'energy_update':
         this.lastEnergyAt = now
         this.lastEnergy = payload
-        this.stats.recordFrame(now, msg.frameNumber)
-        if (!this.catchUp.delete(msg.type)) this.stats.recordLatency(now, msg.timestamp)
+        if (this.firstFramePending) {
+          // §10.5: counted as received, but not a latency sample nor a gap baseline.
+          this.firstFramePending = false
+          this.stats.recordFrame(now)
+        } else {
+          this.stats.recordFrame(now, msg.frameNumber)
+          this.stats.recordLatency(now, msg.timestamp)
+        }
         if (this.state === 'stalled') this._setState('connected')
         break
       case 'energy_field':
         c.fields += 1
-        if (!this.catchUp.delete(msg.type)) this.stats.recordLatency(now, msg.timestamp)
         break
       case 'heartbeat':
         c.heartbeats += 1
-        this.lastHeartbeatAt = now
         this.send({ type: 'heartbeat_response', payload: { sequence: payload.sequence, clientTime: Date.now() } })
         break
       case 'token_stream':
@@ -603,10 +617,15 @@ export class WirthforgeClient {
       // A new epoch is a new seq space (the server restarted).
       this.epoch = p.epoch
       this.lastSeq = 0
+      this.resumeFloor = 0
     }
     /** @type {ResumeStatus} */
     const resume = p.resume && typeof p.resume === 'object' ? p.resume : { status: 'none' }
     this.lastResume = resume
+    const fresh =
+      resume.status === 'none' ||
+      (resume.status === 'incomplete' && (resume.reason === 'epoch_changed' || resume.reason === 'invalid_request'))
+    if (fresh && typeof msg.seq === 'number') this.resumeFloor = Math.max(this.resumeFloor, msg.seq)
     if (resume.status === 'complete' || resume.status === 'incomplete') c.recovered += Number(resume.replayed) || 0
     if (resume.status === 'incomplete') c.resyncs += 1
     this.session = p
@@ -615,11 +634,11 @@ export class WirthforgeClient {
     this.energyRateHz = p.energyRateHz > 0 ? p.energyRateHz : this.frameRate
     this.energySubscribed = Array.isArray(p.subscriptions) ? p.subscriptions.includes('energy') : true
     this.energyPaused = false
-    this.catchUp = new Set(['energy_update', 'energy_field'])
+    this.firstFramePending = true
     this.stats.setExpectedStep(this.frameRate, this.energyRateHz)
     this.stats.resetFrames()
     this.connectedAt = now
-    this.lastHeartbeatAt = now
+    this.lastFrameAt = now
     this.lastEnergyAt = now
     c.connects += 1
     if (c.connects > 1) c.reconnects += 1

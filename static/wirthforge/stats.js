@@ -2,8 +2,8 @@
 /**
  * Rolling statistics of the energy stream: latency median and P99, frame
  * rate, frame gaps and counters ({@link Stats}), built on a fixed-capacity
- * ring of (time, value) points ({@link TimeSeries}) and a {@link quantile}
- * function. No I/O: the client feeds it, the page reads snapshots and the
+ * ring of (time, value) points ({@link TimeSeries}) and the nearest-rank
+ * {@link percentile}. No I/O: the client feeds it, the page reads snapshots and the
  * 60 s series it plots.
  *
  * @example
@@ -16,6 +16,8 @@
  *
  * @module wirthforge/stats
  */
+
+import { framesMissed, isFrameGap } from './rules.js'
 
 /**
  * A fixed-capacity ring of (time, value) points, oldest first.
@@ -98,21 +100,26 @@ export class TimeSeries {
 }
 
 /**
- * The p-quantile (0..1) of an ascending array, by linear interpolation
- * between closest ranks (numpy's default). NaN for an empty array.
+ * The nearest-rank percentile (PROTOCOL.md §10.6): the `max(1, ceil(p * n))`-th
+ * smallest of the `n` values of an ascending array, `p` in 0..1. Always an
+ * observed value, no interpolation; the median of 1, 2, 3, 4 is 2, and P99
+ * of fewer than 100 values is the maximum. NaN for an empty array. The same
+ * definition as the server's `/health` and the Python client
+ * (`wirthforge_ws.metrics.percentile`).
  *
  * @param {ArrayLike<number>} sorted
  * @param {number} p
  * @returns {number}
  */
-export function quantile(sorted, p) {
+export function percentile(sorted, p) {
   const n = sorted.length
   if (n === 0) return NaN
-  const h = (n - 1) * Math.min(Math.max(p, 0), 1)
-  const lo = Math.floor(h)
-  const hi = Math.min(lo + 1, n - 1)
-  return sorted[lo] + (h - lo) * (sorted[hi] - sorted[lo])
+  const rank = Math.max(1, Math.ceil(Math.min(Math.max(p, 0), 1) * n))
+  return sorted[rank - 1]
 }
+
+/** The former name of {@link percentile}, kept for existing importers. */
+export const quantile = percentile
 
 /**
  * Counters kept by {@link Stats}; the client updates them.
@@ -151,16 +158,16 @@ export function quantile(sorted, p) {
 /**
  * Rolling statistics of the energy stream.
  *
- * - latency: `receivedAt - timestamp` per energy message, median and P99 over
- *   the last `latencyWindowMs` (default 10 s). The client does not sample the
- *   first frame of each energy type after startup or resume_energy: that is
- *   the server's cached newest frame, and its age is not transport latency;
+ * - latency: `receivedAt - timestamp` per energy_update, nearest-rank median
+ *   and P99 over the last `latencyWindowMs` (default 10 s). The client does
+ *   not sample the first energy_update of a session: it may be the newest
+ *   frame the server held, and its age is not transport latency
+ *   (PROTOCOL.md §10.5-10.6);
  * - frame rate: energy_update messages received in the last `rateWindowMs`
  *   (1 s), as a rate;
- * - frame gaps: consecutive energy_update frameNumbers further apart than
- *   expected. With decimation (energyRate < frameRate) the expected step is
- *   `frameRate / energyRate`; a jump of at least 1.5 steps is a gap, and
- *   `round(jump / step) - 1` frames are counted as missed;
+ * - frame gaps: PROTOCOL.md §10.5 ({@link isFrameGap}, {@link framesMissed}
+ *   in `rules.js`): with `e = frameRate / energyRate`, a step above
+ *   `ceil(e)` is a gap that lost `max(1, floor(step / e + 0.5) - 1)` frames;
  * - `tick(now)` samples rate, median and P99 into 60 s series for plots; the
  *   latency series holds every sample.
  *
@@ -243,8 +250,8 @@ export class Stats {
       const last = this.lastFrameNumber
       if (last !== null) {
         const jump = frameNumber - last
-        if (jump >= 1.5 * this.expectedStep) {
-          missed = Math.max(1, Math.round(jump / this.expectedStep) - 1)
+        if (jump > 0 && isFrameGap(jump, this.expectedStep)) {
+          missed = framesMissed(jump, this.expectedStep)
           this.counters.frameGaps += 1
           this.counters.framesMissed += missed
         }
@@ -292,7 +299,7 @@ export class Stats {
    * @returns {number}
    */
   latencyMedian(now) {
-    return quantile(this.sortedLatency(now), 0.5)
+    return percentile(this.sortedLatency(now), 0.5)
   }
 
   /**
@@ -300,7 +307,7 @@ export class Stats {
    * @returns {number}
    */
   latencyP99(now) {
-    return quantile(this.sortedLatency(now), 0.99)
+    return percentile(this.sortedLatency(now), 0.99)
   }
 
   /**
@@ -312,8 +319,8 @@ export class Stats {
     const last = this.latency.lastValue()
     return {
       frameRate: this.frameRate(now),
-      latencyMedian: quantile(sorted, 0.5),
-      latencyP99: quantile(sorted, 0.99),
+      latencyMedian: percentile(sorted, 0.5),
+      latencyP99: percentile(sorted, 0.99),
       latencyLast: last === undefined ? NaN : last,
       latencySamples: sorted.length,
       counters: { ...this.counters },

@@ -192,12 +192,12 @@ for (const code of [1001, 1006, 1011, 1012, 1013]) {
   })
 }
 
-test('a normal 1000 close by the server -> disconnected, no retry', () => {
+test('a 1000 close the user did not ask for -> reconnecting (PROTOCOL.md §10.1)', () => {
   const { client, ws, clock } = connected()
   ws.serverClose(1000, 'bye')
-  assert.equal(client.state, 'disconnected')
-  clock.advance(10_000)
-  assert.equal(FakeWebSocket.instances.length, 1)
+  assert.equal(client.state, 'reconnecting')
+  clock.advance(200)
+  assert.equal(FakeWebSocket.instances.length, 2)
 })
 
 test('retries back off exponentially up to the 1 s cap while the server is down', () => {
@@ -295,14 +295,16 @@ test('no stall when energy is not subscribed', () => {
   assert.equal(client.state, 'connected')
 })
 
-test('no heartbeat for 2.5 intervals -> closed (4000) and reconnecting', () => {
+test('no frame at all for 3 heartbeat intervals -> closed (4000) and reconnecting', () => {
   const { client, ws, clock } = connected()
   for (let i = 0; i < 3; i++) {
     clock.advance(1000)
     ws.serverSend(msg('heartbeat', 20 + i, { sequence: i }))
   }
+  clock.advance(2500)
+  ws.serverSend(msg('token_stream', 22, { tokens: ['x'] })) // a duplicate, but still a frame: the link is alive
   assert.equal(FakeWebSocket.instances.length, 1)
-  clock.advance(2400)
+  clock.advance(2900)
   assert.equal(ws.closedByClient, null)
   clock.advance(150)
   assert.equal(ws.closedByClient?.code, 4000)

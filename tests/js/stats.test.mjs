@@ -1,19 +1,20 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { PrecisionClock, Stats, TimeSeries, quantile } from '../../static/wirthforge-client.js'
+import { PrecisionClock, Stats, TimeSeries, percentile, quantile } from '../../static/wirthforge-client.js'
 
 const T0 = 1_764_000_000_000
 
 const close = (a, b, eps = 1e-3) => assert.ok(Math.abs(a - b) <= eps, `${a} != ${b}`)
 
-test('quantile interpolates linearly between ranks (numpy default)', () => {
+test('percentile is nearest-rank (PROTOCOL.md §10.6): always an observed value', () => {
   const xs = Array.from({ length: 100 }, (_, i) => i + 1)
-  close(quantile(xs, 0.5), 50.5)
-  close(quantile(xs, 0.99), 99.01)
-  close(quantile([3], 0.99), 3)
-  close(quantile([1, 2, 3], 0.5), 2)
-  close(quantile([1, 2, 3, 4], 0.5), 2.5)
-  assert.ok(Number.isNaN(quantile([], 0.5)))
+  assert.equal(percentile(xs, 0.5), 50)
+  assert.equal(percentile(xs, 0.99), 99)
+  assert.equal(percentile([3], 0.99), 3)
+  assert.equal(percentile([1, 2, 3], 0.5), 2)
+  assert.equal(percentile([1, 2, 3, 4], 0.5), 2)
+  assert.ok(Number.isNaN(percentile([], 0.5)))
+  assert.equal(quantile, percentile, 'the old name is the same function')
 })
 
 test('TimeSeries keeps the newest points in order and prunes by time', () => {
@@ -38,11 +39,11 @@ test('latency median and P99 over the window', () => {
     close(st.recordLatency(now, now - lat[k]), lat[k])
   })
   const now = T0 + 1000
-  close(st.latencyMedian(now), 5.05)
-  close(st.latencyP99(now), 9.901)
+  close(st.latencyMedian(now), 5.0)
+  close(st.latencyP99(now), 9.9)
   const snap = st.snapshot(now)
   assert.equal(snap.latencySamples, 100)
-  close(snap.latencyP99, 9.901)
+  close(snap.latencyP99, 9.9)
 })
 
 test('latency samples leave the window after latencyWindowMs', () => {
@@ -50,8 +51,8 @@ test('latency samples leave the window after latencyWindowMs', () => {
   st.recordLatency(T0, T0 - 50) // 50 ms, old
   st.recordLatency(T0 + 900, T0 + 899) // 1 ms
   st.recordLatency(T0 + 950, T0 + 948) // 2 ms
-  close(st.latencyP99(T0 + 999), quantile([1, 2, 50], 0.99))
-  close(st.latencyMedian(T0 + 1500), 1.5)
+  close(st.latencyP99(T0 + 999), 50)
+  close(st.latencyMedian(T0 + 1500), 1)
   assert.ok(Number.isNaN(st.latencyMedian(T0 + 5000)))
   assert.ok(Number.isNaN(st.recordLatency(T0, undefined)), 'missing timestamp is no sample')
 })
