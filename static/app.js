@@ -7,35 +7,18 @@
  *
  * The client instance is `window.wirthforge`.
  */
-import { WirthforgeClient, TimeSeries, describeCloseCode } from './wirthforge-client.js'
+import { WirthforgeClient, describeCloseCode } from './wirthforge-client.js'
+import { COLORS, drawPlot, fmt, maxSince } from './plot.js'
+import { createEnergyView, drawEnergy, energySeriesOf, num, recordEnergy } from './energy-gauge.js'
 
 /** @typedef {import('./wirthforge-client.js').ConnectionState} ConnectionState */
 /** @typedef {import('./wirthforge-client.js').Envelope} Envelope */
 /** @typedef {import('./wirthforge-client.js').CloseInfo} CloseInfo */
 
 const PLOT_SPAN_MS = 60_000
-const ENERGY_SPAN_MS = 10_000
 const READOUT_EVERY_MS = 250
 const MAX_TOKEN_CHARS = 20_000
 const MAX_LOG_ROWS = 200
-
-const COLORS = {
-  grid: '#1b2534',
-  axis: '#5b677b',
-  label: '#8693a8',
-  rate: '#22d3ee',
-  target: '#64748b',
-  raw: 'rgba(100, 116, 139, 0.75)',
-  median: '#a78bfa',
-  p99: '#f59e0b',
-  down: 'rgba(239, 68, 68, 0.13)',
-  stalled: 'rgba(245, 158, 11, 0.12)',
-  generation: '#22d3ee',
-  attention: '#a78bfa',
-  reasoning: '#34d399',
-  total: '#fbbf24',
-  track: '#1c2636',
-}
 
 // -- DOM ---------------------------------------------------------------------
 
@@ -108,15 +91,6 @@ function setText(el, text) {
   if (el.textContent !== text) el.textContent = text
 }
 
-/**
- * @param {number} v
- * @param {number} digits
- * @returns {string}
- */
-function fmt(v, digits) {
-  return Number.isFinite(v) ? v.toFixed(digits) : '–'
-}
-
 /** @param {number} n */
 function count(n) {
   return n.toLocaleString('en-US')
@@ -150,21 +124,7 @@ Object.assign(window, { wirthforge: client })
 
 // -- view state (written by message handlers, read by the render loop) ---------
 
-/** Room for 12 s of energy frames at 60 Hz (the view shows 10 s). */
-const energySeries = () => new TimeSeries(60 * 12 + 16)
-
-const energy = {
-  total: energySeries(),
-  generation: energySeries(),
-  attention: energySeries(),
-  reasoning: energySeries(),
-  /** @type {Record<string, any> | null} */
-  last: null,
-  /** @type {Record<string, any> | null} */
-  field: null,
-}
-/** The four series above, cleared and pruned together. */
-const energyHistory = [energy.total, energy.generation, energy.attention, energy.reasoning]
+const energy = createEnergyView()
 
 /** Token text not yet on screen. */
 let pendingTokens = ''
@@ -185,11 +145,6 @@ const timeline = [{ t: client.now(), state: client.state }]
 function log(kind, text) {
   pendingLog.push({ at: Date.now(), kind, text })
   if (pendingLog.length > MAX_LOG_ROWS) pendingLog = pendingLog.slice(-MAX_LOG_ROWS)
-}
-
-/** @param {unknown} v */
-function num(v) {
-  return typeof v === 'number' && Number.isFinite(v) ? v : NaN
 }
 
 /** @param {unknown} v */
@@ -217,20 +172,11 @@ client.onStartup((p) => {
   else if (r && r.status === 'incomplete') log('warning', `resume incomplete (${r.reason ?? 'unknown'}): ${r.replayed ?? 0} replayed; state re-synchronised`)
   else log('conn', `connected to ${p.model ?? 'server'} (${p.connectionId ?? '?'})`)
   if (r && r.status === 'incomplete' && r.reason === 'epoch_changed') {
-    for (const s of energyHistory) s.clear()
+    for (const s of energySeriesOf(energy)) s.clear()
   }
 })
 
-client.onMessage('energy_update', (m) => {
-  const p = m.payload || {}
-  const t = client.now()
-  const d = p.energyDistribution || {}
-  energy.last = p
-  energy.total.push(t, num(p.totalEnergy))
-  energy.generation.push(t, num(d.generation))
-  energy.attention.push(t, num(d.attention))
-  energy.reasoning.push(t, num(d.reasoning))
-})
+client.onMessage('energy_update', (m) => recordEnergy(energy, client.now(), m.payload || {}))
 
 client.onMessage('energy_field', (m) => {
   energy.field = m.payload || null
@@ -284,221 +230,6 @@ ui.toggle.addEventListener('click', () => {
 ui.reconnectButton.addEventListener('click', () => client.connect())
 setText(ui.endpoint, client.url.replace(/^wss?:\/\//, ''))
 
-// -- canvas helpers ------------------------------------------------------------
-
-/**
- * Matches the backing store to the CSS size and device pixel ratio.
- * @param {HTMLCanvasElement} canvas
- * @returns {{ctx: CanvasRenderingContext2D, w: number, h: number} | null}
- */
-function prepare(canvas) {
-  const dpr = window.devicePixelRatio || 1
-  const w = canvas.clientWidth
-  const h = canvas.clientHeight
-  if (!w || !h) return null
-  const bw = Math.round(w * dpr)
-  const bh = Math.round(h * dpr)
-  if (canvas.width !== bw || canvas.height !== bh) {
-    canvas.width = bw
-    canvas.height = bh
-  }
-  const ctx = canvas.getContext('2d')
-  if (!ctx) return null
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0)
-  ctx.clearRect(0, 0, w, h)
-  return { ctx, w, h }
-}
-
-/**
- * Snaps a coordinate to the middle of a device pixel, so a 1 px line is crisp.
- * @param {number} v
- */
-function crisp(v) {
-  return Math.round(v) + 0.5
-}
-
-/**
- * Strokes one straight line (grid, reference) from (xa, ya) to (xb, yb).
- * @param {CanvasRenderingContext2D} ctx
- * @param {number} xa
- * @param {number} ya
- * @param {number} xb
- * @param {number} yb
- * @param {string} color
- */
-function strokeLine(ctx, xa, ya, xb, yb, color) {
-  ctx.strokeStyle = color
-  ctx.beginPath()
-  ctx.moveTo(xa, ya)
-  ctx.lineTo(xb, yb)
-  ctx.stroke()
-}
-
-/**
- * One horizontal grid line across [x0, x1] at height `y`, labelled `label`
- * `gap` px left of x0. The caller sets font, textAlign and textBaseline.
- * @param {CanvasRenderingContext2D} ctx
- * @param {number} y
- * @param {number} x0
- * @param {number} x1
- * @param {string} label
- * @param {number} gap
- */
-function gridRow(ctx, y, x0, x1, label, gap) {
-  const yy = crisp(y)
-  strokeLine(ctx, x0, yy, x1, yy, COLORS.grid)
-  ctx.fillStyle = COLORS.label
-  ctx.fillText(label, x0 - gap, yy)
-}
-
-/**
- * A "nice" axis step (1, 2, 2.5, 5 × 10^k) for about `n` intervals up to `max`.
- * @param {number} max
- * @param {number} n
- */
-function niceStep(max, n) {
-  const raw = max / n
-  const mag = 10 ** Math.floor(Math.log10(raw))
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * mag >= raw) return m * mag
-  return 10 * mag
-}
-
-/**
- * @typedef {object} Series
- * @property {TimeSeries} data
- * @property {string} color
- * @property {number} width
- * @property {number} [breakMs] start a new line segment after a gap this long
- */
-
-/**
- * @typedef {object} PlotSpec
- * @property {number} now
- * @property {number} spanMs
- * @property {number} yMax
- * @property {string} unit
- * @property {Series[]} series
- * @property {{y: number, color: string, label: string}[]} [refs]
- * @property {number} [digits]
- */
-
-const PAD = { left: 46, right: 12, top: 10, bottom: 22 }
-
-/**
- * Draws a time plot: grid, state shading, reference lines, series, axes.
- * @param {HTMLCanvasElement} canvas
- * @param {PlotSpec} spec
- */
-function drawPlot(canvas, spec) {
-  const c = prepare(canvas)
-  if (!c) return
-  const { ctx, w, h } = c
-  const x0 = PAD.left
-  const x1 = w - PAD.right
-  const y0 = h - PAD.bottom
-  const y1 = PAD.top
-  const t0 = spec.now - spec.spanMs
-  const step = niceStep(spec.yMax, 4)
-  const yMax = Math.max(step, Math.ceil(spec.yMax / step - 1e-9) * step)
-  const X = (/** @type {number} */ t) => x0 + ((t - t0) / spec.spanMs) * (x1 - x0)
-  const Y = (/** @type {number} */ v) => y0 - (Math.min(Math.max(v, 0), yMax) / yMax) * (y0 - y1)
-
-  // not-connected periods
-  for (let i = 0; i < timeline.length; i++) {
-    const s = timeline[i].state
-    if (s === 'connected') continue
-    const a = Math.max(timeline[i].t, t0)
-    const b = i + 1 < timeline.length ? timeline[i + 1].t : spec.now
-    if (b <= t0) continue
-    ctx.fillStyle = s === 'stalled' ? COLORS.stalled : COLORS.down
-    ctx.fillRect(X(a), y1, Math.max(1, X(b) - X(a)), y0 - y1)
-  }
-
-  // grid and y labels
-  ctx.font = '11px ui-monospace, "DejaVu Sans Mono", Menlo, monospace'
-  ctx.textBaseline = 'middle'
-  ctx.textAlign = 'right'
-  ctx.lineWidth = 1
-  const digits = spec.digits ?? (step < 1 ? (step < 0.1 ? 2 : 1) : 0)
-  for (let v = 0; v <= yMax + 1e-9; v += step) gridRow(ctx, Y(v), x0, x1, v.toFixed(digits), 6)
-  ctx.save()
-  ctx.translate(11, (y0 + y1) / 2)
-  ctx.rotate(-Math.PI / 2)
-  ctx.textAlign = 'center'
-  ctx.fillStyle = COLORS.axis
-  ctx.fillText(spec.unit, 0, 0)
-  ctx.restore()
-
-  // x labels every 10 s
-  ctx.textAlign = 'center'
-  ctx.textBaseline = 'top'
-  for (let s = 0; s <= spec.spanMs / 1000; s += 10) {
-    const x = crisp(X(spec.now - s * 1000))
-    strokeLine(ctx, x, y1, x, y0, COLORS.grid)
-    ctx.fillStyle = COLORS.label
-    ctx.textAlign = s === 0 ? 'right' : 'center'
-    ctx.fillText(s === 0 ? 'now' : `−${s} s`, s === 0 ? x1 : x, y0 + 6)
-  }
-
-  // reference lines
-  for (const ref of spec.refs ?? []) {
-    const y = crisp(Y(ref.y))
-    ctx.setLineDash([5, 4])
-    strokeLine(ctx, x0, y, x1, y, ref.color)
-    ctx.setLineDash([])
-    ctx.fillStyle = ref.color
-    ctx.textAlign = 'left'
-    ctx.textBaseline = 'bottom'
-    ctx.fillText(ref.label, x0 + 6, y - 2)
-  }
-
-  // series
-  ctx.save()
-  ctx.beginPath()
-  ctx.rect(x0, y1 - 2, x1 - x0, y0 - y1 + 4)
-  ctx.clip()
-  ctx.lineJoin = 'round'
-  for (const s of spec.series) {
-    ctx.strokeStyle = s.color
-    ctx.lineWidth = s.width
-    ctx.beginPath()
-    let prev = -Infinity
-    s.data.forEach((t, v) => {
-      if (t < t0 - 1000 || !Number.isFinite(v)) {
-        prev = -Infinity
-        return
-      }
-      if (t - prev > (s.breakMs ?? Infinity)) ctx.moveTo(X(t), Y(v))
-      else ctx.lineTo(X(t), Y(v))
-      prev = t
-    })
-    ctx.stroke()
-  }
-  ctx.restore()
-
-  // axes
-  ctx.strokeStyle = COLORS.axis
-  ctx.lineWidth = 1
-  ctx.beginPath()
-  ctx.moveTo(x0 + 0.5, y1)
-  ctx.lineTo(x0 + 0.5, y0 + 0.5)
-  ctx.lineTo(x1, y0 + 0.5)
-  ctx.stroke()
-}
-
-/**
- * Largest finite value of the series inside the window.
- * @param {TimeSeries} s
- * @param {number} since
- */
-function maxSince(s, since) {
-  let m = -Infinity
-  s.forEach((t, v) => {
-    if (t >= since && Number.isFinite(v) && v > m) m = v
-  })
-  return m
-}
-
 function drawRate(/** @type {number} */ now) {
   const st = client.stats
   const target = client.session ? client.energyRateHz : 60
@@ -510,6 +241,7 @@ function drawRate(/** @type {number} */ now) {
     unit: 'fps',
     series: [{ data: st.rateHistory, color: COLORS.rate, width: 2, breakMs: 1000 }],
     refs: [{ y: target, color: COLORS.target, label: `${fmt(target, 0)} fps` }],
+    timeline,
   })
 }
 
@@ -527,116 +259,8 @@ function drawLatency(/** @type {number} */ now) {
       { data: st.medianHistory, color: COLORS.median, width: 2, breakMs: 1000 },
       { data: st.p99History, color: COLORS.p99, width: 2, breakMs: 1000 },
     ],
+    timeline,
   })
-}
-
-function drawEnergy(/** @type {number} */ now) {
-  const c = prepare(ui.energyView)
-  if (!c) return
-  const { ctx, w, h } = c
-  const last = energy.last
-  const total = last ? num(last.totalEnergy) : NaN
-
-  // gauge: E(t) in [0, 1] on a 270° arc
-  const r = Math.min(h / 2 - 16, w * 0.16, 78)
-  const cx = 18 + r
-  const cy = h / 2 + 4
-  const a0 = Math.PI * 0.75
-  const sweep = Math.PI * 1.5
-  ctx.lineCap = 'round'
-  ctx.lineWidth = 11
-  ctx.strokeStyle = COLORS.track
-  ctx.beginPath()
-  ctx.arc(cx, cy, r, a0, a0 + sweep)
-  ctx.stroke()
-  if (Number.isFinite(total)) {
-    const grad = ctx.createLinearGradient(cx - r, cy, cx + r, cy)
-    grad.addColorStop(0, COLORS.generation)
-    grad.addColorStop(1, COLORS.total)
-    ctx.strokeStyle = grad
-    ctx.beginPath()
-    ctx.arc(cx, cy, r, a0, a0 + sweep * Math.min(Math.max(total, 0), 1))
-    ctx.stroke()
-  }
-  ctx.textAlign = 'center'
-  ctx.textBaseline = 'middle'
-  ctx.fillStyle = '#e6ebf3'
-  ctx.font = '600 28px ui-monospace, "DejaVu Sans Mono", Menlo, monospace'
-  ctx.fillText(fmt(total, 2), cx, cy - 4)
-  ctx.fillStyle = COLORS.label
-  ctx.font = '11px system-ui, "DejaVu Sans", sans-serif'
-  ctx.fillText('total energy', cx, cy + 20)
-  ctx.fillText('0', cx + Math.cos(a0) * r, cy + Math.sin(a0) * r + 17)
-  ctx.fillText('1', cx + Math.cos(a0 + sweep) * r, cy + Math.sin(a0 + sweep) * r + 17)
-
-  // stacked distribution over the last 10 s (the three parts add up to E(t))
-  const x0 = cx + r + 30
-  const x1 = w - 10
-  const y0 = h - 20
-  const y1 = 12
-  if (x1 - x0 < 40) return
-  const t0 = now - ENERGY_SPAN_MS
-  const X = (/** @type {number} */ t) => x0 + ((t - t0) / ENERGY_SPAN_MS) * (x1 - x0)
-  const Y = (/** @type {number} */ v) => y0 - Math.min(Math.max(v, 0), 1) * (y0 - y1)
-  ctx.lineWidth = 1
-  ctx.font = '10px ui-monospace, "DejaVu Sans Mono", Menlo, monospace'
-  ctx.textAlign = 'right'
-  for (const v of [0, 0.5, 1]) gridRow(ctx, Y(v), x0, x1, v.toFixed(1), 5)
-  ctx.textAlign = 'center'
-  ctx.textBaseline = 'top'
-  ctx.fillText('−10 s', x0 + 14, y0 + 5)
-  ctx.fillText('now', x1 - 10, y0 + 5)
-
-  for (const s of energyHistory) s.prune(t0 - 1000)
-  const g = energy.generation.valuesArray()
-  const a = energy.attention.valuesArray()
-  const q = energy.reasoning.valuesArray()
-  /** @type {number[]} */
-  const ts = []
-  energy.generation.forEach((t) => ts.push(t))
-  const layers = [
-    { color: COLORS.generation, top: (/** @type {number} */ i) => g[i] },
-    { color: COLORS.attention, top: (/** @type {number} */ i) => g[i] + a[i] },
-    { color: COLORS.reasoning, top: (/** @type {number} */ i) => g[i] + a[i] + q[i] },
-  ]
-  ctx.save()
-  ctx.beginPath()
-  ctx.rect(x0, y1, x1 - x0, y0 - y1)
-  ctx.clip()
-  if (ts.length > 1) {
-    for (let k = layers.length - 1; k >= 0; k--) {
-      const layer = layers[k]
-      ctx.beginPath()
-      ctx.moveTo(X(ts[0]), y0)
-      for (let i = 0; i < ts.length; i++) {
-        const v = layer.top(i)
-        ctx.lineTo(X(ts[i]), Y(Number.isFinite(v) ? v : 0))
-      }
-      ctx.lineTo(X(ts[ts.length - 1]), y0)
-      ctx.closePath()
-      ctx.globalAlpha = 0.55
-      ctx.fillStyle = layer.color
-      ctx.fill()
-    }
-    ctx.globalAlpha = 1
-    ctx.strokeStyle = COLORS.total
-    ctx.lineWidth = 1.5
-    ctx.beginPath()
-    let first = true
-    energy.total.forEach((t, v) => {
-      if (!Number.isFinite(v)) return
-      if (first) ctx.moveTo(X(t), Y(v))
-      else ctx.lineTo(X(t), Y(v))
-      first = false
-    })
-    ctx.stroke()
-  } else {
-    ctx.fillStyle = COLORS.label
-    ctx.textAlign = 'center'
-    ctx.textBaseline = 'middle'
-    ctx.fillText('waiting for energy frames', (x0 + x1) / 2, (y0 + y1) / 2)
-  }
-  ctx.restore()
 }
 
 // -- text outputs ----------------------------------------------------------------
@@ -678,19 +302,40 @@ function flushLog() {
 
 // -- readouts (4 Hz) -------------------------------------------------------------
 
-const STATE_LABEL = /** @type {Record<ConnectionState, string>} */ ({
-  disconnected: 'disconnected',
-  connecting: 'connecting',
-  connected: 'connected',
-  stalled: 'stalled',
-  reconnecting: 'reconnecting',
-  refused: 'refused',
-})
+// -- a page not served by the WIRTHFORGE server -----------------------------------
+
+/**
+ * The notice at the top of the page (client-example.html): visible when the
+ * page is opened as a file (this module then never runs). Served over HTTP it
+ * starts hidden; it is shown again when the first attempts all failed and
+ * this origin's `/health` is not a WIRTHFORGE server's (the page came from
+ * another web server, or the server is not running), and hidden once a
+ * session exists.
+ */
+const servedElsewhere = byTestId('open-served-page')
+let originChecked = false
+
+function checkOrigin() {
+  const c = client.stats.counters
+  if (c.connects > 0) {
+    if (!servedElsewhere.hidden) servedElsewhere.hidden = true
+    return
+  }
+  if (originChecked || c.attempts < 3) return
+  originChecked = true
+  fetch('/health', { cache: 'no-store' })
+    .then((r) => (r.ok ? r.json() : null))
+    .catch(() => null)
+    .then((health) => {
+      const isServer = health && typeof health === 'object' && 'frameLoop' in health
+      if (!isServer && client.stats.counters.connects === 0) servedElsewhere.hidden = false
+    })
+}
 
 /** State readout: every frame, so a short state is never missed. */
 function renderState() {
   const s = client.state
-  setText(ui.status, STATE_LABEL[s])
+  setText(ui.status, s)
   if (ui.pill.dataset.state !== s) ui.pill.dataset.state = s
   setText(ui.toggle, isIdle(s) ? 'Connect' : 'Disconnect')
   const refused = s === 'refused'
@@ -773,6 +418,7 @@ function frame() {
   if (now - lastReadout >= READOUT_EVERY_MS) {
     lastReadout = now
     renderReadouts(now)
+    checkOrigin()
   }
   // Canvases at half the display rate, alternating, so that one animation
   // frame never carries all the drawing (the page's own rendering delays
@@ -781,7 +427,7 @@ function frame() {
     drawRate(now)
     drawLatency(now)
   } else {
-    drawEnergy(now)
+    drawEnergy(ui.energyView, energy, now)
   }
   flushTokens()
   flushLog()

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.server_process import ServerProcess
+from tests.timing import scaled
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -202,8 +203,65 @@ def test_page_connects_and_shows_live_stats(page: Page, wf_server: ServerProcess
     assert number(page, "tokens") >= 4
 
     assert page.evaluate("() => window.wirthforge.session.protocol") == "1.1"
+    assert not page.locator('[data-testid="open-served-page"]').is_visible(), "the file:// notice on the served page"
     assert watch.external_requests() == []
     assert watch.errors == []
+
+
+def _guidance(page: Page) -> tuple[str, str | None]:
+    notice = page.locator('[data-testid="open-served-page"]')
+    assert notice.is_visible()
+    return notice.inner_text(), page.locator('[data-testid="served-page-link"]').get_attribute("href")
+
+
+def test_page_opened_as_a_file_says_where_the_served_page_is(browser: Browser) -> None:
+    """Double-clicking client-example.html: Chromium blocks /static/app.js, the page says what to do."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto((ROOT / "client-example.html").as_uri())
+        text_shown, href = _guidance(page)
+        assert "make run" in text_shown and "http://127.0.0.1:8145/" in text_shown
+        assert href == "http://127.0.0.1:8145/"
+        page.click('[data-testid="served-page-link"]', no_wait_after=True, timeout=2_000, trial=True)  # clickable
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def foreign_origin() -> Iterator[str]:
+    """The repository served by a plain static web server: the page loads, but no WIRTHFORGE server is there."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(ROOT)))
+    thread = threading.Thread(target=httpd.serve_forever, name="static-origin", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_page_served_by_another_web_server_says_where_the_served_page_is(browser: Browser, foreign_origin: str) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(foreign_origin + "/client-example.html")
+        assert not page.locator('[data-testid="open-served-page"]').is_visible()  # hidden before the first paint
+        page.locator('[data-testid="open-served-page"]').wait_for(state="visible", timeout=scaled(10) * 1000)
+        text_shown, href = _guidance(page)
+        assert "make run" in text_shown
+        assert href == "http://127.0.0.1:8145/"
+    finally:
+        context.close()
 
 
 def test_reconnects_within_two_seconds_of_a_restart(page: Page, wf_server: ServerProcess) -> None:
