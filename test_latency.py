@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import time
 import urllib.parse
@@ -67,7 +66,7 @@ class LatencyReport:
             "protocol": self.protocol,
             "clients": len(self.clients),
             "frames": sum(client.frames for client in self.clients),
-            "median_ms": round(statistics.median(values), 3) if values else None,
+            "median_ms": round(percentile(values, 0.5) or 0.0, 3) if values else None,
             "p99_ms": round(percentile(values, 0.99) or 0.0, 3) if values else None,
             "max_ms": round(max(values), 3) if values else None,
             "rate_hz_min": round(min(rates), 2) if rates else None,
