@@ -605,3 +605,37 @@ def test_stats_snapshot_shape() -> None:
     assert snapshot["reconnects"] == 2
     assert snapshot["reconnect_ms"] == {"last": 100.0, "max": 250.0}
     assert snapshot["state"] == "idle"
+
+
+async def test_dead_link_rule_is_three_announced_heartbeat_intervals_of_any_frame() -> None:
+    """PROTOCOL.md §10.3 with the default watchdog: any frame keeps the link; 3 silent intervals drop it."""
+    from tests.timing import scaled
+
+    interval_ms = 100
+    kept_alive_s = 0.6  # six intervals of energy frames and no heartbeat at all
+    sessions: list[float] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        sessions.append(loop.time())
+        startup = orjson.loads(_startup(len(sessions) * 100))
+        startup["payload"]["heartbeatIntervalMs"] = interval_ms
+        await ws.send(orjson.dumps(startup).decode())
+        if len(sessions) == 1:
+            for i in range(int(kept_alive_s / 0.05)):
+                await asyncio.sleep(0.05)
+                frame = {"type": "energy_update", "channel": "energy", "timestamp": 1.0, "seq": 101 + i,
+                         "frameNumber": i, "payload": {}}
+                await ws.send(orjson.dumps(frame).decode())
+        await ws.wait_closed()  # then silence
+
+    async with _fake_server(handler) as server:
+        url = f"ws://127.0.0.1:{_port(server)}/ws"
+        async with WirthforgeClient(url, backoff=Backoff(0.01, 0.05)) as client:
+            await client.wait_connected(timeout=scaled(5))
+            again = client.wait_for(lambda m: m["type"] == "startup_complete", timeout=scaled(5))
+            await again
+            assert client.close_code == 1006  # aborted by the watchdog
+            alive = sessions[1] - sessions[0]
+            # Not before the frames stopped, and well before the 5 s connect timeout would have fired.
+            assert kept_alive_s + 0.25 <= alive <= kept_alive_s + scaled(2.0), alive

@@ -11,9 +11,13 @@ def percentile(values: Iterable[float], fraction: float) -> float | None:
     """Nearest-rank percentile, *fraction* in [0, 1]; None when there are no values.
 
     The smallest sample with at least ``fraction`` of all samples at or below
-    it: always an observed value, no interpolation. The server's ``/health``
-    and the Python client both use it, so they report the same numbers. With
-    fewer than 100 samples P99 is the maximum.
+    it (the ``max(1, ceil(fraction * n))``-th smallest): always an observed
+    value, no interpolation. This is the project's one definition
+    (PROTOCOL.md §10.6): the server's ``/health``, the Python client,
+    ``test_latency.py`` and the benchmark use this function, and the browser
+    client's ``percentile`` in ``static/wirthforge/stats.js`` is the same rule;
+    ``tests/vectors/percentiles.json`` holds both to it. With fewer than 100
+    samples P99 is the maximum.
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError("fraction must be within [0, 1]")
