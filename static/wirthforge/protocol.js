@@ -32,13 +32,14 @@ export const CLIENT_TIMEOUT_CLOSE_CODE = 4000
 /**
  * Connection states.
  *
- * - `disconnected`: not connected and not trying (initial state, after
- *   `WirthforgeClient#disconnect()`, or after a normal 1000 close by the server);
+ * - `disconnected`: not connected and not trying (initial state, or after
+ *   `WirthforgeClient#disconnect()`; a 1000 close by the server reconnects,
+ *   PROTOCOL.md §10.1);
  * - `connecting`: first attempt after `connect()`, until `startup_complete`;
  * - `connected`: `startup_complete` received, energy frames arriving (or not expected);
  * - `stalled`: connected, but no energy frame for `stallFrames` frame periods;
  * - `reconnecting`: the connection was lost; waiting for or making a retry;
- * - `refused`: the server closed with a policy code (1003/1008/1009); no retry.
+ * - `refused`: the server closed with a policy code (1003/1008/1009); no retry (§10.1).
  *
  * @typedef {'disconnected'|'connecting'|'connected'|'stalled'|'reconnecting'|'refused'} ConnectionState
  */
