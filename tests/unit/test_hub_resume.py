@@ -1,12 +1,13 @@
 """Hub resume planning (``Hub.plan_resume`` / ``Hub.attach``) in process, with a fake subscriber.
 
-No sockets, no sleeps: time is ``wirthforge_ws.hub.time.monotonic``, replaced
-by a clock the test moves.
+No sockets, no sleeps: the hub module's ``time`` is replaced by a clock the
+test moves (only the hub's view of it: the event loop keeps the real one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
@@ -48,7 +49,7 @@ def schemas() -> SchemaSet:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeClock]:
     fake = FakeClock()
-    monkeypatch.setattr(hub_module.time, "monotonic", fake)
+    monkeypatch.setattr(hub_module, "time", SimpleNamespace(monotonic=fake))
     yield fake
 
 
