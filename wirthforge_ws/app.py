@@ -1,6 +1,7 @@
 """Application wiring: routes, background tasks, and running under uvicorn.
 
 Routes: ``GET /`` (the example page), ``/static/*``, ``GET /health``,
+``GET /metrics`` (Prometheus text format),
 ``POST /publish`` (only with ``--enable-publish``) and the WebSocket ``/ws``.
 Background tasks (the frame loop and the heartbeat) are created in the
 lifespan and cancelled when it ends, so nothing outlives the server.
@@ -22,7 +23,7 @@ from typing import Any
 import orjson
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -31,6 +32,7 @@ from .connection import Connection, SessionOptions
 from .frame_loop import FrameLoop
 from .hub import Hub
 from .messages import Event
+from .prometheus import MetricCounters, ServerMetrics
 from .protocol import CHANNEL_OF, FRAME_BOUND_TYPES, SUBPROTOCOLS, negotiate
 from .schemas import MessageValidationError, SchemaSet
 from .security import OriginHostGuard
@@ -60,7 +62,8 @@ class Server:
                        history_seconds=settings.history_seconds)
         self.source = SimulatedModel(settings.model_id, council=settings.council, seed=settings.seed,
                                      frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
-        self.frame_loop = FrameLoop(settings, self.hub, self.source)
+        self.metrics = ServerMetrics(self.metric_counters)
+        self.frame_loop = FrameLoop(settings, self.hub, self.source, on_frame=self.metrics.observe_frame)
         self.hub.on_attach = self.frame_loop.clock.wake
         self.connections: set[Connection] = set()
         self.nominal_rates = {
@@ -123,6 +126,19 @@ class Server:
             },
             "refusedRequests": self.guard.refused if self.guard else 0,
         }
+
+    def metric_counters(self) -> MetricCounters:
+        """The counters behind ``GET /metrics``, read when Prometheus scrapes."""
+        loop = self.frame_loop
+        return MetricCounters(
+            stats=self.hub.stats,
+            connections_by_protocol=Counter(c.version for c in self.connections),
+            queued_messages=[len(c.outbox) for c in self.connections],
+            refused_requests=self.guard.refused if self.guard else 0,
+            frames_built=loop.frames_built,
+            frames_skipped=loop.clock.frames_skipped,
+            budget_overruns=loop.budget_overruns,
+        )
 
     # -- POST /publish --------------------------------------------------------
 
@@ -197,6 +213,11 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     @app.get("/health")
     async def health() -> JSONResponse:
         return JSONResponse(server.health())
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = server.metrics.exposition()
+        return Response(body, media_type=content_type)
 
     if settings.enable_publish:
 

@@ -8,8 +8,13 @@ Each connection owns two activities:
   the socket at whatever pace the client reads.
 
 The hub calls :meth:`Connection.deliver` synchronously for every published
-message; that method only filters and enqueues, it never awaits, so one
-slow client cannot slow down the frame loop or any other client.
+message; that method only filters and then writes or enqueues, it never
+awaits, so one slow client cannot slow down the frame loop or any other
+client. While a client keeps up, its queue is empty and the message's
+pre-built frame goes straight to its socket (the *direct path*, one
+``transport.write``); once the socket pushes back, messages queue behind
+what is in flight and the writer task drains them (the *queued path*,
+where latest-wins applies). Either way the bytes on the wire are the same.
 """
 
 from __future__ import annotations
@@ -117,6 +122,8 @@ class Connection:
         self._inbound_bucket = TokenBucket(settings.inbound_rate, settings.inbound_burst)
         self._invalid = InvalidMessageWindow(settings.max_invalid_messages)
         self._writer: asyncio.Task[None] | None = None
+        self._direct: transport.DirectWriter | None = None
+        self.direct_writes = 0
         self._closer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
 
@@ -126,6 +133,8 @@ class Connection:
         """Run the connection until either side closes it."""
         await self.websocket.accept(subprotocol=self.subprotocol)
         transport.tighten(transport.transport_of(self.websocket.scope))
+        if self.settings.direct_writes:
+            self._direct = transport.direct_writer(self.websocket.scope)
         try:
             self._start()
             await self._read_loop()
@@ -148,7 +157,7 @@ class Connection:
         plan = self.hub.plan_resume(self.subscriptions, self._options.resume)
         result = ResumeResult("incomplete", 0, "invalid_request") if self._options.resume_invalid else plan.result
         session = self._session_fields(result.as_payload()) if self.version == "1.1" else None
-        self._send_direct(
+        self._send_own(
             messages.startup_complete(
                 model_id=self.settings.model_id,
                 tier=self.settings.tier,
@@ -160,7 +169,7 @@ class Connection:
         self.hub.attach(self, plan)
         # After the replay, so that seq keeps increasing after startup_complete.
         for error in self._options.errors:
-            self._send_direct(error)
+            self._send_own(error)
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
         log.info("connection %s open (protocol %s, resume %s, %d replayed)",
                  self.id, self.version, result.status, result.replayed)
@@ -224,15 +233,36 @@ class Connection:
         if channel not in self.subscriptions:
             return
         if outbound.reliable:
-            text = self.hub.render(outbound, self.version)
-            if text is not None and not self.outbox.put_reliable(text):
-                self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send queue full")
+            self._send_reliable(outbound)
             return
-        if self.energy_paused or not self._energy_due(outbound.event.type):
+        if self.energy_paused or not self._energy_due(outbound.event.type) or self._write_now(outbound):
             return
         text = self.hub.render(outbound, self.version)
         if text is not None and self.outbox.put_latest(outbound.event.type, text):
             self.hub.stats.coalesced["latest_wins"] += 1
+
+    def _send_reliable(self, outbound: Outbound) -> None:
+        if self._write_now(outbound):
+            return
+        text = self.hub.render(outbound, self.version)
+        if text is not None and not self.outbox.put_reliable(text):
+            self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send queue full")
+
+    def _write_now(self, outbound: Outbound) -> bool:
+        """The direct path: write the message's frame now if nothing can be ahead of it.
+
+        Nothing is ahead when the queue is empty and the writer is not inside
+        a send (it may hold a message it took from the queue). True when the
+        message is dealt with (written, or invalid and dropped by the hub).
+        """
+        direct = self._direct
+        if direct is None or self.outbox or self._send_started is not None or not direct.ready():
+            return False
+        frame = self.hub.frame(outbound, self.version)
+        if frame is not None:
+            direct.write(frame)
+            self.direct_writes += 1
+        return True
 
     def _energy_due(self, message_type: str) -> bool:
         """Decimate an energy type to this connection's rate, always keeping the newest frame."""
@@ -244,11 +274,9 @@ class Connection:
         self._energy_credit[message_type] = credit - 1.0 if due else credit
         return due
 
-    def _send_direct(self, event: Event) -> None:
-        """Send a message meant for this connection only (not via fan-out)."""
-        text = self.hub.render_direct(event, self.version)
-        if text is not None and not self.outbox.put_reliable(text):
-            self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send queue full")
+    def _send_own(self, event: Event) -> None:
+        """Send a message of this connection's own (startup, heartbeat, replies), not from the fan-out."""
+        self._send_reliable(self.hub.stamp(event))
 
     async def _write_loop(self) -> None:
         send = self.websocket.send
@@ -279,7 +307,7 @@ class Connection:
         self._heartbeats_sent[sequence] = now
         if len(self._heartbeats_sent) > _HEARTBEATS_REMEMBERED:
             del self._heartbeats_sent[min(self._heartbeats_sent)]
-        self._send_direct(messages.heartbeat(sequence=sequence, frame_rate=achieved_rate, connection_id=self.id))
+        self._send_own(messages.heartbeat(sequence=sequence, frame_rate=achieved_rate, connection_id=self.id))
 
     # -- inbound ------------------------------------------------------------
 
@@ -337,7 +365,7 @@ class Connection:
                          {"reason": error.reason, "path": error.path})
 
     def _reject(self, code: ErrorCode, text: str, details: dict[str, Any] | None = None) -> None:
-        self._send_direct(_error(code, text, details))
+        self._send_own(_error(code, text, details))
         if self._invalid.record():
             self.fail(CloseCode.POLICY_VIOLATION, "too many invalid messages")
 
@@ -394,6 +422,7 @@ class Connection:
             "connectedSeconds": round(time.monotonic() - self.connected_at, 1),
             "rttMs": {"last": None if last_rtt is None else round(last_rtt * 1000, 3), "p50": rtt["p50"]},
             "queued": len(self.outbox),
+            "directWrites": self.direct_writes,
             "subscriptions": sorted(self.subscriptions),
             "energyRateHz": self.energy_rate,
             "energyPaused": self.energy_paused,

@@ -10,6 +10,7 @@ serialised, and the clock wakes only ten times a second (see clock.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from . import messages
 from .clock import FrameClock
@@ -22,7 +23,14 @@ from .sources import EnergySource
 class FrameLoop:
     """Owns the frame clock and the per-frame work; measures both."""
 
-    def __init__(self, settings: Settings, hub: Hub, source: EnergySource) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        source: EnergySource,
+        *,
+        on_frame: Callable[[float, float], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.hub = hub
         self.source = source
@@ -31,6 +39,7 @@ class FrameLoop:
         self.budget_overruns = 0
         self.frames_built = 0
         self.frame_number = 0
+        self._on_frame = on_frame  # (tick lateness, processing time) in seconds, e.g. metrics
 
     async def run(self) -> None:
         budget = self.settings.frame_budget_ms / 1000.0
@@ -43,6 +52,8 @@ class FrameLoop:
             self.processing.add(elapsed)
             if elapsed > budget:
                 self.budget_overruns += 1
+            if self._on_frame is not None and len(hub):  # idle ticks are not frames
+                self._on_frame(tick.lateness, elapsed)
 
     def _frame(self, frame_number: int, now: float, started: float) -> None:
         activity = self.source.step(frame_number, now)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
+from websockets.frames import Frame, Opcode
 
 from . import messages
 from .messages import Event
@@ -37,7 +38,7 @@ class Outbound:
     until someone asks for it.
     """
 
-    __slots__ = ("event", "seq", "timestamp_ms", "created", "_texts")
+    __slots__ = ("event", "seq", "timestamp_ms", "created", "_texts", "_frames")
 
     def __init__(self, event: Event, seq: int, timestamp_ms: float, created: float) -> None:
         self.event = event
@@ -45,6 +46,7 @@ class Outbound:
         self.timestamp_ms = timestamp_ms
         self.created = created
         self._texts: dict[str, str | None] = {}  # version -> JSON text, or None if invalid
+        self._frames: dict[str, bytes] = {}  # version -> the whole WebSocket frame, for direct writes
 
     @property
     def channel(self) -> str:
@@ -233,9 +235,23 @@ class Hub:
         outbound._texts[version] = text
         return text
 
-    def render_direct(self, event: Event, version: str) -> str | None:
-        """Render a message meant for one connection only (startup, heartbeat, replies)."""
-        return self.render(self.stamp(event), version)
+    def frame(self, outbound: Outbound, version: str) -> bytes | None:
+        """The complete WebSocket text frame of *outbound* for *version*, built once.
+
+        Server frames are unmasked, so without compression every client of a
+        version receives exactly these bytes: a connection can write them to
+        its socket as they are (see :class:`~.transport.DirectWriter`).
+        """
+        try:
+            return outbound._frames[version]
+        except KeyError:
+            pass
+        text = self.render(outbound, version)
+        if text is None:
+            return None
+        frame = Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+        outbound._frames[version] = frame
+        return frame
 
     # -- resume -------------------------------------------------------------
 

@@ -54,6 +54,10 @@ class Settings:
         default=1024, metadata=_help("reliable messages queued for one client before it is closed with 1013")
     )
     send_timeout: float = field(default=3.0, metadata=_help("seconds one send may stall before the client is closed with 1013"))
+    direct_writes: bool = field(
+        default=True,
+        metadata=_help("write each frame straight to the socket when nothing is queued (off: always queue)"),
+    )
 
     # Inbound limits
     max_message_bytes: int = field(default=64 * 1024, metadata=_help("largest inbound message (close 1009)"))

@@ -1,7 +1,7 @@
-"""The TCP transport under a WebSocket: the two things ASGI cannot do.
+"""The TCP transport under a WebSocket: the three things ASGI cannot do.
 
 ASGI gives an application ``send`` and ``receive`` and nothing else, but a
-push server needs two things from the socket itself:
+push server needs three things from the socket itself:
 
 1. **Small buffers below the outbox.** Latest-wins coalescing happens in the
    connection's :class:`~.outbox.Outbox`, and only while the socket refuses
@@ -13,12 +13,21 @@ push server needs two things from the socket itself:
 2. **Abort.** A client that stopped reading cannot receive a close frame
    (its socket buffer is full), and uvicorn waits for that forever.
    :func:`abort` drops the TCP connection so its memory is freed at once.
+3. **Direct writes.** A message's WebSocket frame is the same bytes for every
+   client of a protocol version (server frames are unmasked), so the hub
+   builds it once and :class:`DirectWriter` writes it straight to the
+   transport when nothing else is in flight, skipping the per-client ASGI
+   ``send`` chain (Starlette, middleware, uvicorn's framing): the per-client
+   cost of a message becomes one ``transport.write``.
 
 :class:`ExposeTransport` is the outermost ASGI middleware: it finds the
-transport of the server protocol that called it (uvicorn passes a bound
-method of its protocol object as ``send``) and puts it in the scope. With a
-server that does not expose it, both functions do nothing and the server
-still works, with looser flow control.
+protocol object of the server that called it (uvicorn passes a bound method
+of its protocol object as ``send``) and puts it and its transport in the
+scope. This is the only module that knows uvicorn's internals; the
+attributes it relies on are listed in :data:`UVICORN_PROTOCOL_ATTRIBUTES`
+and checked by a test, so an upgrade that renames them fails loudly there.
+With a server that exposes nothing, these functions do nothing and the
+server still works, with looser flow control and the queued path only.
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 log = logging.getLogger("wirthforge.transport")
 
 SCOPE_KEY = "wirthforge.transport"
+PROTOCOL_SCOPE_KEY = "wirthforge.protocol"
+
+# What DirectWriter reads on uvicorn's WebSocketsSansIOProtocol (uvicorn 0.54).
+UVICORN_PROTOCOL_ATTRIBUTES = ("transport", "writable", "close_sent", "handshake_complete", "conn")
 
 # Unsent bytes the kernel may hold for one connection (~10 energy frames),
 # and the transport's buffer above it. Loopback moves data in microseconds;
@@ -57,6 +70,8 @@ class ExposeTransport:
             # Duck-typed: uvloop's transports are not asyncio.Transport subclasses.
             if callable(getattr(transport, "abort", None)):
                 scope[SCOPE_KEY] = transport
+                if all(hasattr(protocol, name) for name in UVICORN_PROTOCOL_ATTRIBUTES):
+                    scope[PROTOCOL_SCOPE_KEY] = protocol
         await self.app(scope, receive, send)
 
 
@@ -82,3 +97,41 @@ def abort(transport: asyncio.Transport | None) -> None:
     """Drop the TCP connection without a close handshake."""
     if transport is not None:
         transport.abort()
+
+
+class DirectWriter:
+    """Writes pre-built frames to one connection's transport, when that is safe.
+
+    Safe means the bytes land exactly where the ASGI ``send`` would have put
+    them: the handshake is done, no close has been sent, the transport is not
+    closing and not paused (a paused transport is what makes the caller's
+    queue coalesce), and no extension (permessage-deflate) rewrites frames.
+    The caller adds the rest: its own queue is empty and its writer task is
+    not inside a ``send``, so no earlier message can still be on its way.
+    """
+
+    __slots__ = ("_protocol", "_transport", "_writable")
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._writable: asyncio.Event = protocol.writable
+
+    def ready(self) -> bool:
+        protocol = self._protocol
+        return (
+            self._writable.is_set()
+            and not protocol.close_sent
+            and not self._transport.is_closing()
+        )
+
+    def write(self, frame: bytes) -> None:
+        self._transport.write(frame)
+
+
+def direct_writer(scope: Scope) -> DirectWriter | None:
+    """A :class:`DirectWriter` for an accepted WebSocket, or None where direct writes cannot apply."""
+    protocol: Any = scope.get(PROTOCOL_SCOPE_KEY)
+    if protocol is None or not protocol.handshake_complete or protocol.conn.extensions:
+        return None
+    return DirectWriter(protocol)
