@@ -62,6 +62,7 @@ BATCH_ROWS = 500  # commit earlier when this many rows are waiting
 SEQ_BLOCK = 100_000  # seqs reserved ahead of the hub
 RETENTION_INTERVAL = 5.0  # seconds between retention passes
 RETENTION_TARGET = 0.9  # prune down to this share of the size cap
+RETENTION_TARGET_WHEN_FULL = 0.5  # ... or to this share when a write found the cap reached
 PAGE_SIZE = 4096
 
 # Migrations: index i brings the schema from version i to i + 1. Append, never edit.
@@ -410,7 +411,7 @@ class EventLog:
             if batch or self._reserve_requested > self._reserved:
                 self._commit(connection, batch)
                 batch = []
-            if stopping or time.monotonic() >= next_retention:
+            if stopping or time.monotonic() >= next_retention or self._over_target(connection):
                 next_retention = time.monotonic() + RETENTION_INTERVAL
                 self._retain(connection)
         self._finish(connection)
@@ -418,18 +419,14 @@ class EventLog:
     def _commit(self, connection: sqlite3.Connection, batch: list[_Row]) -> None:
         reserve = self._reserve_requested
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            connection.executemany(
-                "INSERT OR IGNORE INTO events (seq, type, channel, reliable, frame_number, timestamp_ms, recording, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.seq, r.type, CHANNEL_OF[r.type], int(r.reliable), r.frame_number, r.timestamp_ms,
-                  self._recording_of(connection, r), orjson.dumps(r.payload)) for r in batch],
-            )
-            meta: dict[str, object] = {"seq_reserved": reserve}
-            if self.lost_through:
-                meta["lost_through"] = self.lost_through
-            self._write_meta(connection, meta)
-            connection.execute("COMMIT")
+            try:
+                self._insert(connection, batch, reserve)
+            except sqlite3.OperationalError as error:
+                if "full" not in str(error):
+                    raise
+                # The cap was reached between passes (a burst): make room for a batch, try once more.
+                self._retain(connection, target_share=RETENTION_TARGET_WHEN_FULL)
+                self._insert(connection, batch, reserve)
         except sqlite3.Error as error:
             _rollback(connection)
             self._open_recordings.clear()  # their rows may be gone; new rows start new recordings
@@ -446,6 +443,26 @@ class EventLog:
             self.stats.error = None
         if batch:
             self.committed_through = max(self.committed_through, batch[-1].seq)
+
+    def _insert(self, connection: sqlite3.Connection, batch: list[_Row], reserve: int) -> None:
+        recordings = dict((k, list(v)) for k, v in self._open_recordings.items())
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(
+                "INSERT OR IGNORE INTO events (seq, type, channel, reliable, frame_number, timestamp_ms, recording, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.seq, r.type, CHANNEL_OF[r.type], int(r.reliable), r.frame_number, r.timestamp_ms,
+                  self._recording_of(connection, r), orjson.dumps(r.payload)) for r in batch],
+            )
+            meta: dict[str, object] = {"seq_reserved": reserve}
+            if self.lost_through:
+                meta["lost_through"] = self.lost_through
+            self._write_meta(connection, meta)
+            connection.execute("COMMIT")
+        except BaseException:
+            _rollback(connection)
+            self._open_recordings = recordings  # as before the batch, for the retry
+            raise
 
     def _recording_of(self, connection: sqlite3.Connection, row: _Row) -> int | None:
         """Group token_stream messages into recordings (one per sessionId run), inside the batch's transaction."""
@@ -469,12 +486,12 @@ class EventLog:
             del self._open_recordings[session_id]
         return int(current[0])
 
-    def _retain(self, connection: sqlite3.Connection) -> None:
+    def _retain(self, connection: sqlite3.Connection, target_share: float = RETENTION_TARGET) -> None:
         """Delete what is older than the age limit, then the oldest rows until under the size target."""
         try:
             cutoff = time.time() * 1000.0 - self.max_age_seconds * 1000.0
             deleted = self._delete_where(connection, "timestamp_ms < ?", (cutoff,))
-            target = self.max_bytes * RETENTION_TARGET
+            target = self.max_bytes * target_share
             for _ in range(50):  # bounded: each pass deletes a tenth of the rows
                 if self._bytes_used(connection) <= target:
                     break
@@ -507,6 +524,12 @@ class EventLog:
             _rollback(connection)
             raise
         return max(deleted, 0)
+
+    def _over_target(self, connection: sqlite3.Connection) -> bool:
+        try:
+            return self._bytes_used(connection) > self.max_bytes * RETENTION_TARGET
+        except sqlite3.Error:
+            return False
 
     @staticmethod
     def _bytes_used(connection: sqlite3.Connection) -> int:
