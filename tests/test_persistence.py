@@ -223,7 +223,9 @@ def test_replay_api_rejects_bad_requests(tmp_path: Path) -> None:
 def test_sessions_api_says_when_persistence_is_off() -> None:
     with ServerProcess() as process:  # the test default: --no-persist
         with httpx.Client(base_url=process.http_url, timeout=10) as http:
-            assert http.get("/api/sessions").status_code == 503
+            assert http.get("/api/sessions").json() == {"sessions": [], "recording": False}
+            assert http.get("/api/sessions/1/events").status_code == 503
+            assert http.post("/api/replay", json={"session": "1"}).status_code == 503
             assert http.get("/health").json()["persistence"] == {"status": "disabled"}
 
 

@@ -1,6 +1,7 @@
 """HTTP routes for recorded sessions: list, export as NDJSON, replay.
 
-- ``GET /api/sessions``: the recorded generations, newest first.
+- ``GET /api/sessions``: the recorded generations, newest first (an empty
+  list with ``"recording": false`` when persistence is off or unavailable).
 - ``GET /api/sessions/{id}/events``: one recording as NDJSON (one protocol
   1.1 message per line), streamed page by page from the database. Instead
   of an id, ``range`` with ``?from=&to=`` (epoch ms) exports a time range.
@@ -45,10 +46,10 @@ def _unavailable() -> JSONResponse:
 @router.get("/sessions")
 async def list_sessions(request: Request, limit: int = 100, before: float | None = None) -> Response:
     log = _log(request)
-    if log is None:
-        return _unavailable()
+    if log is None:  # not an error for a page that lists what there is: there is nothing
+        return JSONResponse({"sessions": [], "recording": False})
     recordings = await asyncio.to_thread(log.recordings, max(1, min(limit, 1000)), before)
-    return JSONResponse({"sessions": [r.as_json() for r in recordings]})
+    return JSONResponse({"sessions": [r.as_json() for r in recordings], "recording": True})
 
 
 async def _selection(log: EventLog, key: str, start: float | None, end: float | None
