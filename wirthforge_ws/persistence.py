@@ -380,6 +380,9 @@ class EventLog:
         if self._thread is not None:
             self._queue.put(None)  # the writer flushes, marks the shutdown clean and exits
             self._thread.join(timeout=10.0)
+            if self._thread.is_alive():  # a disk that hangs: leave the connection to the daemon thread
+                log.error("event log writer did not finish within 10 s; %d rows may be lost", self.backlog)
+                self._writer = None
             self._thread = None
         if self._writer is not None:
             self._writer.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import time
 from collections.abc import Sequence
 
 from .energy import EnergyReading, SessionState
@@ -140,10 +139,10 @@ class Replayer:
             while not source.finished:
                 await asyncio.sleep(_POLL)
         finally:
+            # The live source was not stepped meanwhile: what it produced in the
+            # pause (queued tokens of a real model; the simulator's schedule)
+            # comes in its next frame, late rather than lost.
             self.frame_loop.source = live
-            # Let the live source catch up with the time it was paused and drop
-            # what it would have produced meanwhile (a burst of stale tokens).
-            live.step(self.frame_loop.frame_number, time.monotonic())
             self.current = None
             log.info("replay of recording %s ended", self.recording_id)
 
