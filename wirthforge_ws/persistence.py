@@ -11,8 +11,8 @@ writer thread drains the queue and commits every ``COMMIT_INTERVAL`` or
 batch. If the disk is slow the queue fills and rows are *dropped*, never
 waited for: the live stream matters more than the record. A drop or a
 failed write makes the log *degraded*; :meth:`EventLog.status` (``/health``)
-shows the backlog and the error, and the ``on_fault`` callback lets the
-server tell clients.
+shows the backlog and the error, and the server, which watches
+``stats.dropped``, tells clients (``PERSISTENCE_DEGRADED``).
 
 Identity across restarts. The database keeps the epoch and a *reserved* seq
 ceiling: the hub may hand out seqs up to the ceiling, and the writer moves
@@ -39,7 +39,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +199,6 @@ class EventLog:
         self.pruned_through = 0  # every reliable seq <= this may have been deleted by retention
         self.committed_through = 0  # every row with seq <= this is committed (or was dropped)
         self.lost_through = 0  # highest reliable seq that was not written
-        self.on_fault: Callable[[str], None] | None = None  # called from the writer thread
         self._queue: queue.Queue[_Row | None] = queue.Queue(queue_limit)
         self._reserved = 0
         self._reserve_requested = 0
@@ -555,8 +554,6 @@ class EventLog:
     def _fault(self, reason: str) -> None:
         self.stats.error = reason
         self.stats.error_at = time.time() * 1000.0
-        if self.on_fault is not None:
-            self.on_fault(reason)
 
     # -- reading (from worker threads) --------------------------------------
 
@@ -690,14 +687,3 @@ def _rollback(connection: sqlite3.Connection) -> None:
 def _is_corruption(error: sqlite3.Error) -> bool:
     text = str(error).lower()
     return "not a database" in text or "malformed" in text or "corrupt" in text or "newer than" in text
-
-
-def iter_batches(fetch: Callable[[int], list[StoredMessage]]) -> Iterator[list[StoredMessage]]:
-    """Page through a reader: *fetch(after_seq)* returns the next batch, empty at the end."""
-    after = 0
-    while True:
-        batch = fetch(after)
-        if not batch:
-            return
-        yield batch
-        after = batch[-1].seq

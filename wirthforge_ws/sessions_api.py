@@ -17,7 +17,7 @@ Origin or none).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -65,7 +65,10 @@ async def _selection(log: EventLog, key: str, start: float | None, end: float | 
     return None if recording is None else (recording, None)
 
 
-def _reader(log: EventLog, recording: Recording | None, span: tuple[float, float] | None):  # type: ignore[no-untyped-def]
+def _reader(log: EventLog, recording: Recording | None,
+            span: tuple[float, float] | None) -> Callable[[int], list[StoredMessage]]:
+    """A pager over the selection: fetch(after_seq) gives the next rows, [] at the end (call in a thread)."""
+
     def fetch(after: int) -> list[StoredMessage]:
         if recording is not None:
             return log.session_events(recording, after_seq=after, limit=PAGE_ROWS)
