@@ -182,6 +182,10 @@ def test_recorded_session_replays_same_tokens_same_order_same_timing(tmp_path: P
             assert {m["payload"]["sessionId"] for m in recorded} == {recording["sessionId"]}
             assert sum(len(m["payload"]["tokens"]) for m in recorded) == recording["tokens"]
             assert any(m["type"] == "energy_update" for m in lines)  # frames were recorded too
+            span = await http.get("/api/sessions/range/events",
+                                  params={"from": recording["startedAt"], "to": recording["endedAt"]})
+            in_span = [json.loads(line) for line in span.text.splitlines()]
+            assert [m for m in in_span if m["type"] == "token_stream"] == recorded  # a time range, same tokens
 
             label = "replay-" + recording["sessionId"]
             finished = client.wait_for(lambda m: m["type"] == "token_stream" and m["payload"]["sessionId"] == label
