@@ -44,11 +44,13 @@ class ServerProcess:
         port: int | None = None,
         host: str = LOOPBACK,
         startup_timeout: float = 20.0,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.env = dict(env or {})
         self.args = list(args)
+        self.prefix = list(prefix)  # a command to run the server under, e.g. setpriv
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="wf-server-", suffix=".log", delete=False)
@@ -77,8 +79,9 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("already running")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        command = [sys.executable, str(ROOT / "ws_server.py"), "--host", self.host, "--port", str(self.port), *self.args]
+        # Persistence off unless a test asks for it: tests never touch the user's data directory.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "WF_PERSIST": "0", **self.env}
+        command = [*self.prefix, sys.executable, str(ROOT / "ws_server.py"), "--host", self.host, "--port", str(self.port), *self.args]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

@@ -442,3 +442,70 @@ def test_screenshot(page: Page, wf_server: ServerProcess) -> None:
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_page_lists_recorded_sessions_and_replays_one(browser: Browser, tmp_path: Path) -> None:
+    env = {"WF_ENABLE_PUBLISH": "1", "WF_PERSIST": "1", "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3")}
+    with ServerProcess(env=env) as server:
+        recorded = {"tokens": ["recorded ", "words ", "again"], "isComplete": True, "sessionId": "rec-7",
+                    "modelId": "wirthforge-sim"}
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        try:
+            page = context.new_page()
+            page.set_default_timeout(10_000)
+            watch = open_page(page, server)
+            wait_state(page, "connected", 5_000)
+            server.publish([{"type": "token_stream", "payload": recorded}])
+            page.locator('[data-testid="sessions-refresh"]').click()
+            row = page.locator('[data-testid="sessions-list"] li', has_text="rec-7")
+            row.wait_for(timeout=5_000)
+            assert "3 tokens" in (row.text_content() or "")
+            page.select_option('[data-testid="replay-speed"]', "2")
+            row.locator('[data-testid="replay-button"]').click()
+            # Live first, then replayed: the same tokens in the same order, twice.
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=token-output]').textContent"
+                ".split('recorded words again').length === 3",
+                timeout=5_000,
+            )
+            assert "at 2×" in text(page, "sessions-status")
+            assert not watch.errors, watch.errors
+            assert not watch.external_requests()
+        finally:
+            context.close()
+
+
+def test_page_loses_no_token_across_a_server_restart(browser: Browser, tmp_path: Path) -> None:
+    """With the event log, a stop and start keeps the epoch: the page resumes complete, every token once."""
+    env = {"WF_ENABLE_PUBLISH": "1", "WF_PERSIST": "1", "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3")}
+    with ServerProcess(env=env) as server:
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        try:
+            page = context.new_page()
+            page.set_default_timeout(10_000)
+            open_page(page, server)
+            wait_state(page, "connected", 5_000)
+            epoch = page.evaluate("() => window.wirthforge.epoch")
+            server.publish([token(["tok-before "])])
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=token-output]').textContent.includes('tok-before')",
+                timeout=3_000,
+            )
+            server.publish([token([f"tok-{i} "]) for i in range(5)])  # just before the stop
+            server.stop()
+            server.start()
+            server.publish([token(["tok-after "])])  # most likely before the page is back
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=token-output]').textContent.includes('tok-after')",
+                timeout=5_000,
+            )
+            resume = page.evaluate("() => window.wirthforge.lastResume")
+            assert resume["status"] == "complete", resume
+            assert page.evaluate("() => window.wirthforge.epoch") == epoch
+            output = text(page, "token-output")
+            for word in ("tok-before", *(f"tok-{i}" for i in range(5)), "tok-after"):
+                assert output.count(word) == 1, (word, output.count(word))
+            order = [output.index(word) for word in ("tok-before", *(f"tok-{i}" for i in range(5)), "tok-after")]
+            assert order == sorted(order)
+        finally:
+            context.close()

@@ -1,8 +1,8 @@
 """Application wiring: routes, background tasks, and running under uvicorn.
 
 Routes: ``GET /`` (the example page), ``/static/*``, ``GET /health``,
-``GET /metrics`` (Prometheus text format),
-``POST /publish`` (only with ``--enable-publish``) and the WebSocket ``/ws``.
+``GET /metrics`` (Prometheus text format), ``POST /publish`` (only with ``--enable-publish``),
+the WebSocket ``/ws`` and the recorded sessions under ``/api`` (sessions_api.py).
 Background tasks (the frame loop and the heartbeat) are created in the
 lifespan and cancelled when it ends, so nothing outlives the server.
 """
@@ -27,13 +27,15 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from . import __version__, messages, settings as settings_module
+from . import __version__, messages, sessions_api, settings as settings_module
 from .connection import Connection, SessionOptions
 from .frame_loop import FrameLoop
 from .hub import Hub
 from .messages import Event
+from .persistence import EventLog, PersistenceLocked, default_path
 from .prometheus import MetricCounters, ServerMetrics
-from .protocol import CHANNEL_OF, FRAME_BOUND_TYPES, SUBPROTOCOLS, negotiate
+from .protocol import CHANNEL_OF, FRAME_BOUND_TYPES, SUBPROTOCOLS, ErrorCode, negotiate
+from .replay import Replayer
 from .schemas import MessageValidationError, SchemaSet
 from .security import OriginHostGuard
 from .settings import Settings
@@ -50,6 +52,7 @@ STATIC_DIR = ROOT / "static"
 # and heartbeat belong to one connection each and are the server's own.
 PUBLISHABLE_TYPES = frozenset(CHANNEL_OF) - {"startup_complete", "heartbeat"}
 MAX_PUBLISH_BATCH = 5000
+PERSISTENCE_REPORT_INTERVAL = 30.0  # seconds between error_events while persistence stays degraded
 
 
 class Server:
@@ -58,13 +61,17 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.schemas = SchemaSet()
+        self.event_log = _open_event_log(settings)
         self.hub = Hub(self.schemas, history_messages=settings.history_messages,
-                       history_seconds=settings.history_seconds)
+                       history_seconds=settings.history_seconds, durable=self.event_log)
         self.source = SimulatedModel(settings.model_id, council=settings.council, seed=settings.seed,
                                      frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
         self.metrics = ServerMetrics(self.metric_counters)
         self.frame_loop = FrameLoop(settings, self.hub, self.source, on_frame=self.metrics.observe_frame)
         self.hub.on_attach = self.frame_loop.clock.wake
+        self.replayer = Replayer(self.frame_loop)
+        self._faults_reported = 0
+        self._fault_reported_at = -PERSISTENCE_REPORT_INTERVAL
         self.connections: set[Connection] = set()
         self.nominal_rates = {
             "energy_update": settings.frame_rate,
@@ -83,10 +90,13 @@ class Server:
             task.add_done_callback(_crash_if_failed)
 
     async def stop(self) -> None:
+        await self.replayer.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.event_log is not None:
+            await asyncio.to_thread(self.event_log.close)  # flush: nothing published before the stop is lost
 
     async def _heartbeats(self) -> None:
         """One heartbeat per connection per interval, on absolute deadlines like the frame clock."""
@@ -102,6 +112,23 @@ class Server:
             rate = self.frame_loop.clock.achieved_rate
             for connection in tuple(self.connections):
                 connection.heartbeat(rate, time.monotonic())
+            self._report_persistence_fault(now)
+
+    def _report_persistence_fault(self, now: float) -> None:
+        """Tell clients (rate-limited) when the event log dropped or failed to write something."""
+        log_ = self.event_log
+        if log_ is None:
+            return
+        dropped = log_.stats.dropped
+        if (log_.available and dropped == self._faults_reported) or now - self._fault_reported_at < PERSISTENCE_REPORT_INTERVAL:
+            return  # healthy, or reported recently; an unavailable log is reported every interval
+        self._faults_reported, self._fault_reported_at = dropped, now
+        self.hub.publish(messages.error_event(
+            ErrorCode.PERSISTENCE_DEGRADED,
+            "Event persistence is degraded: messages are streamed live but may not be recorded "
+            "for resume after a restart or for replay.",
+            details={"reason": (log_.stats.error or "")[:300], "dropped": log_.stats.dropped},
+        ))
 
     def health(self) -> dict[str, Any]:
         stats = self.hub.stats
@@ -125,6 +152,8 @@ class Server:
                 "connectionsClosed": dict(stats.closed),
             },
             "refusedRequests": self.guard.refused if self.guard else 0,
+            "persistence": self.event_log.status() if self.event_log is not None else {"status": "disabled"},
+            "replay": self.replayer.status(),
         }
 
     def metric_counters(self) -> MetricCounters:
@@ -183,6 +212,20 @@ class _DenialLogFilter(logging.Filter):
         return "returned without completing handshake" not in record.getMessage()
 
 
+def _open_event_log(settings: Settings) -> EventLog | None:
+    """The durable event log, or None with --no-persist. Raises PersistenceLocked."""
+    if not settings.persist:
+        return None
+    event_log = EventLog(
+        Path(settings.persist_path).expanduser() if settings.persist_path else default_path(),
+        max_bytes=settings.persist_max_bytes,
+        max_age_seconds=settings.persist_max_age_hours * 3600.0,
+        energy_rate=settings.persist_energy_rate,
+    )
+    event_log.open()
+    return event_log
+
+
 def _crash_if_failed(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.critical("background task %s died", task.get_name(), exc_info=task.exception())
@@ -209,6 +252,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(PAGE, media_type="text/html")
+
+    app.include_router(sessions_api.router)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -310,4 +355,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"  page:   http://{host}:{settings.port}/", file=sys.stderr)
     print(f"  stream: ws://{host}:{settings.port}/ws", file=sys.stderr)
     print(f"  health: http://{host}:{settings.port}/health", file=sys.stderr, flush=True)
-    serve(settings)
+    try:
+        serve(settings)
+    except PersistenceLocked as error:
+        log.critical("refusing to start: %s", error)
+        raise SystemExit(3) from None

@@ -31,7 +31,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import messages, transport
-from .hub import Hub, Outbound, ResumeRequest, ResumeResult
+from .hub import Hub, Outbound, Recall, ResumeRequest, ResumeResult
 from .messages import Event
 from .metrics import RollingSamples
 from .outbox import Outbox
@@ -136,7 +136,8 @@ class Connection:
         if self.settings.direct_writes:
             self._direct = transport.direct_writer(self.websocket.scope)
         try:
-            self._start()
+            # What the durable log holds for a resume is read before _start, which must not await.
+            self._start(await self.hub.recall(self.subscriptions, self._options.resume))
             await self._read_loop()
         except Exception:
             log.exception("connection %s failed", self.id)
@@ -148,13 +149,13 @@ class Connection:
             if self._closer is not None:
                 await asyncio.gather(self._closer, return_exceptions=True)
 
-    def _start(self) -> None:
+    def _start(self, recalled: Recall | None = None) -> None:
         """Greet, replay and attach, with no await in between (see Hub.plan_resume).
 
         startup_complete is stamped now, so the replay that follows it has
         lower seqs; from the first message after it, seq strictly increases.
         """
-        plan = self.hub.plan_resume(self.subscriptions, self._options.resume)
+        plan = self.hub.plan_resume(self.subscriptions, self._options.resume, recalled)
         result = ResumeResult("incomplete", 0, "invalid_request") if self._options.resume_invalid else plan.result
         session = self._session_fields(result.as_payload()) if self.version == "1.1" else None
         self._send_own(

@@ -7,11 +7,17 @@ string; all per-client work is a few attribute checks and a queue append.
 
 The hub also keeps what protocol 1.1 needs for resume: a bounded history of
 reliable messages (count and age) and the newest frame of each energy type.
+With a durable :class:`~.persistence.EventLog` the memory history is only
+the recent window: every published message is also handed to the log, the
+epoch and the seq counter continue where the previous run stopped, and
+:meth:`Hub.recall` fetches from disk what memory no longer holds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import secrets
 import time
 from collections import Counter, deque
@@ -24,6 +30,7 @@ from websockets.frames import Frame, Opcode
 
 from . import messages
 from .messages import Event
+from .persistence import EventLog
 from .protocol import LATEST_WINS_CHANNEL, ErrorCode
 from .schemas import MessageValidationError, SchemaSet
 
@@ -102,6 +109,15 @@ class ResumeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Recall:
+    """What the durable log held for a resume: messages with seq in (lastSeq, through]."""
+
+    through: int
+    messages: list[Outbound]
+    cut: bool  # more were missed than the history limit allows
+
+
+@dataclass(frozen=True, slots=True)
 class ResumePlan:
     result: ResumeResult
     replay: list[Outbound]
@@ -111,7 +127,8 @@ class ResumePlan:
 class Hub:
     """Validates, serialises and fans out messages; remembers what resume needs."""
 
-    def __init__(self, schemas: SchemaSet, *, history_messages: int, history_seconds: float) -> None:
+    def __init__(self, schemas: SchemaSet, *, history_messages: int, history_seconds: float,
+                 durable: EventLog | None = None) -> None:
         self.schemas = schemas
         self.epoch = secrets.token_hex(8)
         self.stats = HubStats()
@@ -125,18 +142,43 @@ class Hub:
         self._newest_frames: dict[str, Outbound] = {}
         self._reporting_failure = False
         self.on_attach: Callable[[], None] | None = None  # e.g. wake an idle frame clock
+        self.durable = durable if durable is not None and durable.available else None
+        self._reserve_at = math.inf  # the seq at which to move the durable seq reservation ahead
+        if self.durable is not None:
+            # Continue the previous run: same epoch, seqs above any it issued.
+            self.epoch = self.durable.epoch
+            self._seq = self._evicted_through = self.durable.first_seq - 1
+            self._reserve_at = self.durable.first_seq
 
     # -- connections --------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._subscribers)
 
-    def plan_resume(self, channels: Iterable[str], resume: ResumeRequest | None) -> ResumePlan:
+    async def recall(self, channels: Iterable[str], resume: ResumeRequest | None) -> Recall | None:
+        """Read from the durable log what a resume needs and memory no longer holds.
+
+        Awaited before :meth:`plan_resume` (the read runs in a thread); None
+        when memory suffices or there is no log.
+        """
+        durable = self.durable
+        if (durable is None or resume is None or resume.epoch != self.epoch
+                or resume.last_seq >= self._evicted_through or resume.last_seq > self._seq):
+            return None
+        # Read before the query: every row up to it is committed, hence visible to the query.
+        through = durable.committed_through
+        stored, cut = await asyncio.to_thread(durable.read_reliable, resume.last_seq, through, tuple(channels),
+                                              self._history_limit)
+        return Recall(through, [Outbound(m.event, m.seq, m.timestamp_ms, 0.0) for m in stored], cut)
+
+    def plan_resume(self, channels: Iterable[str], resume: ResumeRequest | None,
+                    recalled: Recall | None = None) -> ResumePlan:
         """Work out what a (re)connecting client missed, without delivering anything yet.
 
         The caller sends startup_complete (which carries the result) and then
         calls :meth:`attach` with the plan, with no ``await`` in between: no
         live message can then slip between the replay and the live stream.
+        *recalled* is what :meth:`recall` read from the durable log.
         """
         if resume is None:
             return ResumePlan(ResumeResult("none"), [], [])
@@ -153,11 +195,23 @@ class Hub:
             if outbound.channel in wanted:
                 missed.append(outbound)
         missed.reverse()
-        if resume.last_seq < self._evicted_through:
+        if recalled is not None:
+            # Disk for what memory evicted, memory for what is not committed yet; each seq once.
+            missed = [*recalled.messages, *(m for m in missed if m.seq > recalled.through)]
+        if self.durable is not None and resume.last_seq < self.durable.crash_seq:
+            result = ResumeResult("incomplete", len(missed), "server_crashed")
+        elif resume.last_seq < self._evicted_through and not self._recall_covers(resume.last_seq, recalled):
             result = ResumeResult("incomplete", len(missed), "history_exceeded")
         else:
             result = ResumeResult("complete", len(missed))
         return ResumePlan(result, missed, self._fresh_frames(after_seq=resume.last_seq))
+
+    def _recall_covers(self, last_seq: int, recalled: Recall | None) -> bool:
+        """Whether the durable log held every reliable message from *last_seq* to the memory history."""
+        durable = self.durable
+        return (durable is not None and recalled is not None and not recalled.cut
+                and recalled.through >= self._evicted_through
+                and last_seq >= durable.pruned_through and last_seq >= durable.lost_through)
 
     def attach(self, subscriber: Subscriber, plan: ResumePlan) -> None:
         """Deliver the plan's replay and newest frames in seq order, then the live stream."""
@@ -188,6 +242,9 @@ class Hub:
     def stamp(self, event: Event) -> Outbound:
         """Give *event* its seq and publish time."""
         self._seq += 1
+        if self._seq >= self._reserve_at:
+            assert self.durable is not None
+            self._reserve_at = self.durable.reserve_after(self._seq)
         return Outbound(event, self._seq, messages.now_ms(), time.monotonic())
 
     def publish(self, event: Event) -> Outbound | None:
@@ -201,6 +258,8 @@ class Hub:
         if not reliable and not self._subscribers:
             return None
         outbound = self.stamp(event)
+        if self.durable is not None:
+            self.durable.append(outbound.seq, event, outbound.timestamp_ms)  # a queue append, never a write
         for version in self._versions_in_use:
             self.render(outbound, version)
         self.stats.published[event.type] += 1

@@ -69,6 +69,23 @@ class Settings:
     history_messages: int = field(default=10_000, metadata=_help("reliable messages kept for resume"))
     history_seconds: float = field(default=120.0, metadata=_help("how long reliable messages are kept for resume"))
 
+    # Durable event log (SQLite): resume across restarts, record and replay
+    persist: bool = field(
+        default=True, metadata=_help("record messages in SQLite so resume survives a restart and sessions can be "
+                                     "replayed; --no-persist keeps the resume history in memory only")
+    )
+    persist_path: str = field(
+        default="", metadata=_help("event log file ('' = events.sqlite3 in the user data dir, "
+                                   "$XDG_DATA_HOME/wirthforge or ~/.local/share/wirthforge)")
+    )
+    persist_max_bytes: int = field(
+        default=1024 * 1024 * 1024, metadata=_help("size cap of the event log on disk; the oldest rows go first")
+    )
+    persist_max_age_hours: float = field(default=168.0, metadata=_help("rows older than this are deleted"))
+    persist_energy_rate: float = field(
+        default=2.0, metadata=_help("energy frames recorded per second and type (0 = none)")
+    )
+
     # Security
     allowed_origins: tuple[str, ...] = field(
         default=(), metadata=_help("extra allowed Origin values (the server's own origins are always allowed)")
@@ -98,6 +115,9 @@ class Settings:
             raise ValueError("heartbeat_interval must be > 0")
         if self.field_every_frames < 1:
             raise ValueError("field_every_frames must be >= 1")
+        if self.persist_max_bytes < 64 * 1024 or self.persist_max_age_hours <= 0 or self.persist_energy_rate < 0:
+            raise ValueError("persist_max_bytes must be >= 65536, persist_max_age_hours > 0, "
+                             "persist_energy_rate >= 0")
         if self.send_queue_limit < 1 or self.max_message_bytes < 1:
             raise ValueError("queue and message limits must be >= 1")
         if not re.fullmatch(r"[a-zA-Z0-9_-]+", self.model_id):
