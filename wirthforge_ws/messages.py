@@ -35,8 +35,12 @@ class Event:
 
 
 def now_ms() -> float:
-    """Wall-clock time in epoch milliseconds, with sub-millisecond precision."""
-    return time.time_ns() / 1_000_000
+    """Wall-clock time in epoch milliseconds, to the microsecond: exactly what 1.1 puts on the wire.
+
+    Whole microseconds so that a time stored or compared on the server (the
+    event log's ranges, recordings' start and end) equals the client's copy.
+    """
+    return time.time_ns() // 1_000 / 1_000
 
 
 def envelope(version: str, event: Event, timestamp_ms: float, seq: int) -> dict[str, Any]:
