@@ -10,15 +10,30 @@ Each connection owns two activities:
 The hub calls :meth:`Connection.deliver` synchronously for every published
 message; that method only filters and enqueues, it never awaits, so one
 slow client cannot slow down the frame loop or any other client.
+
+A connection moves through an explicit :class:`State`, like the
+websockets library's: CONNECTING (accepted, greeting and replay being
+queued) -> OPEN (attached to the hub, heartbeats and live traffic) ->
+CLOSING (we or the peer started closing; nothing more is queued) ->
+CLOSED. Each transition is checked, so that the orderings that used to
+race are impossible by construction: a connection that fails while it is
+being set up is never attached; no heartbeat can be queued before
+``startup_complete``; a writer that dies closes the connection (1011)
+instead of leaving it open with nobody sending.
+
+Energy frames are paced per connection from the client's heartbeat
+answers (:mod:`.pacing`), so a client that reads slower than the frame
+rate gets fewer, fresh frames instead of every frame, ever later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,19 +45,44 @@ from .hub import Hub, Outbound, ResumeRequest, ResumeResult
 from .messages import Event
 from .metrics import RollingSamples
 from .outbox import Outbox
+from .pacing import FIRST_HEARTBEAT, EnergyPacer
 from .protocol import ALWAYS_ON_CHANNEL, CHANNELS, REQUESTS_1_1, CloseCode, ErrorCode
 from .schemas import MessageValidationError
 from .security import InvalidMessageWindow, TokenBucket
 from .settings import Settings
+from .throttle import Throttle
 
 log = logging.getLogger("wirthforge.connection")
 
 _HEARTBEATS_REMEMBERED = 16
 _CLOSE_TIMEOUT = 1.0  # seconds to deliver a close frame before aborting the TCP connection
+_SLOW_SEND_WARNING = 0.5  # seconds one send may block before it is worth a (rate-limited) warning
+_slow_send_warnings = Throttle(10.0)  # shared by all connections: one line per 10 s at most
+
+
+class State(enum.Enum):
+    """Where a connection is in its life. Transitions only go forward (see _NEXT)."""
+
+    CONNECTING = "connecting"  # accepted; startup_complete and the replay are being queued
+    OPEN = "open"  # attached to the hub: live traffic and heartbeats
+    CLOSING = "closing"  # a close was started; nothing more is queued
+    CLOSED = "closed"  # the handler has returned
+
+
+_NEXT: Mapping[State, frozenset[State]] = {
+    State.CONNECTING: frozenset({State.OPEN, State.CLOSING, State.CLOSED}),
+    State.OPEN: frozenset({State.CLOSING, State.CLOSED}),
+    State.CLOSING: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A connection was asked to move to a state it cannot reach from where it is."""
 
 
 @dataclass
-class SessionOptions:
+class ConnectOptions:
     """What a 1.1 client asked for in its connect URL (PROTOCOL.md §6)."""
 
     channels: set[str]
@@ -52,7 +92,7 @@ class SessionOptions:
     resume_invalid: bool = False
 
     @classmethod
-    def parse(cls, query: Mapping[str, str], settings: Settings, version: str) -> SessionOptions:
+    def parse(cls, query: Mapping[str, str], settings: Settings, version: str) -> ConnectOptions:
         options = cls(set(CHANNELS), settings.frame_rate)
         if version != "1.1":
             return options  # 1.0 knows no options; the query is ignored
@@ -93,7 +133,7 @@ class Connection:
         settings: Settings,
         version: str,
         subprotocol: str | None,
-        options: SessionOptions,
+        options: ConnectOptions,
         nominal_rates: Mapping[str, float],
     ) -> None:
         self.websocket = websocket
@@ -108,12 +148,15 @@ class Connection:
         self.outbox = Outbox(settings.send_queue_limit)
         self.rtt = RollingSamples(32)
         self.connected_at = time.monotonic()
+        self.state = State.CONNECTING
+        self.pacer = EnergyPacer(options.energy_rate)
         self._options = options
         self._nominal_rates = nominal_rates
         self._energy_credit: dict[str, float] = {}
         self._heartbeat_sequence = 0
-        self._heartbeats_sent: dict[int, float] = {}
-        self._send_started: float | None = None  # set while the writer is inside a send
+        self._heartbeats_sent: dict[int, float] = {}  # outstanding, oldest first (insertion order)
+        self._next_heartbeat = self.connected_at + FIRST_HEARTBEAT
+        self._send_started: float | None = None  # time.monotonic() while the writer is inside a send
         self._inbound_bucket = TokenBucket(settings.inbound_rate, settings.inbound_burst)
         self._invalid = InvalidMessageWindow(settings.max_invalid_messages)
         self._writer: asyncio.Task[None] | None = None
@@ -121,6 +164,11 @@ class Connection:
         self.close_code: int | None = None
 
     # -- lifetime -----------------------------------------------------------
+
+    def _transition(self, new: State) -> None:
+        if new not in _NEXT[self.state]:
+            raise InvalidTransition(f"connection {self.id}: {self.state.name} -> {new.name}")
+        self.state = new
 
     async def serve(self) -> None:
         """Run the connection until either side closes it."""
@@ -138,12 +186,17 @@ class Connection:
                 self._writer.cancel()
             if self._closer is not None:
                 await asyncio.gather(self._closer, return_exceptions=True)
+            self._transition(State.CLOSED)
 
     def _start(self) -> None:
-        """Greet, replay and attach, with no await in between (see Hub.plan_resume).
+        """Greet, queue the replay and attach, with no await in between (see Hub.plan_resume).
 
         startup_complete is stamped now, so the replay that follows it has
         lower seqs; from the first message after it, seq strictly increases.
+        The replay is queued as a lazy feed: it is rendered and sent as fast
+        as the client reads, whatever its length, and live messages queue
+        behind it. If anything fails meanwhile (state CLOSING), the
+        connection is never attached and no writer starts.
         """
         plan = self.hub.plan_resume(self.subscriptions, self._options.resume)
         result = ResumeResult("incomplete", 0, "invalid_request") if self._options.resume_invalid else plan.result
@@ -157,11 +210,20 @@ class Connection:
                 session=session,
             )
         )
-        self.hub.attach(self, plan)
+        replay = plan.in_seq_order()
+        if replay:
+            self.outbox.put_feed(self._replay_feed(replay))
+        if self.state is not State.CONNECTING:
+            return  # failed while being set up: the closer owns it now
+        self._transition(State.OPEN)
+        self.hub.attach(self)
         # After the replay, so that seq keeps increasing after startup_complete.
         for error in self._options.errors:
             self._send_direct(error)
+        if self.state is not State.OPEN:
+            return
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
+        self._writer.add_done_callback(self._writer_done)
         log.info("connection %s open (protocol %s, resume %s, %d replayed)",
                  self.id, self.version, result.status, result.replayed)
 
@@ -193,11 +255,22 @@ class Connection:
             "resume": resume,
         }
 
+    def _replay_feed(self, replay: Sequence[Outbound]) -> Iterator[str]:
+        """Render the replay one message at a time, as the writer pulls it."""
+        for outbound in replay:
+            if outbound.channel not in self.subscriptions:
+                continue  # unsubscribed meanwhile
+            text = self.hub.render(outbound, self.version)
+            if text is not None:
+                yield text
+
     def fail(self, code: int, reason: str) -> None:
         """Close the connection from our side (idempotent, never blocks the caller)."""
-        if self._closer is not None:
+        if self.state in (State.CLOSING, State.CLOSED):
             return
+        self._transition(State.CLOSING)
         self.hub.detach(self)  # no more deliveries
+        self.outbox.close()
         self.hub.stats.closed[reason] += 1
         log.info("closing connection %s: %d %s", self.id, code, reason)
         self._closer = asyncio.create_task(self._close(code, reason), name=f"close-{self.id}")
@@ -220,6 +293,8 @@ class Connection:
 
     def deliver(self, outbound: Outbound) -> None:
         """Called by the hub for every published message: filter, then enqueue."""
+        if self.state is not State.OPEN:
+            return
         channel = outbound.channel
         if channel not in self.subscriptions:
             return
@@ -228,18 +303,29 @@ class Connection:
             if text is not None and not self.outbox.put_reliable(text):
                 self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send queue full")
             return
-        if self.energy_paused or not self._energy_due(outbound.event.type):
+        if self.energy_paused or self._client_lags() or not self._energy_due(outbound.event.type):
             return
         text = self.hub.render(outbound, self.version)
         if text is not None and self.outbox.put_latest(outbound.event.type, text):
             self.hub.stats.coalesced["latest_wins"] += 1
 
+    def _client_lags(self) -> bool:
+        """True while the client is too far behind for another energy frame (see pacing.py)."""
+        pacer = self.pacer
+        if not pacer.answering:
+            return False
+        sent = self._heartbeats_sent
+        unanswered_for = time.monotonic() - next(iter(sent.values())) if sent else 0.0
+        pacer.observe(unanswered_for)
+        return pacer.holding
+
     def _energy_due(self, message_type: str) -> bool:
         """Decimate an energy type to this connection's rate, always keeping the newest frame."""
         nominal = self._nominal_rates.get(message_type, self.settings.frame_rate)
-        if self.energy_rate >= nominal:
+        rate = min(self.energy_rate, self.pacer.effective_rate)
+        if rate >= nominal:
             return True
-        credit = self._energy_credit.get(message_type, 1.0) + self.energy_rate / nominal
+        credit = self._energy_credit.get(message_type, 1.0) + rate / nominal
         due = credit >= 1.0
         self._energy_credit[message_type] = credit - 1.0 if due else credit
         return due
@@ -253,32 +339,58 @@ class Connection:
     async def _write_loop(self) -> None:
         send = self.websocket.send
         outbox = self.outbox
-        loop = asyncio.get_running_loop()
         try:
-            while True:
+            while self.state is State.OPEN:
                 text = await outbox.get()
+                if self.state is not State.OPEN:
+                    return  # closing: the close frame goes next, nothing else
                 # No per-send timer: the heartbeat tick checks _send_started
-                # (see check_stalled), which costs nothing per message.
-                self._send_started = loop.time()
+                # (see heartbeat), which costs nothing per message. Both use
+                # time.monotonic(), never the loop's clock.
+                started = self._send_started = time.monotonic()
                 await send({"type": "websocket.send", "text": text})
                 self._send_started = None
+                blocked = time.monotonic() - started
+                if blocked > _SLOW_SEND_WARNING:
+                    self._warn_slow_send(blocked)
         except (OSError, RuntimeError, WebSocketDisconnect):
             pass  # the reader sees the disconnect and ends the connection
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        """A writer that died of anything unexpected closes the connection (1011)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("connection %s: writer failed", self.id, exc_info=task.exception())
+        self.fail(CloseCode.INTERNAL_ERROR, "internal server error")
+
+    def _warn_slow_send(self, blocked: float) -> None:
+        suppressed = _slow_send_warnings.ready(time.monotonic())
+        if suppressed is not None:
+            log.warning("connection %s: one send blocked %.0f ms (the client reads slowly)%s",
+                        self.id, blocked * 1000, f"; {suppressed} similar suppressed" if suppressed else "")
 
     # -- heartbeat ----------------------------------------------------------
 
     def heartbeat(self, achieved_rate: float, now: float) -> None:
-        """Called once per heartbeat interval by the server's heartbeat task."""
-        if self._closer is not None:
-            return
+        """Called by the server's heartbeat task every tick (*now* is time.monotonic()).
+
+        Checks for a stalled send, then sends this connection's heartbeat if
+        it is due: the first one FIRST_HEARTBEAT after open (so that pacing
+        has a measure early), then one per heartbeat interval.
+        """
+        if self.state is not State.OPEN:
+            return  # not before startup_complete, not while closing
         if self._send_started is not None and now - self._send_started > self.settings.send_timeout:
             self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send stalled")
             return
+        if now < self._next_heartbeat:
+            return
+        self._next_heartbeat = max(self._next_heartbeat + self.settings.heartbeat_interval, now)
         sequence = self._heartbeat_sequence
         self._heartbeat_sequence += 1
         self._heartbeats_sent[sequence] = now
         if len(self._heartbeats_sent) > _HEARTBEATS_REMEMBERED:
-            del self._heartbeats_sent[min(self._heartbeats_sent)]
+            del self._heartbeats_sent[next(iter(self._heartbeats_sent))]  # the oldest
         self._send_direct(messages.heartbeat(sequence=sequence, frame_rate=achieved_rate, connection_id=self.id))
 
     # -- inbound ------------------------------------------------------------
@@ -290,7 +402,7 @@ class Connection:
             if message["type"] == "websocket.disconnect":
                 self.close_code = message.get("code")
                 return
-            if self._closer is not None:
+            if self.state is State.CLOSING:
                 continue  # closing: drain until the disconnect arrives
             text = message.get("text")
             if text is None:
@@ -342,9 +454,17 @@ class Connection:
             self.fail(CloseCode.POLICY_VIOLATION, "too many invalid messages")
 
     def _on_heartbeat_response(self, payload: dict[str, Any]) -> None:
-        sent = self._heartbeats_sent.pop(payload["sequence"], None)
-        if sent is not None:
-            self.rtt.add(time.monotonic() - sent)
+        sequence = payload["sequence"]
+        sent = self._heartbeats_sent.pop(sequence, None)
+        if sent is None:
+            return
+        # Older heartbeats were read before this one: the client chose not to
+        # answer them. They must not look like an ever older backlog.
+        for older in [s for s in self._heartbeats_sent if s < sequence]:
+            del self._heartbeats_sent[older]
+        round_trip = time.monotonic() - sent
+        self.rtt.add(round_trip)
+        self.pacer.answered(round_trip)
 
     def _on_subscribe(self, payload: dict[str, Any]) -> None:
         names = self._known_channels(payload["channels"])
@@ -374,6 +494,7 @@ class Connection:
                          f"rateHz must be a number from 1 to {self.settings.frame_rate:g}.")
             return
         self.energy_rate = rate
+        self.pacer.set_ceiling(rate)
         self._energy_credit.clear()
 
     def _on_pause_energy(self, payload: dict[str, Any]) -> None:
@@ -393,7 +514,11 @@ class Connection:
             "protocol": self.version,
             "connectedSeconds": round(time.monotonic() - self.connected_at, 1),
             "rttMs": {"last": None if last_rtt is None else round(last_rtt * 1000, 3), "p50": rtt["p50"]},
+            "state": self.state.value,
             "queued": len(self.outbox),
+            "replaying": self.outbox.feeding,
+            "pacedEnergyRateHz": round(min(self.energy_rate, self.pacer.effective_rate), 3),
+            "energyRateCuts": self.pacer.reductions,
             "subscriptions": sorted(self.subscriptions),
             "energyRateHz": self.energy_rate,
             "energyPaused": self.energy_paused,

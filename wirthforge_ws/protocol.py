@@ -64,6 +64,7 @@ class ErrorCode(str, Enum):
     INVALID_ENERGY_RATE = "INVALID_ENERGY_RATE"
     INVALID_RESUME = "INVALID_RESUME"
     OUTBOUND_VALIDATION_FAILED = "OUTBOUND_VALIDATION_FAILED"
+    FRAME_OVERRUN = "FRAME_OVERRUN"  # the frame loop fell behind and skipped frames
 
 
 def negotiate(offered: Sequence[str]) -> tuple[str, str | None] | None:
