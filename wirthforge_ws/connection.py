@@ -54,7 +54,6 @@ from .throttle import Throttle
 
 log = logging.getLogger("wirthforge.connection")
 
-_HEARTBEATS_REMEMBERED = 16
 _CLOSE_TIMEOUT = 1.0  # seconds to deliver a close frame before aborting the TCP connection
 _SLOW_SEND_WARNING = 0.5  # seconds one send may block before it is worth a (rate-limited) warning
 _slow_send_warnings = Throttle(10.0)  # shared by all connections: one line per 10 s at most
@@ -149,12 +148,12 @@ class Connection:
         self.rtt = RollingSamples(32)
         self.connected_at = time.monotonic()
         self.state = State.CONNECTING
-        self.pacer = EnergyPacer(options.energy_rate)
+        self.pacer = EnergyPacer(options.energy_rate, now=self.connected_at,
+                                 nominal_rates=tuple(nominal_rates.values()))
         self._options = options
         self._nominal_rates = nominal_rates
         self._energy_credit: dict[str, float] = {}
         self._heartbeat_sequence = 0
-        self._heartbeats_sent: dict[int, float] = {}  # outstanding, oldest first (insertion order)
         self._next_heartbeat = self.connected_at + FIRST_HEARTBEAT
         self._send_started: float | None = None  # time.monotonic() while the writer is inside a send
         self._inbound_bucket = TokenBucket(settings.inbound_rate, settings.inbound_burst)
@@ -213,6 +212,7 @@ class Connection:
         replay = plan.in_seq_order()
         if replay:
             self.outbox.put_feed(self._replay_feed(replay))
+            self.pacer.queued += len(replay)
         if self.state is not State.CONNECTING:
             return  # failed while being set up: the closer owns it now
         self._transition(State.OPEN)
@@ -300,24 +300,23 @@ class Connection:
             return
         if outbound.reliable:
             text = self.hub.render(outbound, self.version)
-            if text is not None and not self.outbox.put_reliable(text):
-                self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send queue full")
+            if text is not None:
+                if self.outbox.put_reliable(text):
+                    self.pacer.queued += 1
+                else:
+                    self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send queue full")
             return
-        if self.energy_paused or self._client_lags() or not self._energy_due(outbound.event.type):
+        pacer = self.pacer
+        if self.energy_paused or pacer.holding_at(time.monotonic()) or not self._energy_due(outbound.event.type):
             return
         text = self.hub.render(outbound, self.version)
-        if text is not None and self.outbox.put_latest(outbound.event.type, text):
-            self.hub.stats.coalesced["latest_wins"] += 1
-
-    def _client_lags(self) -> bool:
-        """True while the client is too far behind for another energy frame (see pacing.py)."""
-        pacer = self.pacer
-        if not pacer.answering:
-            return False
-        sent = self._heartbeats_sent
-        unanswered_for = time.monotonic() - next(iter(sent.values())) if sent else 0.0
-        pacer.observe(unanswered_for)
-        return pacer.holding
+        if text is None:
+            return
+        if self.outbox.put_latest(outbound.event.type, text):
+            self.hub.stats.coalesced["latest_wins"] += 1  # replaced an unsent frame: nothing more to send
+        else:
+            pacer.queued += 1
+            pacer.queued_energy += 1
 
     def _energy_due(self, message_type: str) -> bool:
         """Decimate an energy type to this connection's rate, always keeping the newest frame."""
@@ -333,7 +332,11 @@ class Connection:
     def _send_direct(self, event: Event) -> None:
         """Send a message meant for this connection only (not via fan-out)."""
         text = self.hub.render_direct(event, self.version)
-        if text is not None and not self.outbox.put_reliable(text):
+        if text is None:
+            return
+        if self.outbox.put_reliable(text):
+            self.pacer.queued += 1
+        else:
             self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send queue full")
 
     async def _write_loop(self) -> None:
@@ -388,10 +391,8 @@ class Connection:
         self._next_heartbeat = max(self._next_heartbeat + self.settings.heartbeat_interval, now)
         sequence = self._heartbeat_sequence
         self._heartbeat_sequence += 1
-        self._heartbeats_sent[sequence] = now
-        if len(self._heartbeats_sent) > _HEARTBEATS_REMEMBERED:
-            del self._heartbeats_sent[next(iter(self._heartbeats_sent))]  # the oldest
         self._send_direct(messages.heartbeat(sequence=sequence, frame_rate=achieved_rate, connection_id=self.id))
+        self.pacer.probe_sent(sequence, now)  # after queuing: the mark counts the heartbeat itself
 
     # -- inbound ------------------------------------------------------------
 
@@ -454,17 +455,9 @@ class Connection:
             self.fail(CloseCode.POLICY_VIOLATION, "too many invalid messages")
 
     def _on_heartbeat_response(self, payload: dict[str, Any]) -> None:
-        sequence = payload["sequence"]
-        sent = self._heartbeats_sent.pop(sequence, None)
-        if sent is None:
-            return
-        # Older heartbeats were read before this one: the client chose not to
-        # answer them. They must not look like an ever older backlog.
-        for older in [s for s in self._heartbeats_sent if s < sequence]:
-            del self._heartbeats_sent[older]
-        round_trip = time.monotonic() - sent
-        self.rtt.add(round_trip)
-        self.pacer.answered(round_trip)
+        round_trip = self.pacer.probe_answered(payload["sequence"], time.monotonic())
+        if round_trip is not None:
+            self.rtt.add(round_trip)
 
     def _on_subscribe(self, payload: dict[str, Any]) -> None:
         names = self._known_channels(payload["channels"])

@@ -12,14 +12,23 @@ heartbeat still unanswered after ``d`` seconds proves a backlog of at least
 ``d``.
 
 :class:`EnergyPacer` turns that into an energy rate for one connection,
-like TCP congestion control (additive increase, multiplicative decrease):
+like TCP congestion control (additive increase, fast decrease):
 
-- while a heartbeat has been unanswered for longer than :data:`LAG_HIGH`,
+- Each heartbeat marks a position in the stream (messages queued before
+  it); the messages between two marks over the time between their answers
+  is the client's read rate. An answer slower than :data:`LAG_LOW` while
+  the backlog grows (the client read less than :data:`GROWING_SHARE` of
+  what was sent, or the previous answer was slow too and this one is
+  slower) means it reads flat out: the energy rate is cut so that
+  everything sent fits in :data:`TARGET_SHARE` of its read rate (the rest
+  drains the backlog). A slow answer without a growing backlog (the client
+  or the machine had a hiccup) changes nothing unless it is slower than
+  :data:`LAG_HIGH`, which halves the rate.
+- While a heartbeat has been unanswered for longer than :data:`LAG_HIGH`,
   no energy frame is queued at all, so the backlog drains (reliable
-  messages still flow), and the rate is halved once per such episode;
-- an answer slower than :data:`LAG_HIGH` halves the rate;
-- an answer faster than :data:`LAG_LOW` raises it by :data:`STEP_HZ`, up to
-  the rate the client asked for.
+  messages still flow).
+- An answer faster than :data:`LAG_LOW` raises the rate by
+  :data:`STEP_HZ`, up to the rate the client asked for.
 
 Only clients that answer heartbeats are paced: until a first answer arrives
 (and again after :data:`SILENT_AFTER` seconds without one) the pacer stays
@@ -30,45 +39,93 @@ so that pacing starts before a backlog can build up.
 
 from __future__ import annotations
 
-LAG_HIGH = 0.25  # seconds: a backlog this old means the client cannot keep up
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+LAG_HIGH = 0.5  # seconds: a backlog this old means the client cannot keep up
 LAG_LOW = 0.1  # seconds: below this the client keeps up with room to spare
+GROWING_SHARE = 0.8  # read less than this share of what was sent: the backlog grows
+TARGET_SHARE = 0.75  # of the measured read rate that live traffic may use
 STEP_HZ = 5.0  # additive increase per fast heartbeat answer
 MIN_RATE_HZ = 1.0
 SILENT_AFTER = 3.0  # seconds without any answer: treat the client as one that does not answer
-FIRST_HEARTBEAT = 0.25  # seconds after open
+FIRST_HEARTBEAT = 0.1  # seconds after open: early, so that pacing has a measure before a backlog builds
+_PROBES_REMEMBERED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """A point in one connection's outbound stream: when, and how much had been queued."""
+
+    at: float
+    queued: int  # position: messages queued before the heartbeat (for an answer: before the one answered)
+    queued_by_then: int  # messages queued by `at`
+    queued_energy: int  # energy messages queued by `at`
 
 
 class EnergyPacer:
-    """The energy rate one connection's client has shown it can read."""
+    """The energy rate one connection's client has shown it can read.
 
-    __slots__ = ("ceiling", "rate", "answering", "holding", "reductions")
+    The connection counts what it queues in :attr:`queued` and
+    :attr:`queued_energy` (a replaced, never-sent frame is not counted),
+    reports each heartbeat it queues (:meth:`probe_sent`) and each answer
+    (:meth:`probe_answered`), and asks :meth:`holding_at` before queuing
+    an energy frame.
+    """
 
-    def __init__(self, ceiling: float) -> None:
+    def __init__(self, ceiling: float, *, nominal_rates: Sequence[float], now: float) -> None:
         self.ceiling = ceiling  # what the client asked for (or the frame rate)
         self.rate = ceiling
+        self.nominal_rates = tuple(nominal_rates)  # of each energy type (energy_update 60, energy_field 10)
         self.answering = False  # has answered a heartbeat recently
+        self._last_round_trip = 0.0
         self.holding = False  # no energy until the outstanding heartbeat is answered
         self.reductions = 0  # times the rate was cut: shown in /health
+        self.queued = 0
+        self.queued_energy = 0
+        self._outstanding: dict[int, _Mark] = {}  # heartbeat sequence -> mark, oldest first
+        self._last_answer = _Mark(now, 0, 0, 0)  # the connection opened with nothing read
 
-    def set_ceiling(self, ceiling: float) -> None:
-        """The client asked for another rate (set_energy_rate)."""
-        self.ceiling = ceiling
-        self.rate = min(self.rate, ceiling) if self.answering else ceiling
+    # -- what the connection reports ------------------------------------------
 
-    def answered(self, round_trip: float) -> None:
-        """A heartbeat was answered *round_trip* seconds after it was sent."""
-        self.answering = True
-        was_holding, self.holding = self.holding, False
-        if round_trip > LAG_HIGH:
-            if not was_holding:  # a hold already cut the rate for this backlog
-                self._reduce()
-        elif round_trip < LAG_LOW:
-            self.rate = min(self.ceiling, self.rate + STEP_HZ)
+    def probe_sent(self, sequence: int, now: float) -> None:
+        """Heartbeat *sequence* was queued (after everything counted so far)."""
+        self._outstanding[sequence] = _Mark(now, self.queued, self.queued, self.queued_energy)
+        if len(self._outstanding) > _PROBES_REMEMBERED:
+            del self._outstanding[next(iter(self._outstanding))]
 
-    def observe(self, unanswered_for: float) -> None:
-        """The oldest outstanding heartbeat has waited *unanswered_for* seconds (0 if none)."""
+    def probe_answered(self, sequence: int, now: float) -> float | None:
+        """The client answered heartbeat *sequence*: its round-trip time (None if unknown)."""
+        mark = self._outstanding.pop(sequence, None)
+        if mark is None:
+            return None
+        # Older heartbeats were read before this one: the client chose not to
+        # answer them. They must not look like an ever older backlog.
+        for older in [s for s in self._outstanding if s < sequence]:
+            del self._outstanding[older]
+        previous = self._last_answer
+        self._last_answer = _Mark(now, mark.queued, self.queued, self.queued_energy)
+        round_trip = now - mark.at
+        elapsed = now - previous.at
+        if elapsed > 0:
+            read = (mark.queued - previous.queued) / elapsed
+            sent = (self.queued - previous.queued_by_then) / elapsed
+            other = sent - (self.queued_energy - previous.queued_energy) / elapsed
+            growing = read < GROWING_SHARE * sent
+        else:
+            read, other, growing = 0.0, 0.0, False
+        behind = round_trip > LAG_LOW
+        growing = behind and (growing or self._last_round_trip > LAG_LOW and round_trip >= self._last_round_trip)
+        self._last_round_trip = round_trip
+        self._answered(round_trip, read if growing else None, other)
+        return round_trip
+
+    def holding_at(self, now: float) -> bool:
+        """True while no energy frame should be queued (the client is too far behind)."""
         if not self.answering:
-            return
+            return False
+        oldest = next(iter(self._outstanding.values()), None)
+        unanswered_for = now - oldest.at if oldest is not None else 0.0
         if unanswered_for > SILENT_AFTER:
             # It stopped answering: pacing on silence would starve it. From now
             # on only latest-wins and the send timeout protect it.
@@ -76,16 +133,52 @@ class EnergyPacer:
             self.holding = False
             self.rate = self.ceiling
         elif unanswered_for > LAG_HIGH:
-            if not self.holding:
-                self.holding = True
-                self._reduce()
+            self.holding = True
         else:
             self.holding = False
+        return self.holding
+
+    def set_ceiling(self, ceiling: float) -> None:
+        """The client asked for another rate (set_energy_rate)."""
+        self.ceiling = ceiling
+        self.rate = min(self.rate, ceiling) if self.answering else ceiling
+
+    # -- the control law ----------------------------------------------------
 
     @property
     def effective_rate(self) -> float:
         return self.rate if self.answering else self.ceiling
 
-    def _reduce(self) -> None:
-        self.rate = max(MIN_RATE_HZ, min(self.rate, self.ceiling) / 2.0)
-        self.reductions += 1
+    def _answered(self, round_trip: float, read_rate: float | None, other_rate: float) -> None:
+        self.answering = True
+        self.holding = False
+        if round_trip > LAG_LOW and read_rate is not None and read_rate > 0:
+            # Behind, with a growing backlog, so reading flat out: fit the
+            # energy into what is left of TARGET_SHARE of its read rate.
+            budget = TARGET_SHARE * read_rate - other_rate
+            self._reduce_to(self.rate_for(budget))
+        elif round_trip > LAG_HIGH:
+            self._reduce_to(self.rate / 2.0)
+        elif round_trip < LAG_LOW:
+            self.rate = min(self.ceiling, self.rate + STEP_HZ)
+
+    def messages_at(self, rate: float) -> float:
+        """Energy messages per second at energy rate *rate* (each type is capped at the rate)."""
+        return sum(min(rate, nominal) for nominal in self.nominal_rates)
+
+    def rate_for(self, messages_per_second: float) -> float:
+        """The energy rate that sends *messages_per_second* energy messages (inverse of messages_at)."""
+        low, high = 0.0, max(self.nominal_rates, default=self.ceiling)
+        for _ in range(30):  # messages_at is increasing and piecewise linear: bisect
+            middle = (low + high) / 2
+            if self.messages_at(middle) > messages_per_second:
+                high = middle
+            else:
+                low = middle
+        return low
+
+    def _reduce_to(self, rate: float) -> None:
+        rate = max(MIN_RATE_HZ, min(rate, self.rate, self.ceiling))
+        if rate < self.rate:
+            self.rate = rate
+            self.reductions += 1
