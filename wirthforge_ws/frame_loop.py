@@ -38,11 +38,11 @@ NOTICE_MIN_SKIPPED = 6  # frames (100 ms at 60 Hz): shorter hiccups are only cou
 class FrameLoop:
     """Owns the frame clock and the per-frame work; measures both."""
 
-    def __init__(self, settings: Settings, hub: Hub, source: EnergySource) -> None:
+    def __init__(self, settings: Settings, hub: Hub, source: EnergySource, clock: FrameClock | None = None) -> None:
         self.settings = settings
         self.hub = hub
         self.source = source
-        self.clock = FrameClock(settings.frame_rate)
+        self.clock = clock or FrameClock(settings.frame_rate)
         self.processing = RollingSamples(int(settings.frame_rate * 10))
         self.budget_overruns = 0
         self.frames_built = 0
