@@ -75,6 +75,7 @@ class Server:
         self.guard: OriginHostGuard | None = None
         self.supervisor = Supervisor()
         self._publishing = asyncio.Lock()  # one POST /publish batch at a time, in order
+        self._someone_connected = asyncio.Event()  # wakes the heartbeat task from its idle wait
 
     async def start(self) -> None:
         self.supervisor.start("frame-loop", self.frame_loop.run)
@@ -88,14 +89,23 @@ class Server:
 
         Each connection keeps its own heartbeat schedule (the first one a
         quarter second after it opens, see pacing.py), so the heartbeats of
-        many clients are spread out rather than sent in one burst.
+        many clients are spread out rather than sent in one burst. With no
+        client it sleeps until one connects: an idle server does not wake
+        for it at all (see docs/PERFORMANCE.md, idle CPU).
         """
         while True:
+            if not self.connections:
+                self._someone_connected.clear()
+                await self._someone_connected.wait()
             await asyncio.sleep(HEARTBEAT_TICK)
             rate = self.frame_loop.clock.achieved_rate
             now = time.monotonic()
             for connection in tuple(self.connections):
                 connection.heartbeat(rate, now)
+
+    def add_connection(self, connection: Connection) -> None:
+        self.connections.add(connection)
+        self._someone_connected.set()
 
     def health(self) -> dict[str, Any]:
         stats = self.hub.stats
@@ -254,7 +264,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             options=ConnectOptions.parse(websocket.query_params, settings, version),
             nominal_rates=server.nominal_rates,
         )
-        server.connections.add(connection)
+        server.add_connection(connection)
         try:
             await connection.serve()
         finally:

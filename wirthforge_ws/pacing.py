@@ -12,7 +12,7 @@ heartbeat still unanswered after ``d`` seconds proves a backlog of at least
 ``d``.
 
 :class:`EnergyPacer` turns that into an energy rate for one connection,
-like TCP congestion control (additive increase, fast decrease):
+like TCP congestion control (gentle increase, fast decrease):
 
 - Each heartbeat marks a position in the stream (messages queued before
   it); the messages between two marks over the time between their answers
@@ -21,14 +21,16 @@ like TCP congestion control (additive increase, fast decrease):
   what was sent, or the previous answer was slow too and this one is
   slower) means it reads flat out: the energy rate is cut so that
   everything sent fits in :data:`TARGET_SHARE` of its read rate (the rest
-  drains the backlog). A slow answer without a growing backlog (the client
-  or the machine had a hiccup) changes nothing unless it is slower than
-  :data:`LAG_HIGH`, which halves the rate.
+  drains the backlog). After a fast answer, though, the first slow one cuts
+  by at most half: it can also be a hiccup (a busy page), which should not
+  cost a fast client its stream for long. A slow answer without a clearly
+  growing backlog multiplies the rate by :data:`EASE`; one slower than
+  :data:`LAG_HIGH` halves it.
 - While a heartbeat has been unanswered for longer than :data:`LAG_HIGH`,
   no energy frame is queued at all, so the backlog drains (reliable
   messages still flow).
-- An answer faster than :data:`LAG_LOW` raises the rate by
-  :data:`STEP_HZ`, up to the rate the client asked for.
+- An answer faster than :data:`LAG_LOW` raises the rate by a quarter (at
+  least :data:`STEP_HZ`), up to the rate the client asked for.
 
 Only clients that answer heartbeats are paced: until a first answer arrives
 (and again after :data:`SILENT_AFTER` seconds without one) the pacer stays
@@ -46,7 +48,9 @@ LAG_HIGH = 0.5  # seconds: a backlog this old means the client cannot keep up
 LAG_LOW = 0.1  # seconds: below this the client keeps up with room to spare
 GROWING_SHARE = 0.8  # read less than this share of what was sent: the backlog grows
 TARGET_SHARE = 0.75  # of the measured read rate that live traffic may use
-STEP_HZ = 5.0  # additive increase per fast heartbeat answer
+STEP_HZ = 5.0  # smallest increase per fast heartbeat answer
+INCREASE = 0.25  # otherwise the rate grows by this share per fast answer
+EASE = 0.8  # a slow answer without a clearly growing backlog: the rate is multiplied by this
 MIN_RATE_HZ = 1.0
 SILENT_AFTER = 3.0  # seconds without any answer: treat the client as one that does not answer
 FIRST_HEARTBEAT = 0.1  # seconds after open: early, so that pacing has a measure before a backlog builds
@@ -115,9 +119,10 @@ class EnergyPacer:
         else:
             read, other, growing = 0.0, 0.0, False
         behind = round_trip > LAG_LOW
-        growing = behind and (growing or self._last_round_trip > LAG_LOW and round_trip >= self._last_round_trip)
+        persistent = self._last_round_trip > LAG_LOW  # the previous answer was slow too
+        growing = behind and (growing or persistent and round_trip >= self._last_round_trip)
         self._last_round_trip = round_trip
-        self._answered(round_trip, read if growing else None, other)
+        self._answered(round_trip, read if growing else None, other, persistent)
         return round_trip
 
     def holding_at(self, now: float) -> bool:
@@ -149,18 +154,21 @@ class EnergyPacer:
     def effective_rate(self) -> float:
         return self.rate if self.answering else self.ceiling
 
-    def _answered(self, round_trip: float, read_rate: float | None, other_rate: float) -> None:
+    def _answered(self, round_trip: float, read_rate: float | None, other_rate: float, persistent: bool) -> None:
         self.answering = True
         self.holding = False
         if round_trip > LAG_LOW and read_rate is not None and read_rate > 0:
             # Behind, with a growing backlog, so reading flat out: fit the
             # energy into what is left of TARGET_SHARE of its read rate.
             budget = TARGET_SHARE * read_rate - other_rate
-            self._reduce_to(self.rate_for(budget))
+            fitted = self.rate_for(budget)
+            self._reduce_to(fitted if persistent else max(fitted, self.rate / 2.0))
         elif round_trip > LAG_HIGH:
             self._reduce_to(self.rate / 2.0)
+        elif round_trip > LAG_LOW:
+            self._reduce_to(self.rate * EASE)  # behind, not clearly growing: ease off before it does
         elif round_trip < LAG_LOW:
-            self.rate = min(self.ceiling, self.rate + STEP_HZ)
+            self.rate = min(self.ceiling, self.rate + max(STEP_HZ, INCREASE * self.rate))
 
     def messages_at(self, rate: float) -> float:
         """Energy messages per second at energy rate *rate* (each type is capped at the rate)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wirthforge_ws.pacing import LAG_HIGH, SILENT_AFTER, STEP_HZ, TARGET_SHARE, EnergyPacer
+from wirthforge_ws.pacing import EASE, INCREASE, LAG_HIGH, SILENT_AFTER, TARGET_SHARE, EnergyPacer
 
 NOMINAL = (60.0, 10.0)  # energy_update, energy_field
 
@@ -33,9 +33,17 @@ def test_the_rate_is_fitted_to_the_measured_read_rate() -> None:
     send(pacer, 21 / 40 - 0.25, energy_per_s=70, other_per_s=10)
     round_trip = pacer.probe_answered(0, 21 / 40)
     assert round_trip is not None and round_trip > 0.1
+    # The first slow answer might be a hiccup: at most half.
+    assert pacer.effective_rate == 30.0
+    # One second later it is still behind, and reads 40/s: now the rate is fitted to that.
+    send(pacer, 1.25 - 21 / 40, energy_per_s=40, other_per_s=10)
+    pacer.probe_sent(1, 1.25)
+    position = pacer.queued
+    send(pacer, 0.5, energy_per_s=40, other_per_s=10)
+    pacer.probe_answered(1, 21 / 40 + (position - 21) / 40)
     budget = TARGET_SHARE * 40 - 10  # messages/s left for energy
     assert abs(pacer.messages_at(pacer.effective_rate) - budget) < 3.0, pacer.effective_rate
-    assert pacer.reductions == 1
+    assert pacer.reductions == 2
 
 
 def test_a_lagging_client_is_held_then_sped_up_again() -> None:
@@ -53,22 +61,24 @@ def test_a_lagging_client_is_held_then_sped_up_again() -> None:
     for sequence in range(2, 4):
         pacer.probe_sent(sequence, sequence + 0.25)
         pacer.probe_answered(sequence, sequence + 0.26)
-    assert pacer.effective_rate == 30.0 + 2 * STEP_HZ
+    assert pacer.effective_rate == 30.0 * (1 + INCREASE) ** 2
     for sequence in range(4, 20):
         pacer.probe_sent(sequence, sequence + 0.25)
         pacer.probe_answered(sequence, sequence + 0.26)
     assert pacer.effective_rate == 60.0
 
 
-def test_a_hiccup_without_a_growing_backlog_does_not_cut_the_rate() -> None:
+def test_a_hiccup_without_a_growing_backlog_costs_little_and_heals() -> None:
     pacer = pacer_at(0.0)
-    for sequence in range(3):
+    rates = []
+    for sequence in range(4):
         send(pacer, 1.0, energy_per_s=70, other_per_s=10)
         pacer.probe_sent(sequence, sequence + 1.0)
         # Answered 0.2 s late once (the client was descheduled), then read it all.
         pacer.probe_answered(sequence, sequence + 1.0 + (0.2 if sequence == 1 else 0.01))
-    assert pacer.effective_rate == 60.0
-    assert pacer.reductions == 0
+        rates.append(pacer.effective_rate)
+    assert rates[1] == 60.0 * EASE
+    assert rates[2:] == [60.0, 60.0]
 
 
 def test_a_client_that_stops_answering_falls_back_to_its_requested_rate() -> None:
