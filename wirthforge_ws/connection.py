@@ -45,7 +45,7 @@ from .hub import Hub, Outbound, ResumeRequest, ResumeResult
 from .messages import Event
 from .metrics import RollingSamples
 from .outbox import Outbox
-from .pacing import FIRST_HEARTBEAT, EnergyPacer
+from .pacing import EARLY_HEARTBEATS, EnergyPacer
 from .protocol import ALWAYS_ON_CHANNEL, CHANNELS, REQUESTS_1_1, CloseCode, ErrorCode
 from .schemas import MessageValidationError
 from .security import InvalidMessageWindow, TokenBucket
@@ -154,7 +154,7 @@ class Connection:
         self._nominal_rates = nominal_rates
         self._energy_credit: dict[str, float] = {}
         self._heartbeat_sequence = 0
-        self._next_heartbeat = self.connected_at + FIRST_HEARTBEAT
+        self._next_heartbeat = self.connected_at + EARLY_HEARTBEATS[0]
         self._send_started: float | None = None  # time.monotonic() while the writer is inside a send
         self._inbound_bucket = TokenBucket(settings.inbound_rate, settings.inbound_burst)
         self._invalid = InvalidMessageWindow(settings.max_invalid_messages)
@@ -378,8 +378,8 @@ class Connection:
         """Called by the server's heartbeat task every tick (*now* is time.monotonic()).
 
         Checks for a stalled send, then sends this connection's heartbeat if
-        it is due: the first one FIRST_HEARTBEAT after open (so that pacing
-        has a measure early), then one per heartbeat interval.
+        it is due: the first ones EARLY_HEARTBEATS after open (so that
+        pacing has measures early), then one per heartbeat interval.
         """
         if self.state is not State.OPEN:
             return  # not before startup_complete, not while closing
@@ -388,8 +388,11 @@ class Connection:
             return
         if now < self._next_heartbeat:
             return
-        self._next_heartbeat = max(self._next_heartbeat + self.settings.heartbeat_interval, now)
         sequence = self._heartbeat_sequence
+        if sequence + 1 < len(EARLY_HEARTBEATS):
+            self._next_heartbeat = self.connected_at + EARLY_HEARTBEATS[sequence + 1]
+        else:
+            self._next_heartbeat = max(self._next_heartbeat + self.settings.heartbeat_interval, now)
         self._heartbeat_sequence += 1
         self._send_direct(messages.heartbeat(sequence=sequence, frame_rate=achieved_rate, connection_id=self.id))
         self.pacer.probe_sent(sequence, now)  # after queuing: the mark counts the heartbeat itself

@@ -35,8 +35,9 @@ like TCP congestion control (gentle increase, fast decrease):
 Only clients that answer heartbeats are paced: until a first answer arrives
 (and again after :data:`SILENT_AFTER` seconds without one) the pacer stays
 out of the way, and such a client is protected by latest-wins alone. The
-first heartbeat goes out :data:`FIRST_HEARTBEAT` after the connection opens
-so that pacing starts before a backlog can build up.
+first two heartbeats go out :data:`EARLY_HEARTBEATS` after the connection
+opens (then one per heartbeat interval), so that pacing has two measures
+before a backlog can build up.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ INCREASE = 0.25  # otherwise the rate grows by this share per fast answer
 EASE = 0.8  # a slow answer without a clearly growing backlog: the rate is multiplied by this
 MIN_RATE_HZ = 1.0
 SILENT_AFTER = 3.0  # seconds without any answer: treat the client as one that does not answer
-FIRST_HEARTBEAT = 0.1  # seconds after open: early, so that pacing has a measure before a backlog builds
+EARLY_HEARTBEATS = (0.1, 0.5)  # seconds after open: early, so that pacing has measures before a backlog builds
 _PROBES_REMEMBERED = 16
 
 
