@@ -18,6 +18,7 @@ import { createEnergyView, drawEnergy, energySeriesOf, num, recordEnergy } from 
 const PLOT_SPAN_MS = 60_000
 const READOUT_EVERY_MS = 250
 const MAX_TOKEN_CHARS = 20_000
+const TEXT_FLUSH_MS = 500 // token and log text, when no animation frame runs
 const MAX_LOG_ROWS = 200
 
 // -- DOM ---------------------------------------------------------------------
@@ -186,8 +187,23 @@ client.onMessage('token_stream', (m) => {
   const p = m.payload || {}
   if (Array.isArray(p.tokens)) pendingTokens += p.tokens.map(String).join('')
   if (p.isComplete) pendingTokens += '\n\n'
+  // Bounded even when nothing flushes it (a hidden tab runs no animation
+  // frames): the screen keeps at most MAX_TOKEN_CHARS anyway.
+  if (pendingTokens.length > MAX_TOKEN_CHARS) pendingTokens = keepTail(pendingTokens, MAX_TOKEN_CHARS)
   if (typeof p.sessionId === 'string') tokenSession = p.sessionId
 })
+
+/**
+ * The last `max` UTF-16 units of `text`, without a split surrogate pair at the start.
+ * @param {string} text
+ * @param {number} max
+ */
+function keepTail(text, max) {
+  let tail = text.slice(-max)
+  const first = tail.charCodeAt(0)
+  if (first >= 0xdc00 && first <= 0xdfff) tail = tail.slice(1)
+  return tail
+}
 
 client.onMessage('interference_event', (m) => {
   const p = m.payload || {}
@@ -435,6 +451,13 @@ function frame() {
 }
 
 requestAnimationFrame(frame)
+// A hidden tab runs no animation frames: text still reaches the page (and
+// its buffers stay small) through this timer, which browsers slow to once a
+// second in the background.
+setInterval(() => {
+  flushTokens()
+  flushLog()
+}, TEXT_FLUSH_MS)
 // Connect once the page has laid out and painted, so that the first frames
 // are not queued behind the initial layout (it would show as latency).
 // (A tab opened in the background runs no animation frames: the timeout starts it.)

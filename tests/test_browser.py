@@ -362,6 +362,40 @@ def test_hidden_page_pauses_the_energy_stream(page: Page, wf_server: ServerProce
     assert page.evaluate("() => window.wirthforge.stats.counters.framesMissed") - missed_before < 10
 
 
+def test_token_text_reaches_a_page_without_animation_frames_and_stays_bounded(
+    browser: Browser, wf_server: ServerProcess
+) -> None:
+    """A hidden tab runs no requestAnimationFrame: token text must still be flushed, and bounded.
+
+    Animation frames are switched off before the page's scripts run. Token
+    text used to wait for the next animation frame, so it grew without bound
+    and never reached the page.
+    """
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        page = context.new_page()
+        page.add_init_script("window.requestAnimationFrame = () => 0")
+        open_page(page, wf_server)
+        page.wait_for_function("() => window.wirthforge.state === 'connected'", timeout=5_000, polling=50)
+        wf_server.publish([token(["no-animation-frames "])])
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=token-output]').textContent.includes('no-animation-frames')",
+            timeout=3_000,
+            polling=100,
+        )
+        # 400 KB of token text, far more than the page keeps (20,000 characters).
+        wf_server.publish([token([f"<{i:04d}>" + "x" * 994]) for i in range(400)])
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=token-output]').textContent.includes('<0399>')",
+            timeout=5_000,
+            polling=100,
+        )
+        shown = page.evaluate("() => document.querySelector('[data-testid=token-output]').textContent.length")
+        assert shown <= 20_000, f"{shown} characters of token text on the page"
+    finally:
+        context.close()
+
+
 def test_policy_close_is_shown_and_not_retried(page: Page, wf_server: ServerProcess) -> None:
     watch = open_page(page, wf_server)
     wait_state(page, "connected", 5_000)

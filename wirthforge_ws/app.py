@@ -4,7 +4,9 @@ Routes: ``GET /`` (the example page), ``/static/*``, ``GET /health``,
 ``GET /metrics`` (Prometheus text format), ``POST /publish`` (only with ``--enable-publish``),
 the WebSocket ``/ws`` and the recorded sessions under ``/api`` (sessions_api.py).
 Background tasks (the frame loop and the heartbeat) are created in the
-lifespan and cancelled when it ends, so nothing outlives the server.
+lifespan and cancelled when it ends, so nothing outlives the server. A
+:class:`~.supervisor.Supervisor` owns them: one that dies is reported by
+``/health`` (``failed``, then ``degraded``) and restarted.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from . import __version__, messages, sessions_api, settings as settings_module
-from .connection import Connection, SessionOptions
+from .connection import ConnectOptions, Connection, State
 from .frame_loop import FrameLoop
 from .hub import Hub
 from .messages import Event
@@ -40,6 +42,7 @@ from .schemas import MessageValidationError, SchemaSet
 from .security import OriginHostGuard
 from .settings import Settings
 from .sources import SimulatedModel
+from .supervisor import Supervisor
 from .transport import ExposeTransport
 
 log = logging.getLogger("wirthforge.app")
@@ -53,6 +56,7 @@ STATIC_DIR = ROOT / "static"
 PUBLISHABLE_TYPES = frozenset(CHANNEL_OF) - {"startup_complete", "heartbeat"}
 MAX_PUBLISH_BATCH = 5000
 PERSISTENCE_REPORT_INTERVAL = 30.0  # seconds between error_events while persistence stays degraded
+HEARTBEAT_TICK = 0.05  # seconds: how often the heartbeat task checks each connection
 
 
 class Server:
@@ -79,39 +83,38 @@ class Server:
         }
         self.started = time.monotonic()
         self.guard: OriginHostGuard | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor()
+        self._publishing = asyncio.Lock()  # one POST /publish batch at a time, in order
+        self._someone_connected = asyncio.Event()  # wakes the heartbeat task from its idle wait
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.frame_loop.run(), name="frame-loop"),
-            asyncio.create_task(self._heartbeats(), name="heartbeat"),
-        ]
-        for task in self._tasks:
-            task.add_done_callback(_crash_if_failed)
+        self.supervisor.start("frame-loop", self.frame_loop.run)
+        self.supervisor.start("heartbeat", self._heartbeats)
 
     async def stop(self) -> None:
         await self.replayer.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await self.supervisor.stop()
         if self.event_log is not None:
             await asyncio.to_thread(self.event_log.close)  # flush: nothing published before the stop is lost
 
     async def _heartbeats(self) -> None:
-        """One heartbeat per connection per interval, on absolute deadlines like the frame clock."""
-        loop = asyncio.get_running_loop()
-        interval = self.settings.heartbeat_interval
-        next_beat = loop.time() + interval
+        """Every HEARTBEAT_TICK, let each connection check its send stall and send its heartbeat if due.
+
+        Each connection keeps its own heartbeat schedule (the first one a
+        quarter second after it opens, see pacing.py), so the heartbeats of
+        many clients are spread out rather than sent in one burst. With no
+        client it sleeps until one connects: an idle server does not wake
+        for it at all (see docs/PERFORMANCE.md, idle CPU).
+        """
         while True:
-            await asyncio.sleep(max(next_beat - loop.time(), 0.0))
-            next_beat += interval
-            now = loop.time()
-            if now - next_beat > interval:  # fell behind: do not burst
-                next_beat = now + interval
+            if not self.connections:
+                self._someone_connected.clear()
+                await self._someone_connected.wait()
+            await asyncio.sleep(HEARTBEAT_TICK)
             rate = self.frame_loop.clock.achieved_rate
+            now = time.monotonic()
             for connection in tuple(self.connections):
-                connection.heartbeat(rate, time.monotonic())
+                connection.heartbeat(rate, now)
             self._report_persistence_fault(now)
 
     def _report_persistence_fault(self, now: float) -> None:
@@ -130,11 +133,19 @@ class Server:
             details={"reason": (log_.stats.error or "")[:300], "dropped": log_.stats.dropped},
         ))
 
+
+    def add_connection(self, connection: Connection) -> None:
+        self.connections.add(connection)
+        self._someone_connected.set()
+
     def health(self) -> dict[str, Any]:
         stats = self.hub.stats
         by_protocol = Counter(c.version for c in self.connections)
+        status, problems, tasks = self.supervisor.health()
         return {
-            "status": "ok",
+            "status": status,
+            "problems": problems,
+            "tasks": tasks,
             "version": __version__,
             "epoch": self.hub.epoch,
             "uptimeSeconds": round(time.monotonic() - self.started, 3),
@@ -171,7 +182,7 @@ class Server:
 
     # -- POST /publish --------------------------------------------------------
 
-    def publish_from_request(self, body: Any) -> tuple[int, dict[str, Any]]:
+    async def publish_from_request(self, body: Any) -> tuple[int, dict[str, Any]]:
         """Validate every message of a publish request first, then publish them all in order."""
         items = body if isinstance(body, list) else [body]
         if not items or len(items) > MAX_PUBLISH_BATCH:
@@ -192,11 +203,40 @@ class Server:
             except MessageValidationError as error:
                 return 422, {"error": "invalid message", "index": index, "reason": error.reason, "path": error.path}
             events.append(event)
-        seqs = []
-        for event in events:
-            outbound = self.hub.publish(event)
-            seqs.append(outbound.seq if outbound else None)
+        seqs = await self.publish_paced(events)
         return 202, {"published": len(events), "seqs": seqs}
+
+    async def publish_paced(self, events: Sequence[Event]) -> list[int | None]:
+        """Publish *events* in order, in chunks the clients' send queues can take.
+
+        A batch may be larger than a send queue (MAX_PUBLISH_BATCH against
+        send_queue_limit). Published in one go, it would overflow every
+        subscriber's queue, and close even a fast reader with 1013, before
+        any writer ran. So the batch goes out a quarter of a queue at a time;
+        between chunks we wait until every open connection has room for the
+        next chunk, at most send_timeout per chunk. A client that does not
+        drain within that bound gets the next chunk anyway, overflows and is
+        closed as a slow consumer, exactly as without batching.
+        """
+        chunk = max(self.settings.send_queue_limit // 4, 1)
+        seqs: list[int | None] = []
+        async with self._publishing:
+            for start in range(0, len(events), chunk):
+                if start:
+                    await self._wait_for_room(chunk)
+                for event in events[start:start + chunk]:
+                    outbound = self.hub.publish(event)
+                    seqs.append(outbound.seq if outbound else None)
+        return seqs
+
+    async def _wait_for_room(self, free: int) -> None:
+        waits = [c.outbox.wait_for_room(free) for c in self.connections if c.state is State.OPEN]
+        if not waits:
+            await asyncio.sleep(0)  # still let the writers and the frame loop run between chunks
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.send_timeout):
+                await asyncio.gather(*waits)
 
 
 class _DenialLogFilter(logging.Filter):
@@ -225,10 +265,6 @@ def _open_event_log(settings: Settings) -> EventLog | None:
     event_log.open()
     return event_log
 
-
-def _crash_if_failed(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.critical("background task %s died", task.get_name(), exc_info=task.exception())
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
@@ -273,7 +309,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                 body = orjson.loads(await request.body())
             except orjson.JSONDecodeError:
                 return JSONResponse({"error": "body is not JSON"}, status_code=400)
-            status, result = server.publish_from_request(body)
+            status, result = await server.publish_from_request(body)
             return JSONResponse(result, status_code=status)
 
     @app.websocket("/ws")
@@ -293,10 +329,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             settings=settings,
             version=version,
             subprotocol=subprotocol,
-            options=SessionOptions.parse(websocket.query_params, settings, version),
+            options=ConnectOptions.parse(websocket.query_params, settings, version),
             nominal_rates=server.nominal_rates,
         )
-        server.connections.add(connection)
+        server.add_connection(connection)
         try:
             await connection.serve()
         finally:

@@ -15,15 +15,30 @@ pre-built frame goes straight to its socket (the *direct path*, one
 ``transport.write``); once the socket pushes back, messages queue behind
 what is in flight and the writer task drains them (the *queued path*,
 where latest-wins applies). Either way the bytes on the wire are the same.
+
+A connection moves through an explicit :class:`State`, like the
+websockets library's: CONNECTING (accepted, greeting and replay being
+queued) -> OPEN (attached to the hub, heartbeats and live traffic) ->
+CLOSING (we or the peer started closing; nothing more is queued) ->
+CLOSED. Each transition is checked, so that the orderings that used to
+race are impossible by construction: a connection that fails while it is
+being set up is never attached; no heartbeat can be queued before
+``startup_complete``; a writer that dies closes the connection (1011)
+instead of leaving it open with nobody sending.
+
+Energy frames are paced per connection from the client's heartbeat
+answers (:mod:`.pacing`), so a client that reads slower than the frame
+rate gets fewer, fresh frames instead of every frame, ever later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,19 +50,43 @@ from .hub import Hub, Outbound, Recall, ResumeRequest, ResumeResult
 from .messages import Event
 from .metrics import RollingSamples
 from .outbox import Outbox
+from .pacing import EARLY_HEARTBEATS, EnergyPacer
 from .protocol import ALWAYS_ON_CHANNEL, CHANNELS, REQUESTS_1_1, CloseCode, ErrorCode
 from .schemas import MessageValidationError
 from .security import InvalidMessageWindow, TokenBucket
 from .settings import Settings
+from .throttle import Throttle
 
 log = logging.getLogger("wirthforge.connection")
 
-_HEARTBEATS_REMEMBERED = 16
 _CLOSE_TIMEOUT = 1.0  # seconds to deliver a close frame before aborting the TCP connection
+_SLOW_SEND_WARNING = 0.5  # seconds one send may block before it is worth a (rate-limited) warning
+_slow_send_warnings = Throttle(10.0)  # shared by all connections: one line per 10 s at most
+
+
+class State(enum.Enum):
+    """Where a connection is in its life. Transitions only go forward (see _NEXT)."""
+
+    CONNECTING = "connecting"  # accepted; startup_complete and the replay are being queued
+    OPEN = "open"  # attached to the hub: live traffic and heartbeats
+    CLOSING = "closing"  # a close was started; nothing more is queued
+    CLOSED = "closed"  # the handler has returned
+
+
+_NEXT: Mapping[State, frozenset[State]] = {
+    State.CONNECTING: frozenset({State.OPEN, State.CLOSING, State.CLOSED}),
+    State.OPEN: frozenset({State.CLOSING, State.CLOSED}),
+    State.CLOSING: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A connection was asked to move to a state it cannot reach from where it is."""
 
 
 @dataclass
-class SessionOptions:
+class ConnectOptions:
     """What a 1.1 client asked for in its connect URL (PROTOCOL.md §6)."""
 
     channels: set[str]
@@ -57,7 +96,7 @@ class SessionOptions:
     resume_invalid: bool = False
 
     @classmethod
-    def parse(cls, query: Mapping[str, str], settings: Settings, version: str) -> SessionOptions:
+    def parse(cls, query: Mapping[str, str], settings: Settings, version: str) -> ConnectOptions:
         options = cls(set(CHANNELS), settings.frame_rate)
         if version != "1.1":
             return options  # 1.0 knows no options; the query is ignored
@@ -98,7 +137,7 @@ class Connection:
         settings: Settings,
         version: str,
         subprotocol: str | None,
-        options: SessionOptions,
+        options: ConnectOptions,
         nominal_rates: Mapping[str, float],
     ) -> None:
         self.websocket = websocket
@@ -113,12 +152,15 @@ class Connection:
         self.outbox = Outbox(settings.send_queue_limit)
         self.rtt = RollingSamples(32)
         self.connected_at = time.monotonic()
+        self.state = State.CONNECTING
+        self.pacer = EnergyPacer(options.energy_rate, now=self.connected_at,
+                                 nominal_rates=tuple(nominal_rates.values()))
         self._options = options
         self._nominal_rates = nominal_rates
         self._energy_credit: dict[str, float] = {}
         self._heartbeat_sequence = 0
-        self._heartbeats_sent: dict[int, float] = {}
-        self._send_started: float | None = None  # set while the writer is inside a send
+        self._next_heartbeat = self.connected_at + EARLY_HEARTBEATS[0]
+        self._send_started: float | None = None  # time.monotonic() while the writer is inside a send
         self._inbound_bucket = TokenBucket(settings.inbound_rate, settings.inbound_burst)
         self._invalid = InvalidMessageWindow(settings.max_invalid_messages)
         self._writer: asyncio.Task[None] | None = None
@@ -128,6 +170,11 @@ class Connection:
         self.close_code: int | None = None
 
     # -- lifetime -----------------------------------------------------------
+
+    def _transition(self, new: State) -> None:
+        if new not in _NEXT[self.state]:
+            raise InvalidTransition(f"connection {self.id}: {self.state.name} -> {new.name}")
+        self.state = new
 
     async def serve(self) -> None:
         """Run the connection until either side closes it."""
@@ -148,12 +195,17 @@ class Connection:
                 self._writer.cancel()
             if self._closer is not None:
                 await asyncio.gather(self._closer, return_exceptions=True)
+            self._transition(State.CLOSED)
 
     def _start(self, recalled: Recall | None = None) -> None:
-        """Greet, replay and attach, with no await in between (see Hub.plan_resume).
+        """Greet, queue the replay and attach, with no await in between (see Hub.plan_resume).
 
         startup_complete is stamped now, so the replay that follows it has
         lower seqs; from the first message after it, seq strictly increases.
+        The replay is queued as a lazy feed: it is rendered and sent as fast
+        as the client reads, whatever its length, and live messages queue
+        behind it. If anything fails meanwhile (state CLOSING), the
+        connection is never attached and no writer starts.
         """
         plan = self.hub.plan_resume(self.subscriptions, self._options.resume, recalled)
         result = ResumeResult("incomplete", 0, "invalid_request") if self._options.resume_invalid else plan.result
@@ -167,11 +219,21 @@ class Connection:
                 session=session,
             )
         )
-        self.hub.attach(self, plan)
+        replay = plan.in_seq_order()
+        if replay:
+            self.outbox.put_feed(self._replay_feed(replay))
+            self.pacer.queued += len(replay)
+        if self.state is not State.CONNECTING:
+            return  # failed while being set up: the closer owns it now
+        self._transition(State.OPEN)
+        self.hub.attach(self)
         # After the replay, so that seq keeps increasing after startup_complete.
         for error in self._options.errors:
             self._send_own(error)
+        if self.state is not State.OPEN:
+            return
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
+        self._writer.add_done_callback(self._writer_done)
         log.info("connection %s open (protocol %s, resume %s, %d replayed)",
                  self.id, self.version, result.status, result.replayed)
 
@@ -203,11 +265,22 @@ class Connection:
             "resume": resume,
         }
 
+    def _replay_feed(self, replay: Sequence[Outbound]) -> Iterator[str]:
+        """Render the replay one message at a time, as the writer pulls it."""
+        for outbound in replay:
+            if outbound.channel not in self.subscriptions:
+                continue  # unsubscribed meanwhile
+            text = self.hub.render(outbound, self.version)
+            if text is not None:
+                yield text
+
     def fail(self, code: int, reason: str) -> None:
         """Close the connection from our side (idempotent, never blocks the caller)."""
-        if self._closer is not None:
+        if self.state in (State.CLOSING, State.CLOSED):
             return
+        self._transition(State.CLOSING)
         self.hub.detach(self)  # no more deliveries
+        self.outbox.close()
         self.hub.stats.closed[reason] += 1
         log.info("closing connection %s: %d %s", self.id, code, reason)
         self._closer = asyncio.create_task(self._close(code, reason), name=f"close-{self.id}")
@@ -229,32 +302,47 @@ class Connection:
     # -- outbound -----------------------------------------------------------
 
     def deliver(self, outbound: Outbound) -> None:
-        """Called by the hub for every published message: filter, then enqueue."""
+        """Called by the hub for every published message: filter, then write or enqueue."""
+        if self.state is not State.OPEN:
+            return
         channel = outbound.channel
         if channel not in self.subscriptions:
             return
         if outbound.reliable:
             self._send_reliable(outbound)
             return
-        if self.energy_paused or not self._energy_due(outbound.event.type) or self._write_now(outbound):
+        pacer = self.pacer
+        if self.energy_paused or pacer.holding_at(time.monotonic()) or not self._energy_due(outbound.event.type):
+            return
+        if self._write_now(outbound, energy=True):
             return
         text = self.hub.render(outbound, self.version)
-        if text is not None and self.outbox.put_latest(outbound.event.type, text):
-            self.hub.stats.coalesced["latest_wins"] += 1
+        if text is None:
+            return
+        if self.outbox.put_latest(outbound.event.type, text):
+            self.hub.stats.coalesced["latest_wins"] += 1  # replaced an unsent frame: nothing more to send
+        else:
+            pacer.queued += 1
+            pacer.queued_energy += 1
 
     def _send_reliable(self, outbound: Outbound) -> None:
         if self._write_now(outbound):
             return
         text = self.hub.render(outbound, self.version)
-        if text is not None and not self.outbox.put_reliable(text):
+        if text is None:
+            return
+        if self.outbox.put_reliable(text):
+            self.pacer.queued += 1
+        else:
             self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send queue full")
 
-    def _write_now(self, outbound: Outbound) -> bool:
+    def _write_now(self, outbound: Outbound, *, energy: bool = False) -> bool:
         """The direct path: write the message's frame now if nothing can be ahead of it.
 
-        Nothing is ahead when the queue is empty and the writer is not inside
-        a send (it may hold a message it took from the queue). True when the
-        message is dealt with (written, or invalid and dropped by the hub).
+        Nothing is ahead when the queue is empty (a pending replay counts as
+        an entry) and the writer is not inside a send (it may hold a message
+        it took from the queue). True when the message is dealt with
+        (written, or invalid and dropped by the hub).
         """
         direct = self._direct
         if direct is None or self.outbox or self._send_started is not None or not direct.ready():
@@ -263,14 +351,18 @@ class Connection:
         if frame is not None:
             direct.write(frame)
             self.direct_writes += 1
+            self.pacer.queued += 1  # the pacer counts positions in the stream, however they were sent
+            if energy:
+                self.pacer.queued_energy += 1
         return True
 
     def _energy_due(self, message_type: str) -> bool:
         """Decimate an energy type to this connection's rate, always keeping the newest frame."""
         nominal = self._nominal_rates.get(message_type, self.settings.frame_rate)
-        if self.energy_rate >= nominal:
+        rate = min(self.energy_rate, self.pacer.effective_rate)
+        if rate >= nominal:
             return True
-        credit = self._energy_credit.get(message_type, 1.0) + self.energy_rate / nominal
+        credit = self._energy_credit.get(message_type, 1.0) + rate / nominal
         due = credit >= 1.0
         self._energy_credit[message_type] = credit - 1.0 if due else credit
         return due
@@ -282,33 +374,60 @@ class Connection:
     async def _write_loop(self) -> None:
         send = self.websocket.send
         outbox = self.outbox
-        loop = asyncio.get_running_loop()
         try:
-            while True:
+            while self.state is State.OPEN:
                 text = await outbox.get()
+                if self.state is not State.OPEN:
+                    return  # closing: the close frame goes next, nothing else
                 # No per-send timer: the heartbeat tick checks _send_started
-                # (see check_stalled), which costs nothing per message.
-                self._send_started = loop.time()
+                # (see heartbeat), which costs nothing per message. Both use
+                # time.monotonic(), never the loop's clock.
+                started = self._send_started = time.monotonic()
                 await send({"type": "websocket.send", "text": text})
                 self._send_started = None
+                blocked = time.monotonic() - started
+                if blocked > _SLOW_SEND_WARNING:
+                    self._warn_slow_send(blocked)
         except (OSError, RuntimeError, WebSocketDisconnect):
             pass  # the reader sees the disconnect and ends the connection
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        """A writer that died of anything unexpected closes the connection (1011)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("connection %s: writer failed", self.id, exc_info=task.exception())
+        self.fail(CloseCode.INTERNAL_ERROR, "internal server error")
+
+    def _warn_slow_send(self, blocked: float) -> None:
+        suppressed = _slow_send_warnings.ready(time.monotonic())
+        if suppressed is not None:
+            log.warning("connection %s: one send blocked %.0f ms (the client reads slowly)%s",
+                        self.id, blocked * 1000, f"; {suppressed} similar suppressed" if suppressed else "")
 
     # -- heartbeat ----------------------------------------------------------
 
     def heartbeat(self, achieved_rate: float, now: float) -> None:
-        """Called once per heartbeat interval by the server's heartbeat task."""
-        if self._closer is not None:
-            return
+        """Called by the server's heartbeat task every tick (*now* is time.monotonic()).
+
+        Checks for a stalled send, then sends this connection's heartbeat if
+        it is due: the first ones EARLY_HEARTBEATS after open (so that
+        pacing has measures early), then one per heartbeat interval.
+        """
+        if self.state is not State.OPEN:
+            return  # not before startup_complete, not while closing
         if self._send_started is not None and now - self._send_started > self.settings.send_timeout:
             self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send stalled")
             return
+        if now < self._next_heartbeat:
+            return
         sequence = self._heartbeat_sequence
+        if sequence + 1 < len(EARLY_HEARTBEATS):
+            self._next_heartbeat = self.connected_at + EARLY_HEARTBEATS[sequence + 1]
+        else:
+            self._next_heartbeat = max(self._next_heartbeat + self.settings.heartbeat_interval, now)
         self._heartbeat_sequence += 1
-        self._heartbeats_sent[sequence] = now
-        if len(self._heartbeats_sent) > _HEARTBEATS_REMEMBERED:
-            del self._heartbeats_sent[min(self._heartbeats_sent)]
         self._send_own(messages.heartbeat(sequence=sequence, frame_rate=achieved_rate, connection_id=self.id))
+        self.pacer.probe_sent(sequence, now)  # after queuing: the mark counts the heartbeat itself
 
     # -- inbound ------------------------------------------------------------
 
@@ -319,7 +438,7 @@ class Connection:
             if message["type"] == "websocket.disconnect":
                 self.close_code = message.get("code")
                 return
-            if self._closer is not None:
+            if self.state is State.CLOSING:
                 continue  # closing: drain until the disconnect arrives
             text = message.get("text")
             if text is None:
@@ -371,9 +490,9 @@ class Connection:
             self.fail(CloseCode.POLICY_VIOLATION, "too many invalid messages")
 
     def _on_heartbeat_response(self, payload: dict[str, Any]) -> None:
-        sent = self._heartbeats_sent.pop(payload["sequence"], None)
-        if sent is not None:
-            self.rtt.add(time.monotonic() - sent)
+        round_trip = self.pacer.probe_answered(payload["sequence"], time.monotonic())
+        if round_trip is not None:
+            self.rtt.add(round_trip)
 
     def _on_subscribe(self, payload: dict[str, Any]) -> None:
         names = self._known_channels(payload["channels"])
@@ -403,6 +522,7 @@ class Connection:
                          f"rateHz must be a number from 1 to {self.settings.frame_rate:g}.")
             return
         self.energy_rate = rate
+        self.pacer.set_ceiling(rate)
         self._energy_credit.clear()
 
     def _on_pause_energy(self, payload: dict[str, Any]) -> None:
@@ -422,8 +542,12 @@ class Connection:
             "protocol": self.version,
             "connectedSeconds": round(time.monotonic() - self.connected_at, 1),
             "rttMs": {"last": None if last_rtt is None else round(last_rtt * 1000, 3), "p50": rtt["p50"]},
+            "state": self.state.value,
             "queued": len(self.outbox),
             "directWrites": self.direct_writes,
+            "replaying": self.outbox.feeding,
+            "pacedEnergyRateHz": round(min(self.energy_rate, self.pacer.effective_rate), 3),
+            "energyRateCuts": self.pacer.reductions,
             "subscriptions": sorted(self.subscriptions),
             "energyRateHz": self.energy_rate,
             "energyPaused": self.energy_paused,

@@ -5,19 +5,35 @@ frame's messages and publishes them; the hub validates, serialises and fans
 out. With no client connected the source still advances (so the model's
 state and the frame numbers stay continuous) but no frame is built or
 serialised, and the clock wakes only ten times a second (see clock.py).
+
+Falling behind is reported, never hidden: frames over the budget and
+skipped frames are counted in ``/health`` and logged as warnings (at most
+one line per :data:`WARN_EVERY` seconds), and clients get a
+``FRAME_OVERRUN`` error_event (at most one per :data:`NOTICE_EVERY`
+seconds, once at least :data:`NOTICE_MIN_SKIPPED` frames were skipped) so
+that a UI can tell a stutter of the server from one of its own.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from . import messages
-from .clock import FrameClock
+from .clock import FrameClock, Tick
 from .hub import Hub
 from .metrics import RollingSamples
+from .protocol import ErrorCode
 from .settings import Settings
 from .sources import EnergySource
+from .throttle import Throttle
+
+log = logging.getLogger("wirthforge.frame_loop")
+
+WARN_EVERY = 10.0  # seconds between warning lines of one kind
+NOTICE_EVERY = 10.0  # seconds between FRAME_OVERRUN error_events
+NOTICE_MIN_SKIPPED = 6  # frames (100 ms at 60 Hz): shorter hiccups are only counted
 
 
 class FrameLoop:
@@ -28,18 +44,23 @@ class FrameLoop:
         settings: Settings,
         hub: Hub,
         source: EnergySource,
+        clock: FrameClock | None = None,
         *,
         on_frame: Callable[[float, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
         self.source = source
-        self.clock = FrameClock(settings.frame_rate)
+        self.clock = clock or FrameClock(settings.frame_rate)
         self.processing = RollingSamples(int(settings.frame_rate * 10))
         self.budget_overruns = 0
         self.frames_built = 0
         self.frame_number = 0
         self._on_frame = on_frame  # (tick lateness, processing time) in seconds, e.g. metrics
+        self._overrun_warnings = Throttle(WARN_EVERY)
+        self._skip_warnings = Throttle(WARN_EVERY)
+        self._skip_notices = Throttle(NOTICE_EVERY)
+        self._skipped_unreported = 0
 
     async def run(self) -> None:
         budget = self.settings.frame_budget_ms / 1000.0
@@ -47,13 +68,40 @@ class FrameLoop:
         async for tick in self.clock.run(idle=lambda: not len(hub)):
             started = time.perf_counter()
             self.frame_number = tick.frame_number
+            if tick.skipped:
+                self._skipped(tick)
             self._frame(tick.frame_number, tick.deadline, started)
             elapsed = time.perf_counter() - started
             self.processing.add(elapsed)
             if elapsed > budget:
                 self.budget_overruns += 1
+                suppressed = self._overrun_warnings.ready(time.monotonic())
+                if suppressed is not None:
+                    log.warning("frame %d took %.1f ms (budget %.2f ms)%s", tick.frame_number, elapsed * 1000,
+                                budget * 1000, _folded(suppressed))
             if self._on_frame is not None and len(hub):  # idle ticks are not frames
                 self._on_frame(tick.lateness, elapsed)
+
+    def _skipped(self, tick: Tick) -> None:
+        """The clock skipped frames: warn the log and, rate-limited, the clients."""
+        now = time.monotonic()
+        late_ms = (tick.skipped * self.clock.period + tick.lateness) * 1000
+        suppressed = self._skip_warnings.ready(now)
+        if suppressed is not None:
+            log.warning("frame loop fell %.0f ms behind and skipped %d frames%s", late_ms, tick.skipped,
+                        _folded(suppressed))
+        self._skipped_unreported += tick.skipped
+        if self._skipped_unreported < NOTICE_MIN_SKIPPED or self._skip_notices.ready(now) is None:
+            return
+        skipped, self._skipped_unreported = self._skipped_unreported, 0
+        self.hub.publish(
+            messages.error_event(
+                ErrorCode.FRAME_OVERRUN,
+                f"The server fell behind and skipped {skipped} energy frames.",
+                details={"framesSkipped": skipped, "lastDelayMs": round(late_ms, 1),
+                         "frameRate": self.settings.frame_rate},
+            )
+        )
 
     def _frame(self, frame_number: int, now: float, started: float) -> None:
         activity = self.source.step(frame_number, now)
@@ -102,3 +150,7 @@ class FrameLoop:
             "budgetMs": self.settings.frame_budget_ms,
             "budgetOverruns": self.budget_overruns,
         }
+
+
+def _folded(suppressed: int) -> str:
+    return f" ({suppressed} more since the last warning)" if suppressed else ""

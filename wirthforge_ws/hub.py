@@ -123,6 +123,10 @@ class ResumePlan:
     replay: list[Outbound]
     newest_frames: list[Outbound]
 
+    def in_seq_order(self) -> list[Outbound]:
+        """The replay and the newest frames merged in seq order: what the client gets before live traffic."""
+        return sorted((*self.replay, *self.newest_frames), key=_by_seq)
+
 
 class Hub:
     """Validates, serialises and fans out messages; remembers what resume needs."""
@@ -175,9 +179,11 @@ class Hub:
                     recalled: Recall | None = None) -> ResumePlan:
         """Work out what a (re)connecting client missed, without delivering anything yet.
 
-        The caller sends startup_complete (which carries the result) and then
-        calls :meth:`attach` with the plan, with no ``await`` in between: no
-        live message can then slip between the replay and the live stream.
+        The caller sends startup_complete (which carries the result), queues
+        the plan's messages (or passes the plan to :meth:`attach`) and then
+        attaches, with no ``await`` in between: no live message can then slip
+        between the replay and the live stream. The plan holds references to
+        messages already kept in the history, so a long replay costs no copy.
         *recalled* is what :meth:`recall` read from the durable log.
         """
         if resume is None:
@@ -213,10 +219,15 @@ class Hub:
                 and recalled.through >= self._evicted_through
                 and last_seq >= durable.pruned_through and last_seq >= durable.lost_through)
 
-    def attach(self, subscriber: Subscriber, plan: ResumePlan) -> None:
-        """Deliver the plan's replay and newest frames in seq order, then the live stream."""
-        for outbound in sorted((*plan.replay, *plan.newest_frames), key=_by_seq):
-            subscriber.deliver(outbound)
+    def attach(self, subscriber: Subscriber, plan: ResumePlan | None = None) -> None:
+        """Deliver the plan's replay and newest frames in seq order (if given), then the live stream.
+
+        A :class:`~.connection.Connection` queues its replay lazily itself
+        (see Outbox.put_feed) and attaches without a plan.
+        """
+        if plan is not None:
+            for outbound in plan.in_seq_order():
+                subscriber.deliver(outbound)
         self._subscribers.add(subscriber)
         self._versions_in_use[subscriber.version] += 1
         if self.on_attach is not None:

@@ -79,8 +79,27 @@ class RateMeter:
     def clear(self) -> None:
         self._times.clear()
 
-    def rate(self) -> float:
-        if len(self._times) < 2:
+    def rate(self, now: float | None = None, window: float | None = None) -> float:
+        """Events per second between the first remembered event and the last one.
+
+        With *now* and *window*: events within the last *window* seconds
+        before *now*, over the time from the first of them to *now*. Events
+        that stopped then show as a falling rate (0 once none is in the
+        window) rather than as the last rate seen forever.
+        """
+        times = self._times
+        if now is not None and window is not None:
+            recent = [t for t in times if t > now - window]
+            if len(recent) < 2:
+                return 0.0
+            span = max(now, recent[-1]) - recent[0]
+            # Up to one period of quiet after the last event is normal, not a slowdown.
+            gap = max(now - recent[-1], 0.0)
+            period = (recent[-1] - recent[0]) / (len(recent) - 1)
+            if gap <= period:
+                span = recent[-1] - recent[0]
+            return (len(recent) - 1) / span if span > 0 else 0.0
+        if len(times) < 2:
             return 0.0
-        span = self._times[-1] - self._times[0]
-        return (len(self._times) - 1) / span if span > 0 else 0.0
+        span = times[-1] - times[0]
+        return (len(times) - 1) / span if span > 0 else 0.0

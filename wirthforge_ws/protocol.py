@@ -65,6 +65,7 @@ class ErrorCode(str, Enum):
     INVALID_RESUME = "INVALID_RESUME"
     OUTBOUND_VALIDATION_FAILED = "OUTBOUND_VALIDATION_FAILED"
     PERSISTENCE_DEGRADED = "PERSISTENCE_DEGRADED"
+    FRAME_OVERRUN = "FRAME_OVERRUN"  # the frame loop fell behind and skipped frames
 
 
 def negotiate(offered: Sequence[str]) -> tuple[str, str | None] | None:

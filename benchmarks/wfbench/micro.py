@@ -30,7 +30,7 @@ def section_micro(quick: bool) -> dict[str, Any]:
     import jsonschema
 
     from wirthforge_ws import messages
-    from wirthforge_ws.connection import Connection, SessionOptions
+    from wirthforge_ws.connection import Connection, ConnectOptions
     from wirthforge_ws.hub import Hub
     from wirthforge_ws.schemas import SchemaSet, reference_validator
     from wirthforge_ws.settings import Settings
@@ -91,7 +91,7 @@ def section_micro(quick: bool) -> dict[str, Any]:
             else:
                 sub = Connection(None, hub=hub, settings=settings, version=version,  # type: ignore[arg-type]
                                  subprotocol=f"wirthforge.{version}",
-                                 options=SessionOptions.parse({}, settings, version),
+                                 options=ConnectOptions.parse({}, settings, version),
                                  nominal_rates={"energy_update": 60.0, "energy_field": 10.0})
             hub.attach(sub, hub.plan_resume(("energy", "system"), None))
             subs.append(sub)
