@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,12 @@ from websockets.exceptions import ConnectionClosed
 from tests.server_process import ServerProcess
 
 FRAME_RATE = 60.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep every test, and every server it starts, out of the user's real data directory."""
+    if "WF_TEST_KEEP_DATA_HOME" not in os.environ:
+        os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="wf-test-data-")
 
 
 @pytest.fixture(scope="module")

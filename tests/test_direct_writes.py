@@ -123,7 +123,7 @@ def test_uvicorn_protocol_still_has_what_direct_writes_read() -> None:
 
 
 async def test_direct_and_queued_paths_send_identical_bytes() -> None:
-    app = create_app(Settings(council=False, seed=1))
+    app = create_app(Settings(council=False, seed=1, persist=False))
     server = app.app.app.state.server  # ExposeTransport -> OriginHostGuard -> FastAPI
     fast_protocol, fast, fast_connection = await open_connection(app, server)
     slow_protocol, queued, queued_connection = await open_connection(app, server)

@@ -30,7 +30,7 @@ class InProcessServer:
 
 @pytest.fixture
 async def in_process() -> AsyncIterator[InProcessServer]:
-    settings = Settings(port=free_port(), loop="asyncio")
+    settings = Settings(port=free_port(), loop="asyncio", persist=False)
     app = create_app(settings)
     server = app.app.app.state.server  # ExposeTransport -> OriginHostGuard -> FastAPI
     uv = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, ws="websockets-sansio",
