@@ -1,0 +1,183 @@
+"""No single client can hurt the others: floods at the WebSocket protocol level.
+
+A healthy protocol 1.1 client (FrameWatcher) must keep ~60 Hz with no frame
+gap while another connection attacks the real server (subprocess) with raw,
+masked frames from its own process (``tests/hostile.py``), and the server's
+memory must stay bounded. Each test prints what it measured (stall, gaps,
+RSS) so that a run documents the numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import hostile
+from tests.server_process import ROOT, ServerProcess
+from tests.timing import scaled
+
+FLOOD_SECONDS = 10.0
+RSS_BUDGET_KB = 30 * 1024
+HANDSHAKE_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with ServerProcess(env={"WF_HANDSHAKE_TIMEOUT": str(HANDSHAKE_TIMEOUT)}) as process:
+        yield process
+
+
+def rss_kb(server: ServerProcess) -> int:
+    assert server.process is not None
+    with open(f"/proc/{server.process.pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def cpu_seconds(server: ServerProcess) -> float:
+    """User + system CPU time the server process has used."""
+    assert server.process is not None
+    with open(f"/proc/{server.process.pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def max_stall(frames: list[tuple[float, int, float]]) -> float:
+    """The longest time between two consecutive energy frames, in seconds."""
+    times = [arrival for arrival, _, _ in frames]
+    return max((b - a for a, b in zip(times, times[1:])), default=float("inf"))
+
+
+async def flood_while_watching(server: ServerProcess, frame_watcher: Any, kind: str) -> dict[str, Any]:
+    """Run one hostile client for FLOOD_SECONDS while a healthy client watches the stream."""
+    seconds = scaled(FLOOD_SECONDS)
+    async with frame_watcher(server.ws_url, server=server) as watcher:
+        await asyncio.sleep(0.5)
+        baseline = rss_kb(server)
+        attacker = subprocess.Popen([sys.executable, "-m", "tests.hostile", kind, server.host, str(server.port),
+                                     str(seconds)], cwd=ROOT, stdout=subprocess.PIPE)
+        try:
+            start = watcher.mark()
+            cpu_before = cpu_seconds(server)
+            peak = baseline
+            while attacker.poll() is None and time.monotonic() - start < seconds + scaled(5.0):
+                await asyncio.sleep(0.25)
+                peak = max(peak, rss_kb(server))
+            end = time.monotonic()
+            cpu = cpu_seconds(server) - cpu_before
+        finally:
+            attacker.kill()
+            output, _ = attacker.communicate(timeout=10)
+        frames = watcher.window(start, end)
+        numbers = [number for _, number, _ in frames]
+        result = {
+            "kind": kind,
+            "attacker": json.loads(output or b"{}"),
+            "seconds": round(end - start, 2),
+            "rateHz": round(len(frames) / (end - start), 1),
+            "frameGaps": sum(1 for a, b in zip(numbers, numbers[1:]) if b != a + 1),
+            "gapsAtSeconds": [round(t - start, 2) for (t, a, _), (_, b, _) in zip(frames, frames[1:])
+                              if b != a + 1][:10],
+            "maxStallMs": round(max_stall(frames) * 1000, 1),
+            "rssDeltaMB": round((peak - baseline) / 1024, 1),
+            "serverCpuPercent": round(100 * cpu / (end - start), 1),
+        }
+        print("\nMEASURED", json.dumps(result))
+        watcher.assert_steady(start, end)
+        assert max_stall(frames) < scaled(0.5), result
+        assert peak - baseline < RSS_BUDGET_KB, result
+        return result
+
+
+async def test_empty_continuation_flood_does_not_stall_others(server: ServerProcess, frame_watcher: Any) -> None:
+    before = server.health()["messages"]["connectionsClosedByCode"]["sentByServer"].get("1009", 0)
+    result = await flood_while_watching(server, frame_watcher, "empty-continuations")
+    # The attacker was cut (a message of more than MAX_FRAGMENTS frames: 1009) rather than read forever.
+    assert result["attacker"]["connections"] >= 2, result
+    assert server.health()["messages"]["connectionsClosedByCode"]["sentByServer"].get("1009", 0) > before
+
+
+async def test_unread_ping_flood_does_not_stall_others(server: ServerProcess, frame_watcher: Any) -> None:
+    await flood_while_watching(server, frame_watcher, "ping-flood")
+
+
+async def test_read_ping_flood_is_throttled_then_closed(server: ServerProcess, frame_watcher: Any) -> None:
+    """Pings whose pongs are read: only the frame budget stops them (backpressure, then 1008)."""
+    before = server.health()
+    result = await flood_while_watching(server, frame_watcher, "read-ping-flood")
+    after = server.health()
+    assert after["connections"]["inboundThrottled"] > before["connections"]["inboundThrottled"]
+    closed_1008 = [health["messages"]["connectionsClosedByCode"]["sentByServer"].get("1008", 0)
+                   for health in (before, after)]
+    assert closed_1008[1] > closed_1008[0], result
+
+
+async def test_slow_handshakes_are_closed_and_do_not_stall_others(server: ServerProcess, frame_watcher: Any) -> None:
+    result = await flood_while_watching(server, frame_watcher, "slow-handshake")
+    # The handshake timeout (2 s here) closed every one of them well before the flood ended.
+    assert result["attacker"]["closedByServer"] == hostile.SLOW_HANDSHAKES, result
+
+
+# ---------------------------------------------------------------------------
+# Handshake timeout and connection cap
+
+
+def test_half_sent_handshake_is_closed_after_the_timeout(server: ServerProcess) -> None:
+    with socket.create_connection((server.host, server.port), timeout=scaled(HANDSHAKE_TIMEOUT + 5)) as sock:
+        sock.sendall(hostile.upgrade_request(server.host, server.port)[:30])
+        started = time.monotonic()
+        assert sock.recv(4096) == b""  # closed by the server, no response
+        waited = time.monotonic() - started
+    assert HANDSHAKE_TIMEOUT * 0.8 <= waited <= scaled(HANDSHAKE_TIMEOUT + 3), waited
+    assert server.health()["connections"]["handshakeTimeouts"] >= 1
+
+
+def test_silent_connection_is_closed_after_the_handshake_timeout(server: ServerProcess) -> None:
+    with socket.create_connection((server.host, server.port), timeout=scaled(HANDSHAKE_TIMEOUT + 5)) as sock:
+        assert sock.recv(4096) == b""
+
+
+def http_get(server: ServerProcess, request: bytes) -> bytes:
+    with socket.create_connection((server.host, server.port), timeout=scaled(5)) as sock:
+        sock.sendall(request)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+            if b"\r\n\r\n" in response and response.startswith(b"HTTP/1.1 503"):
+                break
+        return response
+
+
+def test_connections_beyond_the_cap_get_503_with_a_reason() -> None:
+    with ServerProcess(env={"WF_MAX_CONNECTIONS": "3"}) as capped:
+        held = [hostile.open_websocket(capped.host, capped.port) for _ in range(3)]
+        try:
+            upgrade = http_get(capped, hostile.upgrade_request(capped.host, capped.port))
+            assert upgrade.startswith(b"HTTP/1.1 503"), upgrade[:200]
+            assert b"max_connections" in upgrade
+            health = http_get(capped, f"GET /health HTTP/1.1\r\nHost: {capped.netloc}\r\n\r\n".encode())
+            assert health.startswith(b"HTTP/1.1 503"), health[:200]
+        finally:
+            for sock in held:
+                sock.close()
+        deadline = time.monotonic() + scaled(5)
+        while True:  # once they are gone, new connections are served again
+            try:
+                stats = capped.health()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert stats["connections"]["refusedOverCapacity"] >= 2
