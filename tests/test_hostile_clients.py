@@ -20,10 +20,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests import hostile
 from tests.server_process import ROOT, ServerProcess
 from tests.timing import scaled
+from wirthforge_ws import wire
+from wirthforge_ws.schemas import SchemaSet
+from wirthforge_ws.settings import Settings
+
+SCHEMAS = SchemaSet()
 
 FLOOD_SECONDS = 10.0
 RSS_BUDGET_KB = 30 * 1024
@@ -181,3 +189,88 @@ def test_connections_beyond_the_cap_get_503_with_a_reason() -> None:
                     raise
                 time.sleep(0.1)
         assert stats["connections"]["refusedOverCapacity"] >= 2
+
+
+# ---------------------------------------------------------------------------
+# Malformed messages: the right answer, never a 1011 or a traceback
+
+
+async def open_client(url: str, subprotocol: str | None = None) -> ClientConnection:
+    ws = await connect(url, compression=None, proxy=None, open_timeout=5, max_size=None,
+                       subprotocols=[subprotocol] if subprotocol else None)  # type: ignore[list-item]
+    first = json.loads(await asyncio.wait_for(ws.recv(), scaled(2)))
+    assert first["type"] == "startup_complete"
+    return ws
+
+
+async def next_of_type(ws: ClientConnection, wanted: str, timeout: float = 2.0) -> dict[str, Any]:
+    async with asyncio.timeout(scaled(timeout)):
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] == wanted:
+                return message
+
+
+@pytest.mark.parametrize("sent", ['{"type": []}', '{"type": {}}', '{"type": [], "payload": {}}',
+                                  '{"type": {"a": 1}, "payload": {}}'])
+async def test_unhashable_type_on_1_0_is_invalid_message(server: ServerProcess, sent: str) -> None:
+    ws = await open_client(server.ws_url)
+    try:
+        await ws.send(sent)
+        error = await next_of_type(ws, "error_event")
+        SCHEMAS.validate_outbound("1.0", error)
+        assert error["payload"]["code"] == "INVALID_MESSAGE", error
+        await next_of_type(ws, "energy_update")  # still open
+    finally:
+        await ws.close()
+
+
+def log_lines(server: ServerProcess) -> list[str]:
+    return server.log_text().splitlines()
+
+
+async def test_invalid_utf8_closes_1007_with_a_reason_and_one_log_line(server: ServerProcess) -> None:
+    before = log_lines(server)
+    closed_before = server.health()["messages"]["connectionsClosedByCode"]["sentByServer"].get("1007", 0)
+    ws = await open_client(server.ws_url, "wirthforge.1.1")
+    await ws.send(b'{"type": "\xff\xfe"}', text=True)
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), scaled(3))
+    assert ws.close_code == 1007
+    assert ws.close_reason and "UTF-8" in ws.close_reason
+    await asyncio.sleep(0.3)
+    new = log_lines(server)[len(before):]
+    assert not any("Traceback" in line or "ERROR" in line for line in new), new
+    assert len([line for line in new if "1007" in line]) <= 1, new
+    assert server.health()["messages"]["connectionsClosedByCode"]["sentByServer"]["1007"] == closed_before + 1
+
+
+async def test_client_close_is_counted_and_logged_by_code(server: ServerProcess) -> None:
+    before = server.health()["messages"]["connectionsClosedByCode"]["sentByClient"].get("4321", 0)
+    ws = await open_client(server.ws_url, "wirthforge.1.1")
+    await ws.close(4321, "bye")
+    await asyncio.sleep(0.3)
+    after = server.health()["messages"]["connectionsClosedByCode"]["sentByClient"].get("4321", 0)
+    assert after == before + 1
+    assert any(" INFO wirthforge.connection: connection conn-" in line and "closed: code 4321" in line
+               for line in log_lines(server))
+
+
+def test_uvicorn_still_has_what_the_wire_layer_subclasses() -> None:
+    """Fails loudly when a uvicorn upgrade renames what wire.py overrides or uses."""
+    wire.check_uvicorn()
+    settings = Settings(handshake_timeout=3.0, max_connections=7, inbound_frame_rate=50.0)
+    http, ws = wire.protocol_classes(settings, wire.WireStats())
+    config = uvicorn.Config(lambda *_: None, http=http, ws=ws)
+    config.load()
+    assert config.http_protocol_class is http and config.ws_protocol_class is ws
+    assert http.max_connections == 7 and ws.frame_rate == 50.0
+
+
+def test_check_uvicorn_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    monkeypatch.delattr(WebSocketsSansIOProtocol, "handle_cont")
+    with pytest.raises(RuntimeError, match="handle_cont"):
+        wire.check_uvicorn()
