@@ -74,6 +74,30 @@ def open_websocket(host: str, port: int, *, rcvbuf: int | None = None) -> socket
     return sock
 
 
+def read_close(sock: socket.socket) -> tuple[int, str]:
+    """Read server frames until the close frame; return its (code, reason)."""
+
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed without a close frame")
+            data += chunk
+        return data
+
+    while True:
+        first, second = exactly(2)
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack("!H", exactly(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", exactly(8))[0]
+        payload = exactly(length)
+        if first & 0x0F == 0x8:
+            return (struct.unpack("!H", payload[:2])[0], payload[2:].decode()) if payload else (1005, "")
+
+
 def empty_continuations(host: str, port: int, seconds: float) -> dict[str, int]:
     counts = {"connections": 0, "bytes": 0, "refused": 0}
     # One 6-byte frame repeated: each copy masked with the same key, which is allowed.

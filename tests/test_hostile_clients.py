@@ -246,6 +246,36 @@ async def test_invalid_utf8_closes_1007_with_a_reason_and_one_log_line(server: S
     assert server.health()["messages"]["connectionsClosedByCode"]["sentByServer"]["1007"] == closed_before + 1
 
 
+PROTOCOL_ERRORS = {
+    "unmasked frame": (b"\x81\x02{}", 1002),
+    "continuation without a start": (hostile.frame(0x0, b"{}"), 1002),
+    "reserved opcode": (hostile.frame(0x3, b""), 1002),
+    "fragmented ping": (hostile.frame(0x9, b"", fin=False), 1002),
+    "binary frame": (hostile.frame(0x2, b"\x00"), 1003),
+    "invalid UTF-8": (hostile.frame(0x1, b"\xc3\x28"), 1007),
+    "too big": (hostile.frame(0x1, b" " * (64 * 1024 + 1)), 1009),
+    "too many fragments": (hostile.frame(0x1, b"", fin=False) + hostile.frame(0x0, b"", fin=False) * 1100, 1009),
+}
+
+
+@pytest.mark.parametrize("name", list(PROTOCOL_ERRORS))
+def test_protocol_errors_close_with_their_code_a_reason_and_are_counted(server: ServerProcess, name: str) -> None:
+    data, code = PROTOCOL_ERRORS[name]
+    counted = server.health()["messages"]["connectionsClosedByCode"]["sentByServer"].get(str(code), 0)
+    sock = hostile.open_websocket(server.host, server.port)
+    try:
+        sock.sendall(data)
+        received, reason = hostile.read_close(sock)
+    finally:
+        sock.close()
+    assert received == code, (received, reason)
+    assert reason
+    deadline = time.monotonic() + scaled(2)
+    while server.health()["messages"]["connectionsClosedByCode"]["sentByServer"].get(str(code), 0) == counted:
+        assert time.monotonic() < deadline, "the close is not counted in /health"
+        time.sleep(0.05)
+
+
 async def test_client_close_is_counted_and_logged_by_code(server: ServerProcess) -> None:
     before = server.health()["messages"]["connectionsClosedByCode"]["sentByClient"].get("4321", 0)
     ws = await open_client(server.ws_url, "wirthforge.1.1")
