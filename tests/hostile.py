@@ -202,7 +202,8 @@ KINDS = {
 
 def main(argv: list[str]) -> None:
     kind, host, port, seconds = argv
-    print(json.dumps(KINDS[kind](host, int(port), float(seconds))), flush=True)
+    counts = KINDS[kind](host, int(port), float(seconds))
+    print(json.dumps({**counts, "cpuSeconds": round(time.process_time(), 2)}), flush=True)
 
 
 if __name__ == "__main__":
