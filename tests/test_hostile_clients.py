@@ -27,7 +27,6 @@ from websockets.exceptions import ConnectionClosed
 from tests import hostile
 from tests.server_process import ROOT, ServerProcess
 from tests.timing import scaled
-from wirthforge_ws import wire
 from wirthforge_ws.schemas import SchemaSet
 from wirthforge_ws.settings import Settings
 
@@ -35,6 +34,12 @@ SCHEMAS = SchemaSet()
 
 FLOOD_SECONDS = 10.0
 RSS_BUDGET_KB = 30 * 1024
+# Share of one core the server may spend while attacked (measured: 3-6% after
+# the fix; 70-100% before it, when one flood kept the event loop busy).
+CPU_BUDGET = 0.35
+# Above this share of the window spent waiting for a CPU, the machine (not the
+# server) is the bottleneck, and frame gaps no longer say anything about it.
+BUSY_MACHINE_WAIT = 0.04
 HANDSHAKE_TIMEOUT = 2.0
 
 
@@ -61,6 +66,14 @@ def cpu_seconds(server: ServerProcess) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_wait_seconds(server: ServerProcess) -> float:
+    """Time the server's main thread was runnable but waiting for a CPU (scheduler statistics)."""
+    assert server.process is not None
+    pid = server.process.pid
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as stat:
+        return int(stat.read().split()[1]) / 1e9
+
+
 def max_stall(frames: list[tuple[float, int, float]]) -> float:
     """The longest time between two consecutive energy frames, in seconds."""
     times = [arrival for arrival, _, _ in frames]
@@ -77,13 +90,14 @@ async def flood_while_watching(server: ServerProcess, frame_watcher: Any, kind: 
                                      str(seconds)], cwd=ROOT, stdout=subprocess.PIPE)
         try:
             start = watcher.mark()
-            cpu_before = cpu_seconds(server)
+            cpu_before, wait_before = cpu_seconds(server), cpu_wait_seconds(server)
             peak = baseline
             while attacker.poll() is None and time.monotonic() - start < seconds + scaled(5.0):
                 await asyncio.sleep(0.25)
                 peak = max(peak, rss_kb(server))
             end = time.monotonic()
             cpu = cpu_seconds(server) - cpu_before
+            waited = cpu_wait_seconds(server) - wait_before
         finally:
             attacker.kill()
             output, _ = attacker.communicate(timeout=10)
@@ -100,11 +114,19 @@ async def flood_while_watching(server: ServerProcess, frame_watcher: Any, kind: 
             "maxStallMs": round(max_stall(frames) * 1000, 1),
             "rssDeltaMB": round((peak - baseline) / 1024, 1),
             "serverCpuPercent": round(100 * cpu / (end - start), 1),
+            "serverWaitedForCpuMs": round(waited * 1000),
         }
         print("\nMEASURED", json.dumps(result))
-        watcher.assert_steady(start, end)
-        assert max_stall(frames) < scaled(0.5), result
+        # What the attacker costs the server: deterministic, whatever else runs on the machine.
+        assert cpu < CPU_BUDGET * (end - start), result
         assert peak - baseline < RSS_BUDGET_KB, result
+        # What the healthy client sees: no gap, unless the machine starved the server of CPU.
+        if waited < BUSY_MACHINE_WAIT * (end - start):
+            watcher.assert_steady(start, end)
+        else:
+            print(f"busy machine: the server waited {waited * 1000:.0f} ms for a CPU; frame gaps not asserted")
+            assert result["rateHz"] >= 0.9 * 60, result
+        assert max_stall(frames) < scaled(0.5), result
         return result
 
 
@@ -289,6 +311,8 @@ async def test_client_close_is_counted_and_logged_by_code(server: ServerProcess)
 
 def test_uvicorn_still_has_what_the_wire_layer_subclasses() -> None:
     """Fails loudly when a uvicorn upgrade renames what wire.py overrides or uses."""
+    from wirthforge_ws import wire
+
     wire.check_uvicorn()
     settings = Settings(handshake_timeout=3.0, max_connections=7, inbound_frame_rate=50.0)
     http, ws = wire.protocol_classes(settings, wire.WireStats())
@@ -300,6 +324,8 @@ def test_uvicorn_still_has_what_the_wire_layer_subclasses() -> None:
 
 def test_check_uvicorn_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    from wirthforge_ws import wire
 
     monkeypatch.delattr(WebSocketsSansIOProtocol, "handle_cont")
     with pytest.raises(RuntimeError, match="handle_cont"):

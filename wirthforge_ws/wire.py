@@ -250,6 +250,13 @@ class FlowControlledWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # -- output -------------------------------------------------------------
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.close":
+            # uvicorn turns reading back on to receive the client's close
+            # reply; it may already be in _pending, behind the last message.
+            self._drain()
+
     def resume_writing(self) -> None:
         super().resume_writing()
         self._drain()  # rule 2: the client read its pongs, parse what waits
@@ -384,7 +391,7 @@ def protocol_classes(settings: Settings, stats: WireStats) -> tuple[type[Guarded
 # call, and attributes set in __init__ (checked on a fresh instance).
 _WS_METHODS = ("data_received", "handle_events", "handle_connect", "handle_cont", "handle_text", "handle_bytes",
                "handle_ping", "handle_pong", "handle_close", "handle_parser_exception", "send_receive_event_to_app",
-               "receive", "resume_writing", "connection_lost")
+               "receive", "send", "resume_writing", "connection_lost")
 _WS_ATTRIBUTES = ("conn", "frames", "curr_msg_data_type", "queue", "read_paused", "writable", "close_sent",
                   "transport", "client", "loop")
 _HTTP_METHODS = ("connection_made", "data_received", "on_message_begin", "on_headers_complete", "connection_lost")
