@@ -330,3 +330,15 @@ def test_check_uvicorn_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delattr(WebSocketsSansIOProtocol, "handle_cont")
     with pytest.raises(RuntimeError, match="handle_cont"):
         wire.check_uvicorn()
+
+
+def test_open_file_limit_is_raised_to_fit_the_connection_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from wirthforge_ws import wire
+
+    applied: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, limits: applied.append(limits))
+    wire.ensure_fd_limit(1100)
+    assert applied == [(1164, 4096)]

@@ -37,7 +37,7 @@ from .security import OriginHostGuard
 from .settings import Settings
 from .sources import SimulatedModel
 from .transport import ExposeTransport
-from .wire import WireStats, protocol_classes
+from .wire import WireStats, ensure_fd_limit, protocol_classes
 
 log = logging.getLogger("wirthforge.app")
 
@@ -261,6 +261,7 @@ def serve(settings: Settings) -> None:
     if settings.frame_rate != 60:
         log.warning("frame rate %g: protocol 1.0 requires 60, so 1.0 clients will not get a valid "
                     "startup_complete (it fails validation and is not sent); use protocol 1.1", settings.frame_rate)
+    ensure_fd_limit(settings.max_connections)
     wire_stats = WireStats()
     # Our subclasses of uvicorn's httptools and websockets-sansio protocols:
     # handshake timeout, connection cap and inbound flow control (wire.py).

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -385,6 +386,27 @@ def protocol_classes(settings: Settings, stats: WireStats) -> tuple[type[Guarded
         "stats": stats,
     })
     return http, ws
+
+
+def ensure_fd_limit(max_connections: int) -> None:
+    """Raise the soft open-file limit so that the connection cap, not EMFILE, is what refuses clients.
+
+    Many systems default to 1,024 descriptors per process, fewer than the
+    default cap; the hard limit is usually far higher.
+    """
+    needed = max_connections + 64  # listening sockets, log files, the event loop's own descriptors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as error:
+        log.warning("cannot raise the open-file limit to %d: %s", target, error)
+        target = soft
+    if target < needed:
+        log.warning("open-file limit %d is below max_connections %d: beyond ~%d connections accepts fail "
+                    "(raise it with ulimit -n)", target, max_connections, target - 64)
 
 
 # What the subclasses use of uvicorn's classes: methods they override or
