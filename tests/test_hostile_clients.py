@@ -39,7 +39,7 @@ RSS_BUDGET_KB = 30 * 1024
 CPU_BUDGET = 0.35
 # Above this share of the window spent waiting for a CPU, the machine (not the
 # server) is the bottleneck, and frame gaps no longer say anything about it.
-BUSY_MACHINE_WAIT = 0.04
+BUSY_MACHINE_WAIT = 0.02
 HANDSHAKE_TIMEOUT = 2.0
 
 
