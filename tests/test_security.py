@@ -304,3 +304,69 @@ def test_token_text_never_appears_in_the_log() -> None:
     assert "DEBUG" in log  # the server really ran at debug level
     leaks = [line for line in log.splitlines() if SECRET in line]
     assert not leaks, f"token text in the server log: {leaks[:3]}"
+
+
+# ---------------------------------------------------------------------------
+# Malformed and repeated Host / Origin headers, over raw sockets (no client
+# library would send them), for plain HTTP and for the WebSocket upgrade.
+
+
+def raw_status(server: ServerProcess, target: str, headers: list[tuple[str, str]]) -> tuple[int, str]:
+    """Send one request with exactly *headers* and return (status, body)."""
+    import base64
+    import os
+    import socket
+
+    lines = [f"GET {target} HTTP/1.1"]
+    if target == "/ws":
+        lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+                  f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}"]
+    else:
+        lines += ["Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            response += chunk
+        head, _, body = response.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status != 101:
+            sock.settimeout(1)
+            try:
+                while chunk := sock.recv(4096):
+                    body += chunk
+            except TimeoutError:
+                pass
+        return status, body.decode(errors="replace")
+
+
+HEADER_MATRIX = [
+    # (name, headers, status for GET /health, status for the /ws upgrade)
+    ("own host", lambda s: [("Host", s.netloc)], 200, 101),
+    ("own host and origin", lambda s: [("Host", s.netloc), ("Origin", s.origin)], 200, 101),
+    ("bracket then suffix", lambda s: [("Host", f"[::1].evil.example:{s.port}")], 403, 403),
+    ("bracket then name", lambda s: [("Host", "[::1]evil")], 403, 403),
+    ("junk after port", lambda s: [("Host", f"127.0.0.1:{s.port}.evil.example")], 403, 403),
+    ("empty host", lambda s: [("Host", "")], 403, 403),
+    ("two hosts, evil last", lambda s: [("Host", s.netloc), ("Host", "evil.example")], 400, 400),
+    ("two hosts, evil first", lambda s: [("Host", "evil.example"), ("Host", s.netloc)], 400, 400),
+    ("two equal hosts", lambda s: [("Host", s.netloc), ("Host", s.netloc)], 400, 400),
+    ("two origins, evil last", lambda s: [("Host", s.netloc), ("Origin", s.origin),
+                                          ("Origin", "https://evil.example")], 400, 400),
+    ("two equal origins", lambda s: [("Host", s.netloc), ("Origin", s.origin), ("Origin", s.origin)], 400, 400),
+]
+
+
+@pytest.mark.parametrize("target", ["/health", "/ws"])
+@pytest.mark.parametrize(("name", "headers", "http_status", "ws_status"), HEADER_MATRIX,
+                         ids=[row[0] for row in HEADER_MATRIX])
+def test_host_and_origin_header_matrix(server: ServerProcess, target: str, name: str, headers: Any,
+                                       http_status: int, ws_status: int) -> None:
+    status, body = raw_status(server, target, headers(server))
+    assert status == (http_status if target == "/health" else ws_status), (name, body)
+    if status == 400:  # ours, or the websockets library's own check of the upgrade request
+        assert "more than one" in body or "multiple values" in body, body

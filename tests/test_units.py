@@ -180,13 +180,17 @@ def test_frame_clock_rejects_a_non_positive_rate() -> None:
         ("127.0.0.1:80", "127.0.0.1"),
         ("[::1]:8145", "[::1]"),
         ("[::1]", "[::1]"),
-        ("::1", "::1"),  # bare IPv6 without a port
+        ("::1", None),  # bare IPv6: not a valid Host (RFC 3986 needs brackets)
         (" evil.example:8145 ", "evil.example"),
         ("127.0.0.1.evil.example:8145", "127.0.0.1.evil.example"),
-        ("[::1", "[::1"),  # malformed: returned as is, and not a loopback name
+        ("[::1", None),  # malformed
+        ("[::1].evil.example:8145", None),  # nothing may follow the closing bracket but a port
+        ("[::1]evil", None),
+        ("127.0.0.1:8145.evil.example", None),  # nor follow the port
+        ("", None),
     ],
 )
-def test_host_name(header: str, name: str) -> None:
+def test_host_name(header: str, name: str | None) -> None:
     assert host_name(header) == name
 
 
@@ -285,12 +289,15 @@ HOST_REFUSED = "host not allowed (only loopback names are served)"
     ],
 )
 def test_guard_refusal(request_scope: dict[str, Any], expected: str | None) -> None:
-    assert guard().refusal(request_scope) == expected
+    refusal = guard().refusal(request_scope)
+    assert (refusal[1] if refusal else None) == expected
+    if refusal:
+        assert refusal[0] == 403
 
 
 def test_guard_null_origin_opt_in() -> None:
     assert guard(allow_null_origin=True).refusal(scope(origin="null")) is None
-    assert guard(allow_null_origin=True).refusal(scope(origin="http://evil.example")) == "origin not allowed"
+    assert guard(allow_null_origin=True).refusal(scope(origin="http://evil.example")) == (403, "origin not allowed")
 
 
 def call_guard(request_scope: dict[str, Any]) -> tuple[list[dict[str, Any]], OriginHostGuard]:

@@ -44,6 +44,7 @@ from .settings import Settings
 from .sources import SimulatedModel
 from .supervisor import Supervisor
 from .transport import ExposeTransport
+from .wire import WireStats, ensure_fd_limit, protocol_classes
 
 log = logging.getLogger("wirthforge.app")
 
@@ -62,8 +63,9 @@ HEARTBEAT_TICK = 0.05  # seconds: how often the heartbeat task checks each conne
 class Server:
     """Everything one running server owns."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, wire_stats: WireStats | None = None) -> None:
         self.settings = settings
+        self.wire_stats = wire_stats or WireStats()  # filled by the wire layer (wire.py) under uvicorn
         self.schemas = SchemaSet()
         self.event_log = _open_event_log(settings)
         self.hub = Hub(self.schemas, history_messages=settings.history_messages,
@@ -153,6 +155,9 @@ class Server:
                 "count": len(self.connections),
                 "byProtocol": dict(by_protocol),
                 "clients": [c.info() for c in self.connections],
+                "handshakeTimeouts": self.wire_stats.handshake_timeouts,
+                "refusedOverCapacity": self.wire_stats.refused_over_capacity,
+                "inboundThrottled": self.wire_stats.throttled,
             },
             "frameLoop": self.frame_loop.health(),
             "messages": {
@@ -161,6 +166,7 @@ class Server:
                 "coalesced": dict(stats.coalesced),
                 "dropped": dict(stats.dropped),
                 "connectionsClosed": dict(stats.closed),
+                "connectionsClosedByCode": self.wire_stats.closes(),
             },
             "refusedRequests": self.guard.refused if self.guard else 0,
             "persistence": self.event_log.status() if self.event_log is not None else {"status": "disabled"},
@@ -267,10 +273,14 @@ def _open_event_log(settings: Settings) -> EventLog | None:
 
 
 
-def create_app(settings: Settings | None = None) -> ASGIApp:
-    """The ASGI application: FastAPI routes behind the Origin/Host guard."""
+def create_app(settings: Settings | None = None, wire_stats: WireStats | None = None) -> ASGIApp:
+    """The ASGI application: FastAPI routes behind the Origin/Host guard.
+
+    *wire_stats* is the counter object the wire layer's protocol classes
+    fill (see :func:`serve`), shown in ``/health``.
+    """
     settings = settings or Settings()
-    server = Server(settings)
+    server = Server(settings, wire_stats)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -353,11 +363,17 @@ def serve(settings: Settings) -> None:
     if settings.frame_rate != 60:
         log.warning("frame rate %g: protocol 1.0 requires 60, so 1.0 clients will not get a valid "
                     "startup_complete (it fails validation and is not sent); use protocol 1.1", settings.frame_rate)
+    ensure_fd_limit(settings.max_connections)
+    wire_stats = WireStats()
+    # Our subclasses of uvicorn's httptools and websockets-sansio protocols:
+    # handshake timeout, connection cap and inbound flow control (wire.py).
+    http_protocol, ws_protocol = protocol_classes(settings, wire_stats)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, wire_stats),
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        http=http_protocol,
+        ws=ws_protocol,
         loop=settings.loop,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=settings.permessage_deflate,

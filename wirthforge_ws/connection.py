@@ -437,6 +437,8 @@ class Connection:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 self.close_code = message.get("code")
+                if self._closer is None:  # not our close: the client's, or the wire layer's (wire.py)
+                    log.info("connection %s closed: code %s", self.id, self.close_code)
                 return
             if self.state is State.CLOSING:
                 continue  # closing: drain until the disconnect arrives
@@ -456,6 +458,8 @@ class Connection:
             self._reject(ErrorCode.INVALID_JSON, "The message is not valid JSON.")
             return
         kind = request.get("type") if isinstance(request, dict) else None
+        if not isinstance(kind, str):
+            kind = None  # a list or object is unhashable; validation below reports it as INVALID_MESSAGE
         if self.version != "1.1" and kind in REQUESTS_1_1:
             self._reject(ErrorCode.UNSUPPORTED_BY_PROTOCOL,
                          f"'{kind}' needs protocol 1.1; connect with subprotocol wirthforge.1.1.")

@@ -41,7 +41,9 @@ class CloseCode:
     """WebSocket close codes the server sends, and what a client should do."""
 
     NORMAL = 1000
+    PROTOCOL_ERROR = 1002  # malformed frames: do not reconnect
     UNSUPPORTED_DATA = 1003  # binary frame: do not reconnect
+    INVALID_DATA = 1007  # a text message that is not UTF-8: do not reconnect
     POLICY_VIOLATION = 1008  # rate limit / abuse: do not reconnect
     MESSAGE_TOO_BIG = 1009  # do not reconnect
     INTERNAL_ERROR = 1011  # reconnect with backoff
@@ -49,7 +51,7 @@ class CloseCode:
     TRY_AGAIN_LATER = 1013  # slow consumer: reconnect with backoff and resume
 
     # A client must not reconnect on its own after these.
-    POLICY_CLOSES: Final = frozenset({1003, 1008, 1009})
+    POLICY_CLOSES: Final = frozenset({1002, 1003, 1007, 1008, 1009})
 
 
 class ErrorCode(str, Enum):

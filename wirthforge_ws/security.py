@@ -2,7 +2,8 @@
 
 - :class:`OriginHostGuard` is ASGI middleware that refuses a request before
   the WebSocket upgrade (and before any HTTP route) when its ``Host`` is not
-  a loopback name (DNS rebinding) or its ``Origin`` is not on the allowlist.
+  a loopback name (DNS rebinding) or its ``Origin`` is not on the allowlist,
+  and with 400 when either header is repeated (RFC 9112 §3.2).
 - :class:`TokenBucket` limits the inbound message rate of one connection.
 - :class:`InvalidMessageWindow` counts bad inbound messages over time.
 """
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -24,13 +26,16 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def host_name(host_header: str) -> str:
-    """The name part of a Host header: 'localhost:8145' -> 'localhost', '[::1]:80' -> '[::1]'."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end != -1 else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+# RFC 3986 authority without userinfo: a bracketed IP literal or a name
+# without colons, then an optional port. Nothing may follow the port or the
+# closing bracket: '[::1].evil.example' and '[::1]evil' do not match.
+_HOST_RE = re.compile(r"(?P<name>\[[0-9a-f:.]+\]|[^\[\]:]+)(?::[0-9]*)?")
+
+
+def host_name(host_header: str) -> str | None:
+    """The name part of a Host header ('localhost:8145' -> 'localhost', '[::1]:80' -> '[::1]'), None if malformed."""
+    match = _HOST_RE.fullmatch(host_header.strip().lower())
+    return match["name"] if match else None
 
 
 class OriginHostGuard:
@@ -52,44 +57,55 @@ class OriginHostGuard:
     ) -> None:
         self.app = app
         self.allowed_origins = frozenset(origin.rstrip("/").lower() for origin in allowed_origins)
-        self.allowed_hosts = LOOPBACK_HOSTS | {host_name(h) for h in allowed_hosts}
+        self.allowed_hosts = LOOPBACK_HOSTS | {name for name in map(host_name, allowed_hosts) if name}
         self.allow_null_origin = allow_null_origin
         self.refused = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            reason = self.refusal(scope)
-            if reason is not None:
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                status, reason = refusal
                 self.refused += 1
                 client = scope.get("client")
                 log.warning("refused %s %s from %s: %s", scope["type"], scope.get("path"),
                             client[0] if client else "?", reason)
-                await _deny(scope, send, 403, reason)
+                await _deny(scope, send, status, reason)
                 return
         await self.app(scope, receive, send)
 
-    def refusal(self, scope: Scope) -> str | None:
-        """Why this request must be refused, or None if it may proceed."""
-        headers = _headers(scope)
-        host = headers.get("host")
-        if host is None or host_name(host) not in self.allowed_hosts:
-            return "host not allowed (only loopback names are served)"
+    def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        """(HTTP status, reason) if this request must be refused, None if it may proceed."""
+        headers = _headers(scope, ("host", "origin"))
+        hosts, origins = headers["host"], headers["origin"]
+        # Two Host (or Origin) headers: which one a proxy, the browser and we
+        # would each believe differs, so neither is trusted (RFC 9112 §3.2: 400).
+        if len(hosts) > 1:
+            return 400, "more than one Host header"
+        if len(origins) > 1:
+            return 400, "more than one Origin header"
+        if not hosts or host_name(hosts[0]) not in self.allowed_hosts:
+            return 403, "host not allowed (only loopback names are served)"
         if scope["type"] == "http" and scope.get("method", "GET") in _SAFE_METHODS:
             return None
-        origin = headers.get("origin")
-        if origin is None:
+        if not origins:
             return None
-        origin = origin.strip().lower()
+        origin = origins[0].strip().lower()
         if origin == "null":
-            return None if self.allow_null_origin else "origin 'null' not allowed"
+            return None if self.allow_null_origin else (403, "origin 'null' not allowed")
         if origin.rstrip("/") not in self.allowed_origins:
-            return "origin not allowed"
+            return 403, "origin not allowed"
         return None
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    # Last one wins; a request with two Host headers gets no benefit from it.
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+def _headers(scope: Scope, names: tuple[str, ...]) -> dict[str, list[str]]:
+    """Every value of each header in *names* (lower-case), in order."""
+    found: dict[str, list[str]] = {name: [] for name in names}
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1").lower()
+        if name in found:
+            found[name].append(raw_value.decode("latin-1"))
+    return found
 
 
 async def _deny(scope: Scope, send: Send, status: int, reason: str) -> None:

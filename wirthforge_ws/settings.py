@@ -64,6 +64,19 @@ class Settings:
     inbound_rate: float = field(default=100.0, metadata=_help("inbound messages per second, sustained (close 1008)"))
     inbound_burst: int = field(default=200, metadata=_help("inbound burst allowance"))
     max_invalid_messages: int = field(default=10, metadata=_help("invalid inbound messages within 10 s before close 1008"))
+    inbound_frame_rate: float = field(
+        default=1000.0,
+        metadata=_help("inbound WebSocket frames per second of any kind, burst one second's worth; beyond it the "
+                       "server stops reading the socket, and closes it (1008) after 2 s over budget"),
+    )
+
+    # Connections
+    handshake_timeout: float = field(
+        default=10.0, metadata=_help("seconds a new connection has to send its complete request head (upgrade)")
+    )
+    max_connections: int = field(
+        default=1100, metadata=_help("open connections (HTTP and WebSocket) beyond which new ones get 503")
+    )
 
     # Resume history (protocol 1.1)
     history_messages: int = field(default=10_000, metadata=_help("reliable messages kept for resume"))
@@ -120,6 +133,10 @@ class Settings:
                              "persist_energy_rate >= 0")
         if self.send_queue_limit < 1 or self.max_message_bytes < 1:
             raise ValueError("queue and message limits must be >= 1")
+        if self.inbound_frame_rate <= 0 or self.handshake_timeout <= 0:
+            raise ValueError("inbound_frame_rate and handshake_timeout must be > 0")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
         if not re.fullmatch(r"[a-zA-Z0-9_-]+", self.model_id):
             raise ValueError("model_id may only hold letters, digits, '_' and '-' (map 'llama3.2:1b' to 'llama3_2-1b')")
         if self.loop not in ("auto", "uvloop", "asyncio"):

@@ -89,7 +89,7 @@ import { Timer, defaultTimers } from './timer.js'
  *   replay that follows it;
  * - reconnects on its own with {@link Backoff} (100 ms base, 1 s cap; the
  *   tries start over when a session of 2 s or more ends) and at once on the
- *   window `online` event; stops only after a policy close (1003/1008/1009,
+ *   window `online` event; stops only after a policy close (1002/1003/1007/1008/1009,
  *   state `refused`, reason in `closeInfo`) or `disconnect()`;
  * - answers each heartbeat with heartbeat_response; no frame at all for 3
  *   heartbeat intervals (or no startup_complete 5 s into an attempt):

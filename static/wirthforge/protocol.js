@@ -24,7 +24,7 @@ export const PROTOCOL = 'wirthforge.1.1'
  * (PROTOCOL.md §7): 1003 binary frame, 1008 policy (rate limit, invalid
  * messages), 1009 message too big.
  */
-export const POLICY_CLOSE_CODES = Object.freeze([1003, 1008, 1009])
+export const POLICY_CLOSE_CODES = Object.freeze([1002, 1003, 1007, 1008, 1009])
 
 /** Close code the client uses when it abandons a dead or hung connection. */
 export const CLIENT_TIMEOUT_CLOSE_CODE = 4000
@@ -39,7 +39,7 @@ export const CLIENT_TIMEOUT_CLOSE_CODE = 4000
  * - `connected`: `startup_complete` received, energy frames arriving (or not expected);
  * - `stalled`: connected, but no energy frame for `stallFrames` frame periods;
  * - `reconnecting`: the connection was lost; waiting for or making a retry;
- * - `refused`: the server closed with a policy code (1003/1008/1009); no retry (§10.1).
+ * - `refused`: the server closed with a policy code (1002/1003/1007/1008/1009); no retry (§10.1).
  *
  * @typedef {'disconnected'|'connecting'|'connected'|'stalled'|'reconnecting'|'refused'} ConnectionState
  */

@@ -27,7 +27,7 @@ export const DEFAULT_HEARTBEAT_INTERVAL_MS = 1000
 
 /**
  * What to do after the server (or the network) closed with `code`: stop
- * only on a policy close (1003, 1008, 1009); everything else, 1000 and 1001
+ * only on a policy close (1002, 1003, 1007, 1008, 1009); everything else, 1000 and 1001
  * included, reconnects with backoff.
  * @param {number} code
  * @returns {'reconnect'|'stop'}

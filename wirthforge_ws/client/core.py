@@ -69,7 +69,7 @@ class WirthforgeClient:
     de-duplication, frame gaps) is PROTOCOL.md §10, implemented in
     :mod:`.rules` and checked by the conformance vectors. It stops
     reconnecting only when the server says this client is the problem: a
-    policy close (1003, 1008, 1009) or a 4xx handshake refusal. State then
+    policy close (1002, 1003, 1007, 1008, 1009) or a 4xx handshake refusal. State then
     becomes ``"refused"`` with :attr:`close_code` and :attr:`close_reason`.
     Everything else (1000, 1001, 1006, 1011, 1012, 1013, connection
     refused, timeouts) is retried.

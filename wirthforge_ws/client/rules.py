@@ -49,8 +49,8 @@ DEFAULT_HEARTBEAT_INTERVAL_S: Final = 1.0
 def close_action(code: int) -> CloseAction:
     """What to do after the server (or the network) closed with *code*.
 
-    Stop only when the server says this client is the problem (1003, 1008,
-    1009): reconnecting would repeat it. Everything else, 1000 and 1001
+    Stop only when the server says this client is the problem (1002, 1003,
+    1007, 1008, 1009): reconnecting would repeat it. Everything else, 1000 and 1001
     included, is retried: a live view that the user did not close should
     come back by itself, and this server never ends a session with 1000,
     so one comes from something in between (a proxy, a server going away).
