@@ -44,7 +44,8 @@ log = logging.getLogger("wirthforge.transport")
 SCOPE_KEY = "wirthforge.transport"
 PROTOCOL_SCOPE_KEY = "wirthforge.protocol"
 
-# What DirectWriter reads on uvicorn's WebSocketsSansIOProtocol (uvicorn 0.54).
+# What DirectWriter reads on uvicorn's WebSocketsSansIOProtocol (uvicorn 0.54);
+# wire.check_uvicorn() refuses to start the server if one is missing.
 UVICORN_PROTOCOL_ATTRIBUTES = ("transport", "writable", "close_sent", "handshake_complete", "conn")
 
 # Unsent bytes the kernel may hold for one connection (~10 energy frames),

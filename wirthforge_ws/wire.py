@@ -70,6 +70,7 @@ from websockets.protocol import State
 
 from .protocol import CloseCode
 from .settings import Settings
+from .transport import UVICORN_PROTOCOL_ATTRIBUTES
 
 log = logging.getLogger("wirthforge.wire")
 
@@ -427,7 +428,8 @@ def check_uvicorn() -> None:
     missing += [f"HttpToolsProtocol.{name}" for name in _HTTP_METHODS
                 if not callable(getattr(HttpToolsProtocol, name, None))]
     source = WebSocketsSansIOProtocol.__init__.__code__.co_names
-    missing += [f"WebSocketsSansIOProtocol().{name}" for name in _WS_ATTRIBUTES if name not in source]
+    missing += [f"WebSocketsSansIOProtocol().{name}" for name in (*_WS_ATTRIBUTES, *UVICORN_PROTOCOL_ATTRIBUTES)
+                if name not in source]
     if missing:
         raise RuntimeError("this uvicorn version is not the one wirthforge_ws.wire was written for; missing: "
                            + ", ".join(missing))
