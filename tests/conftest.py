@@ -23,6 +23,10 @@ from tests.server_process import ServerProcess
 
 FRAME_RATE = 60.0
 
+# In-process servers and settings of the existing suite use the simulator
+# (deterministic, nothing to load); tests of real models set their source.
+os.environ.setdefault("WF_SOURCE", "sim")
+
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:

@@ -77,7 +77,9 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("already running")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        # The simulator unless a test asks for a real model (WF_SOURCE): most
+        # tests need its deterministic timeline and no model to load.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "WF_SOURCE": "sim", **self.env}
         command = [sys.executable, str(ROOT / "ws_server.py"), "--host", self.host, "--port", str(self.port), *self.args]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout

@@ -1,7 +1,8 @@
 """Application wiring: routes, background tasks, and running under uvicorn.
 
 Routes: ``GET /`` (the example page), ``/static/*``, ``GET /health``,
-``POST /publish`` (only with ``--enable-publish``) and the WebSocket ``/ws``.
+``POST /publish`` (only with ``--enable-publish``), the prompt API
+(``/api/*``, prompt_api.py) and the WebSocket ``/ws``.
 Background tasks (the frame loop and the heartbeat) are created in the
 lifespan and cancelled when it ends, so nothing outlives the server.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -27,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from . import __version__, messages, settings as settings_module
+from .backends import build_backend
 from .connection import Connection, SessionOptions
 from .frame_loop import FrameLoop
 from .hub import Hub
@@ -35,7 +38,9 @@ from .protocol import CHANNEL_OF, FRAME_BOUND_TYPES, SUBPROTOCOLS, negotiate
 from .schemas import MessageValidationError, SchemaSet
 from .security import OriginHostGuard
 from .settings import Settings
-from .sources import SimulatedModel
+from .live import LiveSource
+from .prompt_api import router as prompt_router
+from .sources import EnergySource, SimulatedModel
 from .transport import ExposeTransport
 
 log = logging.getLogger("wirthforge.app")
@@ -58,8 +63,10 @@ class Server:
         self.schemas = SchemaSet()
         self.hub = Hub(self.schemas, history_messages=settings.history_messages,
                        history_seconds=settings.history_seconds)
-        self.source = SimulatedModel(settings.model_id, council=settings.council, seed=settings.seed,
-                                     frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
+        self.source: EnergySource = build_source(settings)
+        if isinstance(self.source, LiveSource) and settings.model_id == Settings.model_id:
+            # startup_complete announces the real model, not the simulator's name
+            self.settings = settings = dataclasses.replace(settings, model_id=self.source.model_id)
         self.frame_loop = FrameLoop(settings, self.hub, self.source)
         self.hub.on_attach = self.frame_loop.clock.wake
         self.connections: set[Connection] = set()
@@ -72,6 +79,8 @@ class Server:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        if isinstance(self.source, LiveSource):
+            await self.source.start_backends()
         self._tasks = [
             asyncio.create_task(self.frame_loop.run(), name="frame-loop"),
             asyncio.create_task(self._heartbeats(), name="heartbeat"),
@@ -84,6 +93,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if isinstance(self.source, LiveSource):
+            await self.source.stop()
 
     async def _heartbeats(self) -> None:
         """One heartbeat per connection per interval, on absolute deadlines like the frame clock."""
@@ -167,6 +178,26 @@ class _DenialLogFilter(logging.Filter):
         return "returned without completing handshake" not in record.getMessage()
 
 
+def build_source(settings: Settings) -> EnergySource:
+    """The energy source that settings.source names: a real model (with its council) or the simulator."""
+    if settings.source == "sim":
+        return SimulatedModel(settings.model_id, council=settings.council, seed=settings.seed,
+                              frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
+    primary = build_backend(settings.source, settings)
+    council = []
+    for member in settings.council_with:
+        kind, _, persona = member.partition("/")
+        council.append(build_backend(kind, settings, persona or "assistant"))
+    # A member with the primary's modelId would be indistinguishable on the wire: rename it.
+    seen = {primary.model_id}
+    for index, backend in enumerate(council, start=2):
+        if backend.model_id in seen:
+            backend.model_id = f"{backend.model_id}-{index}"
+        seen.add(backend.model_id)
+    return LiveSource(primary, council, max_tokens=settings.max_tokens, top_k=settings.top_logprobs,
+                      frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
+
+
 def _crash_if_failed(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.critical("background task %s died", task.get_name(), exc_info=task.exception())
@@ -174,8 +205,8 @@ def _crash_if_failed(task: asyncio.Task[None]) -> None:
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
     """The ASGI application: FastAPI routes behind the Origin/Host guard."""
-    settings = settings or Settings()
-    server = Server(settings)
+    server = Server(settings or Settings())
+    settings = server.settings  # with the real model's id when a model drives the energy
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -188,6 +219,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     app = FastAPI(title="WIRTHFORGE real-time transport", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
+    app.include_router(prompt_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 
     @app.get("/", include_in_schema=False)
