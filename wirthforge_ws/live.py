@@ -106,6 +106,7 @@ class LiveSource:
         self._field_every = max(field_every_frames, 1)
         self._council_every = max(int(frame_rate * COUNCIL_EVERY_S), 1)
         self._current: Generation | None = None
+        self._closing: list[Generation] = []  # cancelled, their isComplete not sent yet
         self._primary_id = primary.model_id
         self._last_resonance = -float("inf")
         self._sessions = itertools.count(1)
@@ -176,11 +177,14 @@ class LiveSource:
         if generation is None or generation.session_id != session_id:
             return False
         generation.cancelled = True
+        # It is over for start() at once; step() still closes its answers next frame.
+        self._current = None
+        self._closing.append(generation)
         for member in generation.members:
             if member.task is not None:
                 member.task.cancel()
             member.arrived.clear()
-            member.arrived.append((time.monotonic(), _End("cancelled")))
+            member.arrived.append((0.0, _End("cancelled")))  # due at once, whatever the next frame's time
         return True
 
     async def _run(self, member: Member, prompt: str) -> None:
@@ -202,11 +206,18 @@ class LiveSource:
     # -- EnergySource ---------------------------------------------------------
 
     def step(self, frame_number: int, now: float) -> FrameActivity:
-        generation = self._current
         tokens: list[str] = []
         complete = False
         events: list[Event] = []
-        session_id = generation.session_id if generation else ""
+        session_id = self._current.session_id if self._current else ""
+        for closing in self._closing:  # cancelled ones: only their closing isComplete
+            for member in closing.members:
+                _, ended = self._drain(member, now, events, closing.session_id)
+                if ended:
+                    events.append(messages.token_stream(tokens=[], is_complete=True, session_id=closing.session_id,
+                                                        model_id=member.model_id, energy_cost=0.0))
+        self._closing = [g for g in self._closing if not all(member.ended for member in g.members)]
+        generation = self._current
         if generation is not None:
             for index, member in enumerate(generation.members):
                 texts, ended = self._drain(member, now, events, session_id)
