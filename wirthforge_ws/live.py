@@ -146,8 +146,6 @@ class LiveSource:
 
     def start(self, prompt: str, *, council: bool = False, model: str | None = None) -> tuple[str, list[str]]:
         """Start answering *prompt*; returns (sessionId, modelIds). Raises Busy, or KeyError for an unknown model."""
-        if self._current is not None:
-            raise Busy(self._current.session_id)
         if model is not None:
             chosen = [backend for backend in self.backends if backend.model_id == model]
             if not chosen:
@@ -155,6 +153,8 @@ class LiveSource:
             backends = chosen + ([b for b in self.backends if b is not chosen[0]] if council else [])
         else:
             backends = self.backends if council else self.backends[:1]
+        if self._current is not None:
+            raise Busy(self._current.session_id)
         session_id = f"prompt-{next(self._sessions):04d}-{secrets.token_hex(4)}"
         members = [Member(backend, self._meters[backend.model_id]) for backend in backends]
         generation = Generation(session_id, members, time.monotonic())
