@@ -8,6 +8,7 @@
  * The client instance is `window.wirthforge`.
  */
 import { WirthforgeClient, TimeSeries, describeCloseCode } from './wirthforge-client.js'
+import { installPromptBox } from './wirthforge/prompt.js'
 
 /** @typedef {import('./wirthforge-client.js').ConnectionState} ConnectionState */
 /** @typedef {import('./wirthforge-client.js').Envelope} Envelope */
@@ -147,6 +148,7 @@ const client = new WirthforgeClient({
   energyRate: Number.isFinite(energyRateParam) && energyRateParam > 0 ? energyRateParam : undefined,
 })
 Object.assign(window, { wirthforge: client })
+installPromptBox(client, byTestId('prompt-box'))
 
 // -- view state (written by message handlers, read by the render loop) ---------
 
