@@ -25,7 +25,9 @@ Sections (method and numbers: docs/PERFORMANCE.md, "A real model on the same mac
 
 Results: benchmarks/model_results.json (and ``--out`` as Markdown). The
 machine's load (other processes) is recorded with each run; nothing here
-waits for quiet, so run it on a quiet machine for the numbers that count.
+retries a noisy run: before each run it waits (``--wait-quiet``, like
+bench.py) until other processes use less than 25 % of a core, and records
+what they used; run it on a quiet machine for the numbers that count.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ async def _alone(threads: int, nice: int, sched: str, cpus: str, runs: int, max_
 def section_alone(configs: list[tuple[int, int, str, str]], quick: bool) -> list[dict[str, Any]]:
     results = []
     for threads, nice, sched, cpus in configs:
-        busy = bench.machine_busy_pct()
+        busy = bench.wait_for_quiet()
         result = asyncio.run(_alone(threads, nice, sched, cpus, 2 if quick else 4, 120))
         result["busy_before_pct_of_core"] = round(busy, 1)
         print(f"  - alone, {threads} thread(s), nice {nice}, {sched}, CPUs {cpus or 'any'}: "
@@ -214,7 +216,7 @@ def frames_run(label: str, env: dict[str, str], seconds: float, generate: bool, 
 
     bench.running_server = generating_server
     try:
-        busy = bench.machine_busy_pct()
+        busy = bench.wait_for_quiet()
         result = bench.load_run(label, clients=1, protocol="1.1", duration=seconds, env=env, tmpdir=tmpdir)
     finally:
         bench.running_server = original
@@ -267,6 +269,7 @@ def section_prompt(quick: bool) -> dict[str, Any]:
 
     count = 3 if quick else 6
     results: dict[str, Any] = {}
+    bench.wait_for_quiet()
     with bench.running_server({"WF_SOURCE": "embedded", "WF_MAX_TOKENS": "120"}) as server:
         time.sleep(2.0)
         results["embedded"] = prompt_runs(server, count)
@@ -288,6 +291,7 @@ def section_prompt(quick: bool) -> dict[str, Any]:
             except OSError:
                 time.sleep(0.2)
         env = {"WF_SOURCE": "openai", "WF_OPENAI_URL": url, "WF_OPENAI_MODEL": "smollm2", "WF_MAX_TOKENS": "120"}
+        bench.wait_for_quiet()
         with bench.running_server(env) as server:
             results["openai_llama_cpp_server"] = prompt_runs(server, count)
     finally:
@@ -336,7 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="model worker configurations THREADS:NICE[:SCHED], comma-separated")
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per frame run (20; quick 8)")
     parser.add_argument("--out", help="also write Markdown tables here")
+    parser.add_argument("--wait-quiet", type=float, default=bench.QUIET["max_wait"],
+                        help="before each run, wait at most this many seconds for other processes to use "
+                             f"< {bench.QUIET['threshold']:g} %% of a core")
     args = parser.parse_args(argv)
+    bench.QUIET["max_wait"] = args.wait_quiet
     configs = [parse_config(item) for item in args.configs.split(",")]
     seconds = args.seconds or (8.0 if args.quick else 20.0)
     only = set(args.only.split(","))

@@ -336,3 +336,15 @@ async def test_a_server_that_is_not_running_is_unavailable(backend_class: type) 
     with pytest.raises(SourceError) as failed:
         await collect(backend_class(f"http://127.0.0.1:{free_port()}", "tiny", timeout=scaled(5.0)))
     assert failed.value.code == ErrorCode.MODEL_UNAVAILABLE
+
+
+@pytest.mark.parametrize("changes", [
+    {"source": "gpt"}, {"council_with": ("sim",)}, {"council_with": ("embedded/poet",)}, {"model_threads": 0},
+    {"model_nice": 20}, {"model_sched": "fifo"}, {"model_cpus": "one"}, {"top_logprobs": 0}, {"max_tokens": 0},
+])
+def test_model_settings_are_checked(changes: dict[str, Any]) -> None:
+    from wirthforge_ws.settings import Settings
+
+    with pytest.raises(ValueError):
+        Settings(**changes)
+    assert Settings(source="ollama", council_with=("embedded", "ollama/critic"), model_cpus="0,1").source == "ollama"

@@ -130,7 +130,7 @@ class EmbeddedBackend:
     kind = "embedded"
 
     def __init__(self, model_path: Path, *, persona: str = "assistant", threads: int = 1, nice: int = 10,
-                 sched: str = "other", cpus: str = "", timeout: float = 30.0) -> None:
+                 sched: str = "idle", cpus: str = "", timeout: float = 30.0) -> None:
         self.model_path = model_path
         self.persona = persona
         self.model_id = model_id_for(model_path.name.split(".")[0], persona)

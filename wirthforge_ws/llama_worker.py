@@ -13,8 +13,10 @@ Run as ``python -m wirthforge_ws.llama_worker --model FILE.gguf``. The server
 Why a process and not a thread: llama.cpp keeps its threads busy and
 llama-cpp-python computes every token's log-probabilities in Python under
 the GIL; in the server's process both would delay the 60 Hz frame loop. A
-separate process, niced and limited to ``--threads`` threads, leaves the
-frame loop a core of its own (measured in docs/PERFORMANCE.md). If the worker
+separate process, limited to ``--threads`` threads and scheduled
+``SCHED_IDLE`` (``--sched idle``: the kernel preempts it at once whenever the
+frame loop wakes, where a niced normal process may finish its time slice
+first), keeps the frame loop on time (measured in docs/PERFORMANCE.md). If the worker
 dies, the server sees end-of-file and reports an error; the frames go on.
 
 Nothing here ever writes a prompt or token text anywhere but the pipe.
@@ -129,7 +131,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--nice", type=int, default=10)
-    parser.add_argument("--sched", choices=tuple(SCHEDULERS), default="other")
+    parser.add_argument("--sched", choices=tuple(SCHEDULERS), default="idle")
     parser.add_argument("--cpus", default="", help="CPU numbers to run on, comma-separated ('' = any)")
     args = parser.parse_args()
     out = _protocol_stdout()

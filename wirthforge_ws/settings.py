@@ -97,7 +97,11 @@ class Settings:
     model_threads: int = field(default=1, metadata=_help("CPU threads of the embedded model (leave one core to the frame loop)"))
     model_nice: int = field(default=10, metadata=_help("niceness of the embedded model's worker process (0-19)"))
     model_cpus: str = field(default="", metadata=_help("CPUs the model's worker may use, e.g. '1' or '2,3' ('' = any)"))
-    model_sched: str = field(default="other", metadata=_help("Linux scheduling policy of the model's worker: other, batch or idle"))
+    model_sched: str = field(
+        default="idle",
+        metadata=_help("Linux scheduling policy of the model's worker: idle (the frame loop always preempts it), "
+                       "batch or other"),
+    )
     openai_url: str = field(default="http://127.0.0.1:8080/v1", metadata=_help("base URL of an OpenAI-compatible server"))
     openai_model: str = field(default="", metadata=_help("model name sent to the OpenAI-compatible server"))
     ollama_url: str = field(default="http://127.0.0.1:11434", metadata=_help("base URL of an Ollama server"))
