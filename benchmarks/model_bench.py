@@ -222,6 +222,8 @@ def frames_run(label: str, env: dict[str, str], seconds: float, generate: bool, 
         bench.running_server = original
     result["busy_before_pct_of_core"] = round(busy, 1)
     result["model_worker_cpu_pct_of_core"] = round(worker_cpu[0], 1) if worker_cpu else None
+    # bench.load_run counts the model worker (a child of the server) as "other load": take it out.
+    result["others_pct_of_core"] = round(result["other_load_pct_of_core"] - (result["model_worker_cpu_pct_of_core"] or 0), 1)
     if prompters:
         prompter = prompters[0]
         if prompter.error:
@@ -307,15 +309,16 @@ def section_prompt(quick: bool) -> dict[str, Any]:
 
 def render(results: dict[str, Any]) -> str:
     lines = ["| run | Hz (server) | frame gaps | tick lateness p50 / p99 ms | 1-client latency median / p99 ms "
-             "| model tokens/s | model worker CPU % | others' load % of a core |", "|---|---|---|---|---|---|---|---|"]
+             "| model tokens/s | model worker CPU % | other processes, % of a core |", "|---|---|---|---|---|---|---|---|"]
     for run in results.get("frames", []):
         late, lat = run["tick_lateness_ms"], run["latency_ms"]
         lines.append(f"| {run['label']} | {run['achieved_hz_health']} | {run['frame_gaps']} | {late.get('p50')} / "
                      f"{late.get('p99')} | {lat['median']} / {lat['p99']} | {run.get('model_tokens_per_s', '–')} | "
-                     f"{run.get('model_worker_cpu_pct_of_core')} | {run['busy_before_pct_of_core']} |")
-    lines += ["", "| embedded model alone | tokens/s | runs |", "|---|---|---|"]
+                     f"{run.get('model_worker_cpu_pct_of_core')} | {run['others_pct_of_core']} |")
+    lines += ["", "| embedded model alone | tokens/s | runs | others before, % of a core |", "|---|---|---|---|"]
     for run in results.get("alone", []):
-        lines.append(f"| {run['threads']} thread(s), nice {run['nice']}, {run['sched']}, CPUs {run['cpus']} | {run['tokens_per_s']} | {run['each']} |")
+        lines.append(f"| {run['threads']} thread(s), nice {run['nice']}, {run['sched']}, CPUs {run['cpus']} | "
+                     f"{run['tokens_per_s']} | {run['each']} | {run['busy_before_pct_of_core']} |")
     prompt = results.get("prompt", {})
     if prompt:
         lines += ["", "| source | POST -> first token_stream, median (max) ms | tokens/s |", "|---|---|---|"]

@@ -137,8 +137,11 @@ class LiveSource:
                 log.exception("model %s did not start", backend.model_id)
 
     async def stop(self) -> None:
+        """Cancel what runs, wait for those tasks to end, stop the backends (server shutdown)."""
         if self._current is not None:
             self.cancel(self._current.session_id)
+        tasks = [member.task for generation in self._closing for member in generation.members if member.task]
+        await asyncio.gather(*tasks, return_exceptions=True)
         for backend in self.backends:
             await backend.stop()
 
@@ -199,7 +202,8 @@ class LiveSource:
         except asyncio.CancelledError:
             return  # cancel() already queued the end
         except Exception as error:  # noqa: BLE001 - any other failure is the source's, reported as such
-            log.exception("model %s failed", member.model_id)
+            # The type only: a message or traceback might quote what the model was sent.
+            log.error("model %s failed: %s", member.model_id, type(error).__name__)
             end = _End("error", SourceError(ErrorCode.MODEL_FAILED, f"{type(error).__name__}"))
         arrived.append((time.monotonic(), end))
 

@@ -58,7 +58,8 @@ class Worker:
         from llama_cpp import Llama  # imported here: only the worker needs llama.cpp
 
         # logits_all: llama-cpp-python 0.3 refuses logprobs without it.
-        self.llm = Llama(model_path=model_path, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+        # n_ctx: an 8 KiB prompt (about 2,000 tokens) plus a long answer.
+        self.llm = Llama(model_path=model_path, n_ctx=4096, n_threads=threads, n_threads_batch=threads,
                          logits_all=True, verbose=False)
         self.out = out
         self.commands: queue.Queue[dict[str, Any] | None] = queue.Queue()
