@@ -192,7 +192,8 @@ class EmbeddedBackend:
                 stream.put_nowait(message)
         # End of file: the worker exited or was killed.
         code = await process.wait()
-        log.warning("embedded model worker %s exited with %s", self.model_id, code)
+        if self._process is process:  # not stopped by us: it died
+            log.warning("embedded model worker %s exited with %s", self.model_id, code)
         if not ready.done():
             ready.set_exception(SourceError(ErrorCode.MODEL_UNAVAILABLE, f"the model worker exited with {code} while loading"))
         for stream in self._streams.values():

@@ -130,11 +130,16 @@ class LiveSource:
         return self._current.session_id if self._current else None
 
     async def start_backends(self) -> None:
-        for backend in self.backends:
-            try:
-                await backend.start()
-            except Exception:  # noqa: BLE001 - a model that cannot start fails its prompts, not the server
-                log.exception("model %s did not start", backend.model_id)
+        """Start the primary model now (its first answer should not wait for loading).
+
+        Council members start with their first council prompt: an embedded
+        worker holds about 300 MB, which a server never asked for a council
+        should not pay.
+        """
+        try:
+            await self.backends[0].start()
+        except Exception as error:  # noqa: BLE001 - a model that cannot start fails its prompts, not the server
+            log.error("model %s did not start: %s", self.backends[0].model_id, error)
 
     async def stop(self) -> None:
         """Cancel what runs, wait for those tasks to end, stop the backends (server shutdown)."""

@@ -3,9 +3,10 @@
 The frame loop asks its source for one :class:`FrameActivity` per frame.
 Real models drive :class:`wirthforge_ws.live.LiveSource` (the default); this
 module keeps the interface and :class:`SimulatedModel`, a stand-in for a
-local model used for demos and deterministic tests (``--source sim``): it writes responses token by token with realistic bursts,
-steady flow and stalls, feeds them through the energy meter, and plays a
-small council of peer models so that council and reward events happen too.
+local model for demos and deterministic tests (``--source sim``): it writes
+responses token by token with realistic bursts, steady flow and stalls,
+feeds them through the energy meter, and plays a small council of peer
+models so that council and reward events happen too.
 """
 
 from __future__ import annotations
