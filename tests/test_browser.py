@@ -543,3 +543,70 @@ def test_page_loses_no_token_across_a_server_restart(browser: Browser, tmp_path:
             assert order == sorted(order)
         finally:
             context.close()
+
+
+# -- the prompt box, with the real embedded model ------------------------------
+
+TOTAL_RGB = (0xFB, 0xBF, 0x24)  # the energy view's total line (COLORS.total in static/plot.js)
+
+
+def top_row(page: Page, testid: str, rgb: tuple[int, int, int], tolerance: int = 40) -> int:
+    """The highest canvas row holding a pixel close to `rgb` (canvas height when there is none)."""
+    return page.evaluate(
+        """([id, rgb, tol]) => {
+             const c = document.querySelector(`[data-testid="${id}"]`)
+             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+             for (let i = 0; i < d.length; i += 4) {
+               if (d[i + 3] > 160 && Math.abs(d[i] - rgb[0]) <= tol && Math.abs(d[i + 1] - rgb[1]) <= tol
+                   && Math.abs(d[i + 2] - rgb[2]) <= tol) return Math.floor(i / 4 / c.width)
+             }
+             return c.height
+           }""",
+        [testid, list(rgb), tolerance],
+    )
+
+
+def test_prompt_box_streams_a_real_answer_and_stop_works(browser: Browser) -> None:
+    with ServerProcess(env={"WF_SOURCE": "embedded", "WF_MAX_TOKENS": "60"}) as server:
+        context = browser.new_context(viewport={"width": 1440, "height": 1200})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            watch = open_page(page, server)
+            wait_state(page, "connected", 5_000)
+            page.wait_for_function("() => document.querySelector('[data-testid=prompt-status]').textContent"
+                                   ".startsWith('models:')")
+            page.wait_for_timeout(1_500)  # the energy view fills its 10 s window at rest
+            resting = top_row(page, "energy-view", TOTAL_RGB)
+
+            page.locator('[data-testid="prompt-input"]').fill("Write a short poem about the sea.")
+            page.locator('[data-testid="prompt-send"]').click()
+            assert page.locator('[data-testid="prompt-send"]').is_disabled()
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=prompt-answer]').textContent.length > 30")
+            page.wait_for_function("() => document.querySelector('[data-testid=prompt-status]').textContent === 'done'",
+                                   timeout=60_000)
+            answer = text(page, "prompt-answer")
+            assert answer.startswith("SmolLM2-135M-Instruct: ") and answer.endswith(" ■")
+            # the same tokens in the page's token stream panel
+            body = answer.removeprefix("SmolLM2-135M-Instruct: ").removesuffix(" ■")
+            assert body in text(page, "token-output")
+            # the energy plot moved: its total line rose above where it rested
+            assert top_row(page, "energy-view", TOTAL_RGB) < resting - 5
+
+            # Stop: a long answer, stopped after its first words
+            page.locator('[data-testid="prompt-input"]').fill("Count from one to one hundred in words.")
+            page.locator('[data-testid="prompt-send"]').click()
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=prompt-answer]').textContent.length > 30")
+            page.locator('[data-testid="prompt-stop"]').click()
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=prompt-status]').textContent === 'stopped'")
+            stopped = text(page, "prompt-answer")
+            page.wait_for_timeout(1_000)
+            assert text(page, "prompt-answer") == stopped, "no token after Stop"
+            assert page.locator('[data-testid="prompt-send"]').is_enabled()
+            assert not watch.errors, watch.errors
+            assert not watch.external_requests()
+        finally:
+            context.close()

@@ -2,7 +2,8 @@
 
 Routes: ``GET /`` (the example page), ``/static/*``, ``GET /health``,
 ``GET /metrics`` (Prometheus text format), ``POST /publish`` (only with ``--enable-publish``),
-the WebSocket ``/ws`` and the recorded sessions under ``/api`` (sessions_api.py).
+the WebSocket ``/ws``, the prompt API (``/api/prompt``, prompt_api.py) and the recorded
+sessions (``/api/sessions``, ``/api/replay``, sessions_api.py).
 Background tasks (the frame loop and the heartbeat) are created in the
 lifespan and cancelled when it ends, so nothing outlives the server. A
 :class:`~.supervisor.Supervisor` owns them: one that dies is reported by
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -30,6 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from . import __version__, messages, sessions_api, settings as settings_module
+from .backends import build_backend
 from .connection import ConnectOptions, Connection, State
 from .frame_loop import FrameLoop
 from .hub import Hub
@@ -41,7 +44,9 @@ from .replay import Replayer
 from .schemas import MessageValidationError, SchemaSet
 from .security import OriginHostGuard
 from .settings import Settings
-from .sources import SimulatedModel
+from .live import LiveSource
+from .prompt_api import router as prompt_router
+from .sources import EnergySource, SimulatedModel
 from .supervisor import Supervisor
 from .transport import ExposeTransport
 from .wire import WireStats, ensure_fd_limit, protocol_classes
@@ -70,8 +75,10 @@ class Server:
         self.event_log = _open_event_log(settings)
         self.hub = Hub(self.schemas, history_messages=settings.history_messages,
                        history_seconds=settings.history_seconds, durable=self.event_log)
-        self.source = SimulatedModel(settings.model_id, council=settings.council, seed=settings.seed,
-                                     frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
+        self.source: EnergySource = build_source(settings)
+        if isinstance(self.source, LiveSource) and settings.model_id == Settings.model_id:
+            # startup_complete announces the real model, not the simulator's name
+            self.settings = settings = dataclasses.replace(settings, model_id=self.source.model_id)
         self.metrics = ServerMetrics(self.metric_counters)
         self.frame_loop = FrameLoop(settings, self.hub, self.source, on_frame=self.metrics.observe_frame)
         self.hub.on_attach = self.frame_loop.clock.wake
@@ -90,12 +97,16 @@ class Server:
         self._someone_connected = asyncio.Event()  # wakes the heartbeat task from its idle wait
 
     async def start(self) -> None:
+        if isinstance(self.source, LiveSource):
+            await self.source.start_backends()
         self.supervisor.start("frame-loop", self.frame_loop.run)
         self.supervisor.start("heartbeat", self._heartbeats)
 
     async def stop(self) -> None:
         await self.replayer.stop()
         await self.supervisor.stop()
+        if isinstance(self.source, LiveSource):
+            await self.source.stop()
         if self.event_log is not None:
             await asyncio.to_thread(self.event_log.close)  # flush: nothing published before the stop is lost
 
@@ -273,14 +284,34 @@ def _open_event_log(settings: Settings) -> EventLog | None:
 
 
 
+def build_source(settings: Settings) -> EnergySource:
+    """The energy source that settings.source names: a real model (with its council) or the simulator."""
+    if settings.source == "sim":
+        return SimulatedModel(settings.model_id, council=settings.council, seed=settings.seed,
+                              frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
+    primary = build_backend(settings.source, settings)
+    council = []
+    for member in settings.council_with:
+        kind, _, persona = member.partition("/")
+        council.append(build_backend(kind, settings, persona or "assistant"))
+    # A member with the primary's modelId would be indistinguishable on the wire: rename it.
+    seen = {primary.model_id}
+    for index, backend in enumerate(council, start=2):
+        if backend.model_id in seen:
+            backend.model_id = f"{backend.model_id}-{index}"
+        seen.add(backend.model_id)
+    return LiveSource(primary, council, max_tokens=settings.max_tokens, top_k=settings.top_logprobs,
+                      frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
+
+
 def create_app(settings: Settings | None = None, wire_stats: WireStats | None = None) -> ASGIApp:
     """The ASGI application: FastAPI routes behind the Origin/Host guard.
 
     *wire_stats* is the counter object the wire layer's protocol classes
     fill (see :func:`serve`), shown in ``/health``.
     """
-    settings = settings or Settings()
-    server = Server(settings, wire_stats)
+    server = Server(settings or Settings(), wire_stats)
+    settings = server.settings  # with the real model's id when a model drives the energy
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -293,6 +324,7 @@ def create_app(settings: Settings | None = None, wire_stats: WireStats | None = 
     app = FastAPI(title="WIRTHFORGE real-time transport", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
+    app.include_router(prompt_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 
     @app.get("/", include_in_schema=False)

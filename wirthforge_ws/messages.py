@@ -105,8 +105,9 @@ def error_event(
     severity: str = "warning",
     recoverable: bool = True,
     details: Mapping[str, Any] | None = None,
+    component: str = "websocket",
 ) -> Event:
-    """An error the transport reports (component ``websocket``).
+    """An error the transport (component ``websocket``) or a model source (``model``) reports.
 
     *message* and *details* must never carry token text: callers pass
     reasons produced by the validator, which never echoes values.
@@ -115,7 +116,7 @@ def error_event(
         "severity": severity,
         "code": code.value,
         "message": message[:ERROR_MESSAGE_MAX],
-        "component": "websocket",
+        "component": component,
         "recoverable": recoverable,
     }
     if details:

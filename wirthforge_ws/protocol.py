@@ -68,6 +68,12 @@ class ErrorCode(str, Enum):
     OUTBOUND_VALIDATION_FAILED = "OUTBOUND_VALIDATION_FAILED"
     PERSISTENCE_DEGRADED = "PERSISTENCE_DEGRADED"
     FRAME_OVERRUN = "FRAME_OVERRUN"  # the frame loop fell behind and skipped frames
+    # A model source failed (component "model"; details.source names it).
+    MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"  # not running / connection refused
+    MODEL_NOT_FOUND = "MODEL_NOT_FOUND"  # the server does not know the model
+    MODEL_STREAM_CUT = "MODEL_STREAM_CUT"  # the stream ended before the answer did
+    MODEL_TIMEOUT = "MODEL_TIMEOUT"  # silent for longer than source_timeout
+    MODEL_FAILED = "MODEL_FAILED"  # any other failure of the source
 
 
 def negotiate(offered: Sequence[str]) -> tuple[str, str | None] | None:

