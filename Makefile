@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 # Re-install whenever requirements.txt changes.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test bench model-bench deps
+.PHONY: run test unit bench scale model-bench deps
 
 run: $(STAMP)
 	$(PY) ws_server.py $(ARGS)
@@ -18,10 +18,16 @@ test: $(STAMP)
 	scripts/ensure-test-tools.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 
-model-bench: $(STAMP)
+model-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+bench: $(STAMP)
 	$(PY) benchmarks/model_bench.py $(ARGS)
 
 deps: $(STAMP)

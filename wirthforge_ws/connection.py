@@ -181,7 +181,7 @@ class Connection:
         await self.websocket.accept(subprotocol=self.subprotocol)
         transport.tighten(transport.transport_of(self.websocket.scope))
         if self.settings.direct_writes:
-            self._direct = transport.direct_writer(self.websocket.scope)
+            self._direct = transport.direct_writer(self.websocket.scope, self.hub.write_batch)
         try:
             # What the durable log holds for a resume is read before _start, which must not await.
             self._start(await self.hub.recall(self.subscriptions, self._options.resume))

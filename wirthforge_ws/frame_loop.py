@@ -104,6 +104,10 @@ class FrameLoop:
         )
 
     def _frame(self, frame_number: int, now: float, started: float) -> None:
+        with self.hub.write_batch.collect():  # one socket write per client for the whole frame
+            self._publish_frame(frame_number, now, started)
+
+    def _publish_frame(self, frame_number: int, now: float, started: float) -> None:
         activity = self.source.step(frame_number, now)
         hub = self.hub
         if len(hub):

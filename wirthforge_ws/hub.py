@@ -33,6 +33,7 @@ from .messages import Event
 from .persistence import EventLog
 from .protocol import LATEST_WINS_CHANNEL, ErrorCode
 from .schemas import MessageValidationError, SchemaSet
+from .transport import WriteBatch
 
 log = logging.getLogger("wirthforge.hub")
 
@@ -137,6 +138,8 @@ class Hub:
         self.epoch = secrets.token_hex(8)
         self.stats = HubStats()
         self._subscribers: set[Subscriber] = set()
+        # Opened around one frame's publishes: each connection then gets one write per frame.
+        self.write_batch = WriteBatch()
         self._versions_in_use: Counter[str] = Counter()
         self._seq = 0
         self._history: deque[Outbound] = deque()

@@ -17,8 +17,10 @@ push server needs three things from the socket itself:
    client of a protocol version (server frames are unmasked), so the hub
    builds it once and :class:`DirectWriter` writes it straight to the
    transport when nothing else is in flight, skipping the per-client ASGI
-   ``send`` chain (Starlette, middleware, uvicorn's framing): the per-client
-   cost of a message becomes one ``transport.write``.
+   ``send`` chain (Starlette, middleware, uvicorn's framing). A
+   :class:`WriteBatch` gathers what one frame sends to a connection (an
+   energy_update, an energy_field, a token_stream...) into one
+   ``transport.write``: the per-client cost of a frame is one system call.
 
 :class:`ExposeTransport` is the outermost ASGI middleware: it finds the
 protocol object of the server that called it (uvicorn passes a bound method
@@ -33,8 +35,10 @@ server still works, with looser flow control and the queued path only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -100,6 +104,33 @@ def abort(transport: asyncio.Transport | None) -> None:
         transport.abort()
 
 
+class WriteBatch:
+    """Gathers the direct writes made while it is open, and flushes one write per connection.
+
+    Opened by the frame loop around the synchronous work of one frame
+    (:meth:`collect`); nothing awaits inside, so no other write can slip
+    between a connection's gathered frames and their flush, and order on
+    the wire is the order of the writes.
+    """
+
+    __slots__ = ("open", "_pending")
+
+    def __init__(self) -> None:
+        self.open = False
+        self._pending: list[DirectWriter] = []
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[None]:
+        self.open = True
+        try:
+            yield
+        finally:
+            self.open = False
+            pending, self._pending = self._pending, []
+            for writer in pending:
+                writer.flush()
+
+
 class DirectWriter:
     """Writes pre-built frames to one connection's transport, when that is safe.
 
@@ -111,12 +142,14 @@ class DirectWriter:
     not inside a ``send``, so no earlier message can still be on its way.
     """
 
-    __slots__ = ("_protocol", "_transport", "_writable")
+    __slots__ = ("_protocol", "_transport", "_writable", "_batch", "_parts")
 
-    def __init__(self, protocol: Any) -> None:
+    def __init__(self, protocol: Any, batch: WriteBatch | None = None) -> None:
         self._protocol = protocol
         self._transport = protocol.transport
         self._writable: asyncio.Event = protocol.writable
+        self._batch = batch
+        self._parts: list[bytes] = []  # gathered while the batch is open
 
     def ready(self) -> bool:
         protocol = self._protocol
@@ -127,12 +160,23 @@ class DirectWriter:
         )
 
     def write(self, frame: bytes) -> None:
-        self._transport.write(frame)
+        batch = self._batch
+        if batch is None or not batch.open:
+            self._transport.write(frame)
+            return
+        if not self._parts:
+            batch._pending.append(self)
+        self._parts.append(frame)
+
+    def flush(self) -> None:
+        parts, self._parts = self._parts, []
+        if parts and not self._transport.is_closing():
+            self._transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
-def direct_writer(scope: Scope) -> DirectWriter | None:
+def direct_writer(scope: Scope, batch: WriteBatch | None = None) -> DirectWriter | None:
     """A :class:`DirectWriter` for an accepted WebSocket, or None where direct writes cannot apply."""
     protocol: Any = scope.get(PROTOCOL_SCOPE_KEY)
     if protocol is None or not protocol.handshake_complete or protocol.conn.extensions:
         return None
-    return DirectWriter(protocol)
+    return DirectWriter(protocol, batch)

@@ -48,7 +48,7 @@ close by code and side in :class:`WireStats` (``/health``).
 The subclasses rely on uvicorn 0.54 internals (``conn``, ``frames``,
 ``queue``, ``read_paused``, ``writable``, the ``handle_*`` methods, the
 httptools parser callbacks); :func:`check_uvicorn` fails loudly at start-up
-if an upgrade removes one, and tests/test_hostile_clients.py checks the
+if an upgrade removes one, and tests/integration/test_hostile_clients.py checks the
 behaviour.
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import urllib.request
 import json
@@ -37,10 +38,12 @@ class RecordingTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.writes = 0
         self.closing = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
+        self.writes += 1
 
     def is_closing(self) -> bool:
         return self.closing
@@ -122,7 +125,8 @@ def test_uvicorn_protocol_still_has_what_direct_writes_read() -> None:
     assert protocol.conn.extensions == []
 
 
-async def test_direct_and_queued_paths_send_identical_bytes() -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["write-per-message", "write-per-frame"])
+async def test_direct_and_queued_paths_send_identical_bytes(batched: bool) -> None:
     app = create_app(Settings(council=False, seed=1, persist=False))
     server = app.app.app.state.server  # ExposeTransport -> OriginHostGuard -> FastAPI
     fast_protocol, fast, fast_connection = await open_connection(app, server)
@@ -153,9 +157,11 @@ async def test_direct_and_queued_paths_send_identical_bytes() -> None:
             slow_protocol.pause_writing()
         for _ in range(20):
             frame += 1
-            server.hub.publish(energy(frame))
-            if frame % 3 == 0:
-                server.hub.publish(tokens(frame))
+            # As the frame loop does: one batch per frame, so each client gets one write for it.
+            with server.hub.write_batch.collect() if batched else contextlib.nullcontext():
+                server.hub.publish(energy(frame))
+                if frame % 3 == 0:
+                    server.hub.publish(tokens(frame))
             if phase != "stalled":
                 await drain()
         if phase == "closing":
@@ -166,6 +172,8 @@ async def test_direct_and_queued_paths_send_identical_bytes() -> None:
         await drain()
 
     assert fast_connection.direct_writes > 20
+    if batched:  # two messages in one frame went out in one write
+        assert fast.writes < fast_connection.direct_writes
     assert queued_connection.direct_writes == startup_writes
     assert server.hub.stats.coalesced["latest_wins"] > 0, "the stall did not make the queue coalesce"
     fast_frames, queued_frames = fan_out_frames(fast.written), fan_out_frames(queued.written)

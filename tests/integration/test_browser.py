@@ -37,7 +37,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = Path(os.environ.get("WF_SCREENSHOT_PATH", ROOT / "test-results" / "screenshot.png"))
 
 if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):

@@ -15,7 +15,7 @@ import yaml
 
 from wirthforge_ws.schemas import PROTOCOL_VERSIONS, SCHEMA_DIR, SchemaSet, reference_validator
 
-ASYNCAPI = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
+ASYNCAPI = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
 
 # Which schema directory the messages of each operation come from.
 OPERATION_SOURCES = {

@@ -30,7 +30,7 @@ from wirthforge_ws.schemas import (
 )
 
 UPSTREAM_SCHEMA = (
-    Path(__file__).resolve().parents[1].parent
+    Path(__file__).resolve().parents[2].parent
     / "shared/reference/WF-TECH-003-event-schemas.json"
 )
 
