@@ -312,7 +312,8 @@ class Connection:
             self._send_reliable(outbound)
             return
         pacer = self.pacer
-        if self.energy_paused or pacer.holding_at(time.monotonic()) or not self._energy_due(outbound.event.type):
+        if (self.energy_paused or (pacer.answering and pacer.holding_at(time.monotonic()))
+                or not self._energy_due(outbound.event.type)):
             return
         if self._write_now(outbound, energy=True):
             return

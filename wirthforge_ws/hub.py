@@ -46,23 +46,18 @@ class Outbound:
     until someone asks for it.
     """
 
-    __slots__ = ("event", "seq", "timestamp_ms", "created", "_texts", "_frames")
+    __slots__ = ("event", "seq", "timestamp_ms", "created", "channel", "reliable", "_texts", "_frames")
 
     def __init__(self, event: Event, seq: int, timestamp_ms: float, created: float) -> None:
         self.event = event
+        # Plain attributes, read once per client on the fan-out path.
+        self.channel: str = event.channel
+        self.reliable: bool = self.channel != LATEST_WINS_CHANNEL
         self.seq = seq
         self.timestamp_ms = timestamp_ms
         self.created = created
         self._texts: dict[str, str | None] = {}  # version -> JSON text, or None if invalid
         self._frames: dict[str, bytes] = {}  # version -> the whole WebSocket frame, for direct writes
-
-    @property
-    def channel(self) -> str:
-        return self.event.channel
-
-    @property
-    def reliable(self) -> bool:
-        return self.event.channel != LATEST_WINS_CHANNEL
 
 
 def _by_seq(outbound: Outbound) -> int:

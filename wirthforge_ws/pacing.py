@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-LAG_HIGH = 0.5  # seconds: a backlog this old means the client cannot keep up
+LAG_HIGH = 0.3  # seconds: a backlog this old means the client cannot keep up (leaves room to drain within 1 s)
 LAG_LOW = 0.1  # seconds: below this the client keeps up with room to spare
 GROWING_SHARE = 0.8  # read less than this share of what was sent: the backlog grows
 TARGET_SHARE = 0.75  # of the measured read rate that live traffic may use
