@@ -409,6 +409,9 @@ def plot(runs: list[dict[str, Any]], path: Path = PLOT) -> None:
     for hz in (0, 30, 60):
         parts.append(f'<text x="{left - 6}" y="{y_hz(hz) + 4:.0f}" text-anchor="end">{hz}</text>'
                      f'<line x1="{left}" x2="{width - 60}" y1="{y_hz(hz):.0f}" y2="{y_hz(hz):.0f}" stroke="#ddd"/>')
+    for fraction in (0.0, 0.5, 1.0):
+        ms = max_p99 * 1.1 * fraction
+        parts.append(f'<text x="{width - 56}" y="{y_ms(ms) + 4:.0f}" fill="#666">{ms:.0f} ms</text>')
     colours = {"project": "#c0392b", "baseline": "#2c3e50"}
     for kind, colour in colours.items():
         mine = sorted((r for r in runs if r["server"] == kind), key=lambda r: r["clients"])
@@ -418,8 +421,8 @@ def plot(runs: list[dict[str, Any]], path: Path = PLOT) -> None:
         ms = " ".join(f"{xs[r['clients']]:.0f},{y_ms(r['latency_ms']['p99'] or 0):.0f}" for r in mine)
         parts.append(f'<polyline points="{hz}" fill="none" stroke="{colour}" stroke-width="2"/>')
         parts.append(f'<polyline points="{ms}" fill="none" stroke="{colour}" stroke-width="1.5" stroke-dasharray="5,4"/>')
-        label_y = y_hz(mine[-1]["hz_mean"] or 0) + (12 if kind == "baseline" else -6)
-        parts.append(f'<text x="{width - 56}" y="{label_y:.0f}" fill="{colour}">{kind}</text>')
+        parts.append(f'<text x="{left + 10}" y="{height - 4 - (12 if kind == "project" else 0)}" '
+                     f'fill="{colour}">— {kind}</text>')
     parts.append("</svg>")
     path.write_text("\n".join(parts) + "\n")
 
