@@ -19,7 +19,6 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 
 TPS_FULL_SPEED = 20.0
 STALL_MS = 400.0
@@ -27,17 +26,6 @@ FRICTION_CEILING_MS = 1500.0
 SMOOTHING = 0.35
 DECAY_HALF_LIFE_S = 0.7
 BURST_TPS = 12.0
-SATURATION_LEVEL = 0.85
-SATURATION_HOLD_S = 1.0
-
-
-class SessionState(str, Enum):
-    IDLE = "IDLE"
-    CHARGING = "CHARGING"
-    FLOWING = "FLOWING"
-    STALLING = "STALLING"
-    SATURATED = "SATURATED"
-    DRAINED = "DRAINED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +38,6 @@ class EnergyReading:
     certainty: float | None
     friction: float
     tokens_per_second: float
-    state: SessionState
 
     @property
     def is_burst(self) -> bool:
@@ -105,21 +92,10 @@ class EnergyMeter:
         self._certainty: float | None = None
         self._level = 0.0
         self._last_update: float | None = None
-        self._charging = False
-        self._saturated_since: float | None = None
-        self._long_gaps = 0
-
-    def prompt_submitted(self) -> None:
-        """A new response is on its way: the session is CHARGING until its first token."""
-        self._charging = True
 
     def on_token(self, when: float, top_k: Sequence[float] | None = None) -> None:
-        if self._last_token is not None:
-            gap = when - self._last_token
-            self._long_gaps = self._long_gaps + 1 if gap * 1000 > STALL_MS else 0
         self._last_token = when
         self._token_times.append(when)
-        self._charging = False
         if top_k is not None:
             self._certainty = certainty(top_k)
 
@@ -146,7 +122,6 @@ class EnergyMeter:
             self._level = previous * 0.5 ** (elapsed / DECAY_HALF_LIFE_S)
         self._last_update = now
 
-        state = self._state(now, friction)
         return EnergyReading(
             level=self._level,
             delta=self._level - previous,
@@ -154,26 +129,7 @@ class EnergyMeter:
             certainty=self._certainty,
             friction=friction,
             tokens_per_second=tps,
-            state=state,
         )
-
-    def _state(self, now: float, friction: float) -> SessionState:
-        if self._level >= SATURATION_LEVEL:
-            if self._saturated_since is None:
-                self._saturated_since = now
-        else:
-            self._saturated_since = None
-        if self._charging:
-            return SessionState.CHARGING
-        if self._last_token is None:
-            return SessionState.IDLE
-        if self._saturated_since is not None and now - self._saturated_since >= SATURATION_HOLD_S:
-            return SessionState.SATURATED
-        if friction <= 0.0:
-            return SessionState.DRAINED if self._level < 0.05 else SessionState.STALLING
-        if self._long_gaps >= 2:
-            return SessionState.STALLING
-        return SessionState.FLOWING
 
 
 def _clamp(value: float, low: float = 0.0, high: float = 1.0) -> float:

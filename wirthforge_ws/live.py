@@ -168,7 +168,6 @@ class LiveSource:
         generation = Generation(session_id, members, time.monotonic())
         self._primary_id = members[0].model_id
         for member in members:
-            member.meter.prompt_submitted()
             member.task = asyncio.create_task(self._run(member, prompt), name=f"generate-{member.model_id}")
         self._current = generation
         self._responses += 1

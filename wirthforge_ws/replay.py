@@ -19,7 +19,7 @@ import bisect
 import logging
 from collections.abc import Sequence
 
-from .energy import EnergyReading, SessionState
+from .energy import EnergyReading
 from .frame_loop import FrameLoop
 from .messages import Event
 from .persistence import StoredMessage
@@ -106,7 +106,6 @@ class ReplaySource:
         return EnergyReading(
             level=level, delta=delta, speed=gen * scale / 0.5, certainty=att * scale / 0.3,
             friction=rea * scale / 0.2, tokens_per_second=0.0,
-            state=SessionState.FLOWING if level > 0 else SessionState.IDLE,
         )
 
 

@@ -191,11 +191,6 @@ class Settings:
             raise ValueError("tier must be Low-Tier, Mid-Tier or High-Tier")
 
     @property
-    def frame_period(self) -> float:
-        """Seconds between frames."""
-        return 1.0 / self.frame_rate
-
-    @property
     def own_origins(self) -> tuple[str, ...]:
         """Origins of pages this server serves itself."""
         names = {"127.0.0.1", "localhost", "[::1]"}

@@ -134,7 +134,6 @@ class SimulatedModel:
         self._session_id = f"session-{self._responses:05d}"
         self._remaining = self._random.randint(40, 160)
         self._mode = "flow"
-        self._meter.prompt_submitted()
         # Time to first token: the model loads the prompt.
         self._next_token_at = now + self._random.uniform(0.15, 0.5)
 

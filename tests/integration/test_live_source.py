@@ -25,7 +25,7 @@ from tests.server_process import free_port
 from tests.timing import scaled
 from wirthforge_ws import messages
 from wirthforge_ws.backends import OllamaBackend, OpenAIBackend, Piece, SourceError, model_id_for
-from wirthforge_ws.energy import DECAY_HALF_LIFE_S, EnergyMeter, SessionState, jensen_shannon
+from wirthforge_ws.energy import DECAY_HALF_LIFE_S, EnergyMeter, jensen_shannon
 from wirthforge_ws.live import Busy, LiveSource
 from wirthforge_ws.protocol import ErrorCode
 from wirthforge_ws.schemas import SchemaSet
@@ -231,7 +231,7 @@ def test_steady_flow_raises_energy() -> None:
     early = readings[10][1].level
     late = readings[-1][1].level
     assert late > early and late > 0.5
-    assert readings[-1][1].state in (SessionState.FLOWING, SessionState.SATURATED)
+    assert readings[-1][1].friction == 1.0  # tokens keep coming: no stall
 
 
 def test_a_stall_raises_friction_and_lowers_energy() -> None:
@@ -242,7 +242,6 @@ def test_a_stall_raises_friction_and_lowers_energy() -> None:
     stalled = play(meter, [], 3.6, start=2.0 + FRAME)[-1][1]  # then 1.6 s without a token
     assert flowing.friction == 1.0 and stalled.friction == 0.0, "friction's flow term drops to 0 in a stall"
     assert stalled.level < flowing.level / 2
-    assert stalled.state in (SessionState.STALLING, SessionState.DRAINED)
 
 
 def test_silence_decays_with_the_stated_half_life() -> None:
