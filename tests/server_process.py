@@ -139,6 +139,15 @@ class ServerProcess:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
+    def rss_kib(self) -> int:
+        """The server process's resident memory (VmRSS), KiB."""
+        assert self.process is not None
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
     def log_text(self) -> str:
         self._log.flush()
         return Path(self._log.name).read_text(errors="replace")

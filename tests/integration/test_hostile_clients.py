@@ -49,15 +49,6 @@ def server() -> Iterator[ServerProcess]:
         yield process
 
 
-def rss_kb(server: ServerProcess) -> int:
-    assert server.process is not None
-    with open(f"/proc/{server.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def cpu_seconds(server: ServerProcess) -> float:
     """User + system CPU time the server process has used."""
     assert server.process is not None
@@ -85,7 +76,7 @@ async def flood_while_watching(server: ServerProcess, frame_watcher: Any, kind: 
     seconds = scaled(FLOOD_SECONDS)
     async with frame_watcher(server.ws_url, server=server) as watcher:
         await asyncio.sleep(0.5)
-        baseline = rss_kb(server)
+        baseline = server.rss_kib()
         attacker = subprocess.Popen([sys.executable, "-m", "tests.hostile", kind, server.host, str(server.port),
                                      str(seconds)], cwd=ROOT, stdout=subprocess.PIPE)
         try:
@@ -94,7 +85,7 @@ async def flood_while_watching(server: ServerProcess, frame_watcher: Any, kind: 
             peak = baseline
             while attacker.poll() is None and time.monotonic() - start < seconds + scaled(5.0):
                 await asyncio.sleep(0.25)
-                peak = max(peak, rss_kb(server))
+                peak = max(peak, server.rss_kib())
             end = time.monotonic()
             cpu = cpu_seconds(server) - cpu_before
             waited = cpu_wait_seconds(server) - wait_before
