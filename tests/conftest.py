@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.server_process import ServerProcess
+from tests.timing import TIME_FACTOR
 
 FRAME_RATE = 60.0
 
@@ -127,7 +128,10 @@ class FrameWatcher:
         return [frame for frame in self.frames if start <= frame[0] <= end]
 
     def assert_steady(self, start: float, end: float, *, max_median_latency_ms: float | None = None) -> None:
-        """~60 Hz and no frameNumber gap between monotonic times *start* and *end*."""
+        """~60 Hz and no frameNumber gap between monotonic times *start* and *end*.
+
+        The rate bound (+-10 %) is widened by the test time factor (tests/timing.py).
+        """
         assert self.closed is None, f"the well-behaved client was closed: {self.closed}"
         frames = self.window(start, end)
         duration = end - start
@@ -135,7 +139,8 @@ class FrameWatcher:
         numbers = [number for _, number, _ in frames]
         gaps = [(a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1]
         assert not gaps, f"frame gaps (frameNumber before, after) in {duration:.2f} s: {gaps[:10]}" + self.diagnosis(start)
-        assert 0.9 * FRAME_RATE <= rate <= 1.1 * FRAME_RATE, f"{len(frames)} frames in {duration:.2f} s = {rate:.1f} Hz"
+        low, high = 0.9 * FRAME_RATE / TIME_FACTOR, 1.1 * FRAME_RATE * TIME_FACTOR
+        assert low <= rate <= high, f"{len(frames)} frames in {duration:.2f} s = {rate:.1f} Hz"
         if max_median_latency_ms is not None:
             latencies = sorted(latency for _, _, latency in frames)
             median = latencies[len(latencies) // 2]

@@ -16,15 +16,15 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 
 from tests.server_process import ServerProcess
+from tests.timing import scaled
 
-T = TypeVar("T")
 QUEUE_LIMIT = 64
 BATCH = 50  # reward_events per POST /publish
 MAX_BATCHES = 400  # 20,000 messages, about 40 MB of JSON: far more than the queue may hold
@@ -32,13 +32,6 @@ STALL_ALONE_SECONDS = 2.0  # the stalled client sits there with frames only, bef
 # Measured: a bounded server grows by well under 1 MB here; one that kept every message for the
 # stalled client (queue limit 1,000,000) grows by about 25 MB.
 MAX_RSS_GROWTH_MB = 12.0
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 40.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +94,7 @@ def publish(server: ServerProcess, closes_before: int, *, stop_when_closed: bool
     return published, closed_at
 
 
-def test_stalled_client_does_not_disturb_others_and_is_closed(
+async def test_stalled_client_does_not_disturb_others_and_is_closed(
     server: ServerProcess, frame_watcher: type, stalled_client: Callable[[ServerProcess], socket.socket]
 ) -> None:
     """Several seconds with a client that never reads: the others do not notice, memory stays bounded.
@@ -111,33 +104,29 @@ def test_stalled_client_does_not_disturb_others_and_is_closed(
     closes it at its queue bound, it would hold all of them.
     """
     found: dict[str, Any] = {}
-
-    async def scenario() -> None:
-        # The watcher takes energy and system only: it measures frames, not how fast it can swallow rewards.
-        async with frame_watcher(server.ws_url, channels="energy,system", server=server) as watcher:
-            found["rss_before"] = rss_mb(server)
-            closes_before = await asyncio.to_thread(slow_consumer_closes, server)
-            ids_before = await asyncio.to_thread(connection_ids, server)
-            await asyncio.to_thread(stalled_client, server)
-            start = await asyncio.to_thread(watcher.mark)
-            stalled_ids = await asyncio.to_thread(connection_ids, server) - ids_before
-            assert len(stalled_ids) == 1
-            await asyncio.sleep(STALL_ALONE_SECONDS)
-            publish_started = time.monotonic()
-            found["published"], closed_at = await asyncio.to_thread(
-                publish, server, closes_before, stop_when_closed=False)
-            found["close_seconds"] = None if closed_at is None else closed_at - publish_started
-            # Memory after all of it, the stalled socket still open on our side.
-            found["rss_after"] = rss_mb(server)
-            await asyncio.sleep(0.3)
-            watcher.assert_steady(start, time.monotonic(), max_median_latency_ms=5.0)
-
-    run(scenario())
+    # The watcher takes energy and system only: it measures frames, not how fast it can swallow rewards.
+    async with frame_watcher(server.ws_url, channels="energy,system", server=server) as watcher:
+        found["rss_before"] = rss_mb(server)
+        closes_before = await asyncio.to_thread(slow_consumer_closes, server)
+        ids_before = await asyncio.to_thread(connection_ids, server)
+        await asyncio.to_thread(stalled_client, server)
+        start = await asyncio.to_thread(watcher.mark)
+        stalled_ids = await asyncio.to_thread(connection_ids, server) - ids_before
+        assert len(stalled_ids) == 1
+        await asyncio.sleep(STALL_ALONE_SECONDS)
+        publish_started = time.monotonic()
+        found["published"], closed_at = await asyncio.to_thread(
+            publish, server, closes_before, stop_when_closed=False)
+        found["close_seconds"] = None if closed_at is None else closed_at - publish_started
+        # Memory after all of it, the stalled socket still open on our side.
+        found["rss_after"] = rss_mb(server)
+        await asyncio.sleep(0.3)
+        watcher.assert_steady(start, time.monotonic(), max_median_latency_ms=5.0)
     assert found["close_seconds"] is not None, (
         f"no slow-consumer close after {found['published']} reliable messages; "
         f"closed: {server.health()['messages']['connectionsClosed']}"
     )
-    assert found["close_seconds"] < 5.0
+    assert found["close_seconds"] < scaled(5.0)
     growth = found["rss_after"] - found["rss_before"]
     assert growth < MAX_RSS_GROWTH_MB, f"server RSS grew by {growth:.1f} MB"
 
@@ -152,7 +141,7 @@ def test_stalled_client_disappears_after_close(
     (stalled_id,) = connection_ids(server) - ids_before
     published, closed_at = publish(server, closes_before, stop_when_closed=True)
     assert closed_at is not None, f"no slow-consumer close after {published} messages"
-    deadline = closed_at + 3.0  # close timeout (1 s) plus a heartbeat, with margin
+    deadline = closed_at + scaled(3.0)  # close timeout (1 s) plus a heartbeat, with margin
     while stalled_id in connection_ids(server) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert stalled_id not in connection_ids(server), "the stalled connection is still listed in /health"
@@ -162,31 +151,28 @@ SLOW_READ_SECONDS = 6.0
 SLOW_READ_PAUSE = 0.05
 
 
-def test_slow_reader_gets_the_newest_frames(server: ServerProcess) -> None:
+async def test_slow_reader_gets_the_newest_frames(server: ServerProcess) -> None:
     """A client that reads one message every 50 ms gets the newest frames: jumps, and an age that stops growing."""
     coalesced_before = server.health()["messages"]["coalesced"].get("latest_wins", 0)
     reads: list[tuple[float, int, float]] = []  # (seconds since start, frameNumber, latency ms)
 
-    async def scenario() -> None:
-        # The client side is made as favourable as possible: a small receive buffer and a one-message queue.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port))
-        # Energy and system only: a reader slower than the reliable channels' own
-        # rate is (rightly) closed with 1013 once its queue bound is reached,
-        # and while reliable messages keep arriving they go ahead of the frame.
-        async with connect(server.ws_url + "?channels=energy,system", sock=sock, compression=None, proxy=None, max_queue=1,
-                           subprotocols=["wirthforge.1.1"], ping_interval=None, close_timeout=0.5) as ws:
-            start = time.monotonic()
-            while time.monotonic() - start < SLOW_READ_SECONDS:
-                message = json.loads(await asyncio.wait_for(ws.recv(), 2))
-                if message["type"] == "energy_update":
-                    latency = time.time() * 1000 - message["timestamp"]
-                    reads.append((time.monotonic() - start, message["frameNumber"], latency))
-                await asyncio.sleep(SLOW_READ_PAUSE)
-
-    run(scenario())
+    # The client side is made as favourable as possible: a small receive buffer and a one-message queue.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (server.host, server.port))
+    # Energy and system only: a reader slower than the reliable channels' own
+    # rate is (rightly) closed with 1013 once its queue bound is reached,
+    # and while reliable messages keep arriving they go ahead of the frame.
+    async with connect(server.ws_url + "?channels=energy,system", sock=sock, compression=None, proxy=None, max_queue=1,
+                       subprotocols=["wirthforge.1.1"], ping_interval=None, close_timeout=scaled(0.5)) as ws:
+        start = time.monotonic()
+        while time.monotonic() - start < SLOW_READ_SECONDS:
+            message = json.loads(await asyncio.wait_for(ws.recv(), scaled(2)))
+            if message["type"] == "energy_update":
+                latency = time.time() * 1000 - message["timestamp"]
+                reads.append((time.monotonic() - start, message["frameNumber"], latency))
+            await asyncio.sleep(SLOW_READ_PAUSE)
     coalesced = server.health()["messages"]["coalesced"].get("latest_wins", 0) - coalesced_before
     late = [read for read in reads if read[0] >= SLOW_READ_SECONDS - 1.0]  # the last second, once steady
     assert late, "no energy_update read in the last second"

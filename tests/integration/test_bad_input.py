@@ -12,40 +12,33 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.server_process import ServerProcess
+from tests.timing import scaled
 from wirthforge_ws.schemas import SchemaSet
 
-T = TypeVar("T")
 SCHEMAS = SchemaSet()
 ABUSE_SECONDS = 1.0  # abusive clients keep coming for this long, while a well-behaved client is measured
 ABUSE_CYCLES = 25  # at most this many abusive clients per test
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
-
-
 async def open_client(url: str, **kwargs: Any) -> ClientConnection:
     """A protocol 1.0 client (no subprotocol), past its startup_complete."""
-    ws = await connect(url, compression=None, proxy=None, open_timeout=5, **kwargs)
-    first = json.loads(await asyncio.wait_for(ws.recv(), 2))
+    ws = await connect(url, compression=None, proxy=None, open_timeout=scaled(5), **kwargs)
+    first = json.loads(await asyncio.wait_for(ws.recv(), scaled(2)))
     assert first["type"] == "startup_complete"
     return ws
 
 
 async def next_of_type(ws: ClientConnection, wanted: str, timeout: float = 2.0) -> dict[str, Any]:
-    """The next message of type *wanted* (others are skipped), within *timeout* seconds."""
-    async with asyncio.timeout(timeout):
+    """The next message of type *wanted* (others are skipped), within *timeout* seconds (scaled)."""
+    async with asyncio.timeout(scaled(timeout)):
         while True:
             message = json.loads(await ws.recv())
             if message["type"] == wanted:
@@ -66,21 +59,18 @@ def assert_valid_error(message: dict[str, Any], code: str) -> None:
 # error_event answers: the connection stays up
 
 
-def test_invalid_json_answers_and_connection_stays_up(ws_url: str) -> None:
-    async def scenario() -> None:
-        ws = await open_client(ws_url)
-        try:
-            await ws.send('{"type": "heartbeat_response", "payload": {')
-            error = await next_of_type(ws, "error_event")
-            assert_valid_error(error, "INVALID_JSON")
-            assert error["payload"]["recoverable"] is True
-            # Still up: fresh energy frames keep coming after the error.
-            numbers = [(await next_of_type(ws, "energy_update"))["frameNumber"] for _ in range(30)]
-            assert numbers == sorted(numbers) and len(set(numbers)) == 30
-        finally:
-            await ws.close()
-
-    run(scenario())
+async def test_invalid_json_answers_and_connection_stays_up(ws_url: str) -> None:
+    ws = await open_client(ws_url)
+    try:
+        await ws.send('{"type": "heartbeat_response", "payload": {')
+        error = await next_of_type(ws, "error_event")
+        assert_valid_error(error, "INVALID_JSON")
+        assert error["payload"]["recoverable"] is True
+        # Still up: fresh energy frames keep coming after the error.
+        numbers = [(await next_of_type(ws, "energy_update"))["frameNumber"] for _ in range(30)]
+        assert numbers == sorted(numbers) and len(set(numbers)) == 30
+    finally:
+        await ws.close()
 
 
 @pytest.mark.parametrize(
@@ -98,40 +88,33 @@ def test_invalid_json_answers_and_connection_stays_up(ws_url: str) -> None:
     ids=["unknown-type", "wrong-field-type", "missing-payload", "not-an-object", "no-type", "type-not-string",
          "subscribe-on-1.0", "pause-on-1.0"],
 )
-def test_bad_message_gets_error_event(ws_url: str, sent: str, code: str) -> None:
-    async def scenario() -> None:
-        ws = await open_client(ws_url)
-        try:
-            await ws.send(sent)
-            error = await next_of_type(ws, "error_event")
-            assert_valid_error(error, code)
-            if code == "INVALID_MESSAGE":
-                assert error["payload"]["details"]["reason"]
-            if code == "UNKNOWN_MESSAGE_TYPE":
-                assert "heartbeat_response" in error["payload"]["details"]["accepted"]
-            await next_of_type(ws, "energy_update")  # still connected
-        finally:
-            await ws.close()
-
-    run(scenario())
+async def test_bad_message_gets_error_event(ws_url: str, sent: str, code: str) -> None:
+    ws = await open_client(ws_url)
+    try:
+        await ws.send(sent)
+        error = await next_of_type(ws, "error_event")
+        assert_valid_error(error, code)
+        if code == "INVALID_MESSAGE":
+            assert error["payload"]["details"]["reason"]
+        if code == "UNKNOWN_MESSAGE_TYPE":
+            assert "heartbeat_response" in error["payload"]["details"]["accepted"]
+        await next_of_type(ws, "energy_update")  # still connected
+    finally:
+        await ws.close()
 
 
-def test_pause_energy_on_1_0_does_not_pause(ws_url: str) -> None:
+async def test_pause_energy_on_1_0_does_not_pause(ws_url: str) -> None:
     """A refused 1.1 request has no effect: the 1.0 client keeps getting energy frames."""
-
-    async def scenario() -> None:
-        ws = await open_client(ws_url)
-        try:
-            await ws.send('{"type": "pause_energy", "payload": {}}')
-            await next_of_type(ws, "error_event")
-            started = time.monotonic()
-            for _ in range(30):
-                await next_of_type(ws, "energy_update", timeout=0.5)
-            assert time.monotonic() - started < 1.0
-        finally:
-            await ws.close()
-
-    run(scenario())
+    ws = await open_client(ws_url)
+    try:
+        await ws.send('{"type": "pause_energy", "payload": {}}')
+        await next_of_type(ws, "error_event")
+        started = time.monotonic()
+        for _ in range(30):
+            await next_of_type(ws, "energy_update", timeout=0.5)
+        assert time.monotonic() - started < scaled(1.0)
+    finally:
+        await ws.close()
 
 
 # ---------------------------------------------------------------------------
@@ -139,8 +122,8 @@ def test_pause_energy_on_1_0_does_not_pause(ws_url: str) -> None:
 
 
 async def closed_by_server(ws: ClientConnection, timeout: float = 3.0) -> tuple[int, str]:
-    """Read until the server closes *ws*; the close code and reason it sent."""
-    async with asyncio.timeout(timeout):
+    """Read until the server closes *ws* (within *timeout* seconds, scaled); the close code and reason it sent."""
+    async with asyncio.timeout(scaled(timeout)):
         try:
             while True:
                 await ws.recv()
@@ -194,25 +177,22 @@ ABUSES: dict[str, tuple[Callable[[ClientConnection], Awaitable[list[dict[str, An
 
 
 @pytest.mark.parametrize("abuse", list(ABUSES))
-def test_abuse_is_closed_and_does_not_disturb_others(server: ServerProcess, frame_watcher: type, abuse: str) -> None:
+async def test_abuse_is_closed_and_does_not_disturb_others(server: ServerProcess, frame_watcher: type,
+                                                           abuse: str) -> None:
     """Abusive clients, one after another for about a second, while a well-behaved client watches."""
     send_abuse, expected_code, expected_reason = ABUSES[abuse]
     closes: list[tuple[int, str]] = []
     errors: list[dict[str, Any]] = []
 
-    async def scenario() -> dict[str, Any]:
-        async with frame_watcher(server.ws_url, server=server) as watcher:
-            start = await asyncio.to_thread(watcher.mark)
-            while len(closes) < ABUSE_CYCLES and time.monotonic() - start < ABUSE_SECONDS:
-                bad = await open_client(server.ws_url, max_size=None)  # the server's cap is the point
-                errors.extend(await send_abuse(bad))
-                closes.append(await closed_by_server(bad))
-            health = await asyncio.to_thread(server.health, 2.0)
-            await asyncio.sleep(max(start + ABUSE_SECONDS - time.monotonic(), 0.0))
-            watcher.assert_steady(start, time.monotonic())
-        return health
-
-    health = run(scenario())
+    async with frame_watcher(server.ws_url, server=server) as watcher:
+        start = await asyncio.to_thread(watcher.mark)
+        while len(closes) < ABUSE_CYCLES and time.monotonic() - start < ABUSE_SECONDS:
+            bad = await open_client(server.ws_url, max_size=None)  # the server's cap is the point
+            errors.extend(await send_abuse(bad))
+            closes.append(await closed_by_server(bad))
+        health = await asyncio.to_thread(server.health, scaled(2.0))
+        await asyncio.sleep(max(start + ABUSE_SECONDS - time.monotonic(), 0.0))
+        watcher.assert_steady(start, time.monotonic())
     assert closes
     for code, reason in closes:
         assert code == expected_code, f"closed with {code} {reason!r}"
@@ -227,17 +207,13 @@ def test_abuse_is_closed_and_does_not_disturb_others(server: ServerProcess, fram
             assert_valid_error(error, "INVALID_JSON")
 
 
-def test_message_just_under_the_cap_is_accepted(ws_url: str) -> None:
+async def test_message_just_under_the_cap_is_accepted(ws_url: str) -> None:
     """The cap is 64 KiB: a 60 KiB message gets an answer, not a close."""
-
-    async def scenario() -> None:
-        ws = await open_client(ws_url, max_size=None)
-        try:
-            await ws.send("[" + "0," * (30 * 1024) + "0]")
-            error = await next_of_type(ws, "error_event")
-            assert_valid_error(error, "INVALID_MESSAGE")
-            await next_of_type(ws, "energy_update")
-        finally:
-            await ws.close()
-
-    run(scenario())
+    ws = await open_client(ws_url, max_size=None)
+    try:
+        await ws.send("[" + "0," * (30 * 1024) + "0]")
+        error = await next_of_type(ws, "error_event")
+        assert_valid_error(error, "INVALID_MESSAGE")
+        await next_of_type(ws, "energy_update")
+    finally:
+        await ws.close()

@@ -13,9 +13,9 @@ import shutil
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -24,15 +24,9 @@ from tests.server_process import ServerProcess
 from tests.timing import scaled
 from wirthforge_ws.client import Backoff, WirthforgeClient
 
-T = TypeVar("T")
 FRAME_S = 1 / 60
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 90.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, scaled(timeout))
-
-    return asyncio.run(bounded())
+# pytest.ini's --timeout=120 per test, stretched by the time factor like every other bound here.
+pytestmark = pytest.mark.timeout(scaled(120))
 
 
 def persistent(db: Path, **extra: str) -> dict[str, str]:
@@ -82,14 +76,13 @@ def quick_backoff() -> Backoff:
 # Resume across a restart
 
 
-def test_graceful_restart_resumes_complete_with_every_message_once(tmp_path: Path) -> None:
+async def test_graceful_restart_resumes_complete_with_every_message_once(tmp_path: Path) -> None:
     """SIGTERM, start again on the same database: nothing lost, nothing twice, in order."""
-
-    async def scenario(process: ServerProcess) -> None:
+    with ServerProcess(env=persistent(tmp_path / "events.sqlite3")) as process:
         collector = Collector()
         async with WirthforgeClient(process.ws_url, channels=["reward"], on_message=collector,
                                     backoff=quick_backoff()) as client, \
-                httpx.AsyncClient(base_url=process.http_url, timeout=10) as http:
+                httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http:
             await client.wait_connected(timeout=scaled(10))
             epoch = client.epoch
             await publish(http, [reward(i) for i in range(100)])
@@ -115,16 +108,13 @@ def test_graceful_restart_resumes_complete_with_every_message_once(tmp_path: Pat
             assert client.stats.duplicates == 0
             assert client.stats.reconnects == 1
 
+
+async def test_sigkill_mid_stream_never_duplicates_and_reports_server_crashed(tmp_path: Path) -> None:
     with ServerProcess(env=persistent(tmp_path / "events.sqlite3")) as process:
-        run(scenario(process))
-
-
-def test_sigkill_mid_stream_never_duplicates_and_reports_server_crashed(tmp_path: Path) -> None:
-    async def scenario(process: ServerProcess) -> None:
         collector = Collector()
         async with WirthforgeClient(process.ws_url, channels=["reward"], on_message=collector,
                                     backoff=quick_backoff()) as client, \
-                httpx.AsyncClient(base_url=process.http_url, timeout=10) as http:
+                httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http:
             await client.wait_connected(timeout=scaled(10))
             epoch = client.epoch
             for batch in range(5):
@@ -152,19 +142,16 @@ def test_sigkill_mid_stream_never_duplicates_and_reports_server_crashed(tmp_path
             health = await http.get("/health")
             assert health.json()["persistence"]["previousRunCrashed"] is True
 
-    with ServerProcess(env=persistent(tmp_path / "events.sqlite3")) as process:
-        run(scenario(process))
-
 
 # ---------------------------------------------------------------------------
 # Record and replay
 
 
-def test_recorded_session_replays_same_tokens_same_order_same_timing(tmp_path: Path) -> None:
-    async def scenario(process: ServerProcess) -> None:
+async def test_recorded_session_replays_same_tokens_same_order_same_timing(tmp_path: Path) -> None:
+    with ServerProcess(env=persistent(tmp_path / "events.sqlite3", WF_SEED="3")) as process:
         collector = Collector()
         async with WirthforgeClient(process.ws_url, channels=["experience"], on_message=collector) as client, \
-                httpx.AsyncClient(base_url=process.http_url, timeout=10) as http:
+                httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http:
             await client.wait_connected(timeout=scaled(10))
             recording: dict[str, Any] | None = None
             deadline = time.monotonic() + scaled(40)
@@ -208,13 +195,10 @@ def test_recorded_session_replays_same_tokens_same_order_same_timing(tmp_path: P
                 await asyncio.sleep(0.05)
             assert (await http.get("/api/replay")).json() == {"active": False}  # the live source is back
 
-    with ServerProcess(env=persistent(tmp_path / "events.sqlite3", WF_SEED="3")) as process:
-        run(scenario(process), timeout=120)
-
 
 def test_replay_api_rejects_bad_requests(tmp_path: Path) -> None:
     with ServerProcess(env=persistent(tmp_path / "events.sqlite3")) as process:
-        with httpx.Client(base_url=process.http_url, timeout=10) as http:
+        with httpx.Client(base_url=process.http_url, timeout=scaled(10)) as http:
             assert http.post("/api/replay", json={"session": "999999999", "speed": 1}).status_code == 404
             assert http.post("/api/replay", json={"session": "1", "speed": 0}).status_code == 422
             assert http.post("/api/replay", json={"session": "1", "speed": "fast"}).status_code == 422
@@ -226,7 +210,7 @@ def test_replay_api_rejects_bad_requests(tmp_path: Path) -> None:
 
 def test_sessions_api_says_when_persistence_is_off() -> None:
     with ServerProcess() as process:  # the test default: --no-persist
-        with httpx.Client(base_url=process.http_url, timeout=10) as http:
+        with httpx.Client(base_url=process.http_url, timeout=scaled(10)) as http:
             assert http.get("/api/sessions").json() == {"sessions": [], "recording": False}
             assert http.get("/api/sessions/1/events").status_code == 503
             assert http.post("/api/replay", json={"session": "1"}).status_code == 503
@@ -240,7 +224,7 @@ def test_sessions_api_says_when_persistence_is_off() -> None:
 async def _stream_goes_on_and_fault_is_reported(process: ServerProcess, *, publish_load: bool) -> dict[str, Any]:
     collector = Collector()
     async with WirthforgeClient(process.ws_url, channels=["energy", "reward"], on_message=collector) as client, \
-            httpx.AsyncClient(base_url=process.http_url, timeout=10) as http:
+            httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http:
         await client.wait_connected(timeout=scaled(10))
         if publish_load:
             for batch in range(10):
@@ -255,17 +239,17 @@ async def _stream_goes_on_and_fault_is_reported(process: ServerProcess, *, publi
         return (await http.get("/health")).json()
 
 
-def test_disk_full_keeps_streaming_and_reports(tmp_path: Path) -> None:
+async def test_disk_full_keeps_streaming_and_reports(tmp_path: Path) -> None:
     """A size cap as small as allowed: SQLite reports 'database or disk is full' (max_page_count)."""
     with ServerProcess(env=persistent(tmp_path / "events.sqlite3", WF_PERSIST_MAX_BYTES="65536")) as process:
-        health = run(_stream_goes_on_and_fault_is_reported(process, publish_load=True))
+        health = await _stream_goes_on_and_fault_is_reported(process, publish_load=True)
         persistence = health["persistence"]
         assert persistence["dropped"] > 0
         assert persistence["diskBytes"] <= 65536 + 4 * 1024 * 1024  # the file itself never passes the cap
         assert os.path.getsize(tmp_path / "events.sqlite3") <= 65536
 
 
-def test_read_only_directory_keeps_streaming_and_reports(tmp_path: Path) -> None:
+async def test_read_only_directory_keeps_streaming_and_reports(tmp_path: Path) -> None:
     prefix: list[str] = []
     if os.geteuid() == 0:  # root ignores permissions: drop the capabilities that let it
         if not shutil.which("setpriv"):
@@ -277,7 +261,7 @@ def test_read_only_directory_keeps_streaming_and_reports(tmp_path: Path) -> None
     folder.chmod(0o500)
     try:
         with ServerProcess(env=persistent(folder / "events.sqlite3"), prefix=prefix) as process:
-            health = run(_stream_goes_on_and_fault_is_reported(process, publish_load=False))
+            health = await _stream_goes_on_and_fault_is_reported(process, publish_load=False)
             assert health["persistence"]["status"] == "unavailable"
             assert "ro" in health["persistence"]["error"]
     finally:
@@ -288,7 +272,7 @@ def test_corrupt_database_is_moved_aside_and_a_fresh_one_used(tmp_path: Path) ->
     db = tmp_path / "events.sqlite3"
     db.write_bytes(b"this is not an SQLite database, just some bytes " * 200)
     with ServerProcess(env=persistent(db)) as process:
-        with httpx.Client(base_url=process.http_url, timeout=10) as http:
+        with httpx.Client(base_url=process.http_url, timeout=scaled(10)) as http:
             assert http.post("/publish", json=[reward(1)]).status_code == 202
             time.sleep(0.5)
             persistence = http.get("/health").json()["persistence"]

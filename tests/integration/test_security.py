@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -18,54 +18,39 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from tests.server_process import ServerProcess
+from tests.timing import scaled
 
-T = TypeVar("T")
 EXTRA_ORIGIN = "https://ui.wirthforge.example"
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 15.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
 
 
 async def handshake(url: str, **kwargs: Any) -> tuple[ClientConnection, dict[str, Any]]:
     """Connect (no compression, no proxy) and read startup_complete."""
-    ws = await connect(url, compression=None, proxy=None, open_timeout=5, **kwargs)
-    first = json.loads(await asyncio.wait_for(ws.recv(), 2))
+    ws = await connect(url, compression=None, proxy=None, open_timeout=scaled(5), **kwargs)
+    first = json.loads(await asyncio.wait_for(ws.recv(), scaled(2)))
     assert first["type"] == "startup_complete"
     return ws, first
 
 
-def accepted(url: str, **kwargs: Any) -> tuple[str | None, dict[str, Any]]:
+async def accepted(url: str, **kwargs: Any) -> tuple[str | None, dict[str, Any]]:
     """Connect and return (the subprotocol the server answered, startup_complete)."""
-
-    async def scenario() -> tuple[str | None, dict[str, Any]]:
-        ws, first = await handshake(url, **kwargs)
-        try:
-            return ws.subprotocol, first
-        finally:
-            await ws.close()
-
-    return run(scenario())
+    ws, first = await handshake(url, **kwargs)
+    try:
+        return ws.subprotocol, first
+    finally:
+        await ws.close()
 
 
-def refused(url: str, **kwargs: Any) -> tuple[int, str]:
+async def refused(url: str, **kwargs: Any) -> tuple[int, str]:
     """Connect expecting an HTTP refusal before the upgrade: (status, body)."""
-
-    async def scenario() -> tuple[int, str]:
-        with pytest.raises(InvalidStatus) as caught:
-            async with connect(url, compression=None, proxy=None, open_timeout=5, **kwargs):
-                pass
-        response = caught.value.response
-        return response.status_code, bytes(response.body or b"").decode()
-
-    return run(scenario())
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(url, compression=None, proxy=None, open_timeout=scaled(5), **kwargs):
+            pass
+    response = caught.value.response
+    return response.status_code, bytes(response.body or b"").decode()
 
 
 def http(method: str, url: str, **kwargs: Any) -> httpx.Response:
-    with httpx.Client(trust_env=False, timeout=5.0) as client:
+    with httpx.Client(trust_env=False, timeout=scaled(5.0)) as client:
         return client.request(method, url, **kwargs)
 
 
@@ -81,9 +66,9 @@ def permissive() -> Iterator[ServerProcess]:
 # Origin
 
 
-def test_foreign_origin_is_refused_before_upgrade(server: ServerProcess) -> None:
+async def test_foreign_origin_is_refused_before_upgrade(server: ServerProcess) -> None:
     refused_before = server.health()["refusedRequests"]
-    status, body = refused(server.ws_url, origin="http://evil.example")
+    status, body = await refused(server.ws_url, origin="http://evil.example")
     assert status == 403
     assert "origin not allowed" in body
     assert server.health()["refusedRequests"] == refused_before + 1
@@ -99,45 +84,45 @@ def test_foreign_origin_is_refused_before_upgrade(server: ServerProcess) -> None
         "http://evil.example:{port}",
     ],
 )
-def test_near_miss_origins_are_refused(server: ServerProcess, origin: str) -> None:
-    status, body = refused(server.ws_url, origin=origin.format(host="127.0.0.1", port=server.port))
+async def test_near_miss_origins_are_refused(server: ServerProcess, origin: str) -> None:
+    status, body = await refused(server.ws_url, origin=origin.format(host="127.0.0.1", port=server.port))
     assert (status, body.strip()) == (403, "origin not allowed")
 
 
-def test_null_origin_is_refused_by_default(server: ServerProcess) -> None:
-    status, body = refused(server.ws_url, origin="null")
+async def test_null_origin_is_refused_by_default(server: ServerProcess) -> None:
+    status, body = await refused(server.ws_url, origin="null")
     assert status == 403
     assert "null" in body
 
 
-def test_null_origin_allowed_when_opted_in(permissive: ServerProcess) -> None:
-    _, first = accepted(permissive.ws_url, origin="null")
+async def test_null_origin_allowed_when_opted_in(permissive: ServerProcess) -> None:
+    _, first = await accepted(permissive.ws_url, origin="null")
     assert first["payload"]["frameRate"] == 60
 
 
 @pytest.mark.parametrize("name", ["127.0.0.1", "localhost", "[::1]"])
-def test_own_origins_are_allowed(server: ServerProcess, name: str) -> None:
-    _, first = accepted(server.ws_url, origin=f"http://{name}:{server.port}")
+async def test_own_origins_are_allowed(server: ServerProcess, name: str) -> None:
+    _, first = await accepted(server.ws_url, origin=f"http://{name}:{server.port}")
     assert first["type"] == "startup_complete"
 
 
-def test_no_origin_is_allowed(server: ServerProcess) -> None:
+async def test_no_origin_is_allowed(server: ServerProcess) -> None:
     """Non-browser clients send no Origin header."""
-    subprotocol, first = accepted(server.ws_url)
+    subprotocol, first = await accepted(server.ws_url)
     assert subprotocol is None
     assert first["payload"]["model"]
 
 
-def test_extra_origin_from_settings_is_allowed(permissive: ServerProcess) -> None:
-    accepted(permissive.ws_url, origin=EXTRA_ORIGIN)
-    accepted(permissive.ws_url, origin="http://127.0.0.1:5173")
+async def test_extra_origin_from_settings_is_allowed(permissive: ServerProcess) -> None:
+    await accepted(permissive.ws_url, origin=EXTRA_ORIGIN)
+    await accepted(permissive.ws_url, origin="http://127.0.0.1:5173")
     # The list is an allowlist, not a pattern: anything else is still refused.
-    status, _ = refused(permissive.ws_url, origin="https://evil.wirthforge.example")
+    status, _ = await refused(permissive.ws_url, origin="https://evil.wirthforge.example")
     assert status == 403
 
 
-def test_extra_origin_is_not_allowed_without_the_setting(server: ServerProcess) -> None:
-    status, _ = refused(server.ws_url, origin=EXTRA_ORIGIN)
+async def test_extra_origin_is_not_allowed_without_the_setting(server: ServerProcess) -> None:
+    status, _ = await refused(server.ws_url, origin=EXTRA_ORIGIN)
     assert status == 403
 
 
@@ -146,10 +131,10 @@ def test_extra_origin_is_not_allowed_without_the_setting(server: ServerProcess) 
 
 
 @pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example", "localhost.evil.example"])
-def test_foreign_host_is_refused_for_websocket(server: ServerProcess, host: str) -> None:
+async def test_foreign_host_is_refused_for_websocket(server: ServerProcess, host: str) -> None:
     # The URL names the foreign host (so that is the Host header); the TCP
     # connection still goes to the loopback server, as after DNS rebinding.
-    status, body = refused(f"ws://{host}:{server.port}/ws", host="127.0.0.1", port=server.port)
+    status, body = await refused(f"ws://{host}:{server.port}/ws", host="127.0.0.1", port=server.port)
     assert status == 403
     assert "host not allowed" in body
 
@@ -169,7 +154,7 @@ def test_loopback_hosts_are_served(server: ServerProcess, host: str) -> None:
     assert response.json()["status"] == "ok"
 
 
-def test_refusals_are_logged_with_their_reason(server: ServerProcess) -> None:
+async def test_refusals_are_logged_with_their_reason(server: ServerProcess) -> None:
     def count(text: str) -> int:
         return server.log_text().count(text)
 
@@ -177,8 +162,8 @@ def test_refusals_are_logged_with_their_reason(server: ServerProcess) -> None:
     host_line = "refused websocket /ws from 127.0.0.1: host not allowed"
     http_line = "refused http /health from 127.0.0.1: host not allowed"
     before = (count(origin_line), count(host_line), count(http_line))
-    refused(server.ws_url, origin="http://evil.example")
-    refused(f"ws://evil.example:{server.port}/ws", host="127.0.0.1", port=server.port)
+    await refused(server.ws_url, origin="http://evil.example")
+    await refused(f"ws://evil.example:{server.port}/ws", host="127.0.0.1", port=server.port)
     http("GET", server.http_url + "/health", headers={"Host": "evil.example"})
     after = (count(origin_line), count(host_line), count(http_line))
     assert after == tuple(n + 1 for n in before), server.log_text()[-2000:]
@@ -221,8 +206,8 @@ def test_publish_is_404_when_not_enabled() -> None:
 # Subprotocols (PROTOCOL.md §1)
 
 
-def test_unknown_only_subprotocol_is_400(server: ServerProcess) -> None:
-    status, body = refused(server.ws_url, subprotocols=["graphql-ws", "wirthforge.2.0"])
+async def test_unknown_only_subprotocol_is_400(server: ServerProcess) -> None:
+    status, body = await refused(server.ws_url, subprotocols=["graphql-ws", "wirthforge.2.0"])
     assert status == 400
     assert "wirthforge.1.1" in body and "wirthforge.1.0" in body
 
@@ -239,9 +224,9 @@ def test_unknown_only_subprotocol_is_400(server: ServerProcess) -> None:
     ],
     ids=["nothing", "1.0", "unknown+1.0", "1.1", "both", "both-reversed"],
 )
-def test_subprotocol_negotiation(server: ServerProcess, offered: list[str] | None, answered: str | None,
-                                 protocol: str) -> None:
-    subprotocol, first = accepted(server.ws_url, subprotocols=offered)
+async def test_subprotocol_negotiation(server: ServerProcess, offered: list[str] | None, answered: str | None,
+                                       protocol: str) -> None:
+    subprotocol, first = await accepted(server.ws_url, subprotocols=offered)
     assert subprotocol == answered
     if protocol == "1.1":
         assert first["payload"]["protocol"] == "1.1"
@@ -251,16 +236,13 @@ def test_subprotocol_negotiation(server: ServerProcess, offered: list[str] | Non
         assert "seq" not in first and isinstance(first["timestamp"], int)
 
 
-def test_no_subprotocol_header_when_nothing_offered(server: ServerProcess) -> None:
-    async def scenario() -> None:
-        ws, _ = await handshake(server.ws_url)
-        try:
-            assert ws.response is not None
-            assert "Sec-WebSocket-Protocol" not in ws.response.headers
-        finally:
-            await ws.close()
-
-    run(scenario())
+async def test_no_subprotocol_header_when_nothing_offered(server: ServerProcess) -> None:
+    ws, _ = await handshake(server.ws_url)
+    try:
+        assert ws.response is not None
+        assert "Sec-WebSocket-Protocol" not in ws.response.headers
+    finally:
+        await ws.close()
 
 
 # ---------------------------------------------------------------------------
@@ -270,36 +252,32 @@ def test_no_subprotocol_header_when_nothing_offered(server: ServerProcess) -> No
 SECRET = "zq-7f3a9c"  # short: a truncated frame dump still shows it whole
 
 
-def test_token_text_never_appears_in_the_log() -> None:
+async def test_token_text_never_appears_in_the_log() -> None:
     env = {"WF_ENABLE_PUBLISH": "1", "WF_LOG_LEVEL": "debug"}
     with ServerProcess(env=env) as debug_server:
-
-        async def scenario() -> None:
-            ws, _ = await handshake(debug_server.ws_url)
-            try:
-                # Key order puts the token at the end, where a truncated frame dump would still show it.
-                token_stream = {"type": "token_stream", "payload": {
-                    "isComplete": False, "sessionId": "s-log", "modelId": "m", "tokens": [" hello", SECRET]}}
-                result = await asyncio.to_thread(debug_server.publish, [token_stream])
-                assert result["published"] == 1
-                # A refused publish (invalid payload) carrying the secret.
-                bad = {"type": "token_stream", "payload": {"tokens": [SECRET], "isComplete": "no"}}
-                response = await asyncio.to_thread(http, "POST", debug_server.http_url + "/publish", json=[bad])
-                assert response.status_code == 422
-                # Malformed inbound messages carrying the secret.
-                await ws.send(json.dumps({"type": "heartbeat_response", "payload": {"sequence": SECRET}}))
-                await ws.send(json.dumps({"type": SECRET, "payload": {}}))
-                await ws.send(SECRET + " {not json")
-                seen_token, errors = False, 0
-                async with asyncio.timeout(3):
-                    while not (seen_token and errors == 3):
-                        message = json.loads(await ws.recv())
-                        seen_token |= message["type"] == "token_stream" and SECRET in message["payload"]["tokens"]
-                        errors += message["type"] == "error_event"
-            finally:
-                await ws.close()
-
-        run(scenario())
+        ws, _ = await handshake(debug_server.ws_url)
+        try:
+            # Key order puts the token at the end, where a truncated frame dump would still show it.
+            token_stream = {"type": "token_stream", "payload": {
+                "isComplete": False, "sessionId": "s-log", "modelId": "m", "tokens": [" hello", SECRET]}}
+            result = await asyncio.to_thread(debug_server.publish, [token_stream])
+            assert result["published"] == 1
+            # A refused publish (invalid payload) carrying the secret.
+            bad = {"type": "token_stream", "payload": {"tokens": [SECRET], "isComplete": "no"}}
+            response = await asyncio.to_thread(http, "POST", debug_server.http_url + "/publish", json=[bad])
+            assert response.status_code == 422
+            # Malformed inbound messages carrying the secret.
+            await ws.send(json.dumps({"type": "heartbeat_response", "payload": {"sequence": SECRET}}))
+            await ws.send(json.dumps({"type": SECRET, "payload": {}}))
+            await ws.send(SECRET + " {not json")
+            seen_token, errors = False, 0
+            async with asyncio.timeout(scaled(3)):
+                while not (seen_token and errors == 3):
+                    message = json.loads(await ws.recv())
+                    seen_token |= message["type"] == "token_stream" and SECRET in message["payload"]["tokens"]
+                    errors += message["type"] == "error_event"
+        finally:
+            await ws.close()
         log = debug_server.log_text()
     assert "DEBUG" in log  # the server really ran at debug level
     leaks = [line for line in log.splitlines() if SECRET in line]
@@ -324,7 +302,7 @@ def raw_status(server: ServerProcess, target: str, headers: list[tuple[str, str]
     else:
         lines += ["Connection: close"]
     lines += [f"{name}: {value}" for name, value in headers]
-    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+    with socket.create_connection((server.host, server.port), timeout=scaled(5)) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         response = b""
         while b"\r\n\r\n" not in response:
@@ -335,7 +313,7 @@ def raw_status(server: ServerProcess, target: str, headers: list[tuple[str, str]
         head, _, body = response.partition(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         if status != 101:
-            sock.settimeout(1)
+            sock.settimeout(scaled(1))
             try:
                 while chunk := sock.recv(4096):
                     body += chunk

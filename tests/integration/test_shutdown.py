@@ -13,25 +13,18 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+import pytest_asyncio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.server_process import ServerProcess
+from tests.timing import TIME_FACTOR, scaled
 
-T = TypeVar("T")
-EXIT_WITHIN = 2.0  # seconds from the signal to the process exit
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
+EXIT_WITHIN = scaled(2.0)  # seconds from the signal to the process exit
 
 
 @dataclass
@@ -42,47 +35,46 @@ class Shutdown:
     log: str
 
 
-def shut_down(sig: signal.Signals) -> Shutdown:
+async def shut_down(sig: signal.Signals) -> Shutdown:
     """Start a server, connect a 1.0 and a 1.1 client, send *sig*, and watch what happens."""
     with ServerProcess() as server:
         process = server.process
         assert process is not None
 
-        async def clients_until_closed() -> tuple[list[tuple[int | None, str]], float]:
-            async def until_closed(ws: ClientConnection) -> tuple[int | None, str]:
-                try:
-                    async with asyncio.timeout(EXIT_WITHIN + 1):
-                        while True:
-                            await ws.recv()
-                except ConnectionClosed:
-                    pass
-                received = ws.protocol.close_rcvd
-                return (None, "no close frame") if received is None else (received.code, received.reason)
+        async def until_closed(ws: ClientConnection) -> tuple[int | None, str]:
+            try:
+                async with asyncio.timeout(EXIT_WITHIN + scaled(1)):
+                    while True:
+                        await ws.recv()
+            except ConnectionClosed:
+                pass
+            received = ws.protocol.close_rcvd
+            return (None, "no close frame") if received is None else (received.code, received.reason)
 
-            clients = [
-                await connect(server.ws_url, compression=None, proxy=None, open_timeout=5),
-                await connect(server.ws_url, compression=None, proxy=None, open_timeout=5,
-                              subprotocols=["wirthforge.1.1"]),
-            ]
-            for ws in clients:  # connected and streaming
-                for _ in range(5):
-                    json.loads(await ws.recv())
-            signalled = time.monotonic()
-            process.send_signal(sig)
-            return list(await asyncio.gather(*(until_closed(ws) for ws in clients))), signalled
-
-        closes, signalled = run(clients_until_closed())
+        clients = [
+            await connect(server.ws_url, compression=None, proxy=None, open_timeout=scaled(5)),
+            await connect(server.ws_url, compression=None, proxy=None, open_timeout=scaled(5),
+                          subprotocols=["wirthforge.1.1"]),
+        ]
+        for ws in clients:  # connected and streaming
+            for _ in range(5):
+                json.loads(await ws.recv())
+        signalled = time.monotonic()
+        process.send_signal(sig)
+        closes = list(await asyncio.gather(*(until_closed(ws) for ws in clients)))
         try:
-            returncode: int | None = process.wait(max(signalled + EXIT_WITHIN - time.monotonic(), 0.01))
+            returncode: int | None = await asyncio.to_thread(
+                process.wait, max(signalled + EXIT_WITHIN - time.monotonic(), 0.01))
             exit_seconds: float | None = time.monotonic() - signalled
         except subprocess.TimeoutExpired:
             returncode, exit_seconds = None, None  # ServerProcess.__exit__ stops it the hard way
         return Shutdown(closes, exit_seconds, returncode, server.log_text())
 
 
-@pytest.fixture(scope="module", params=[signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def shutdown(request: pytest.FixtureRequest) -> Shutdown:
-    return shut_down(request.param)
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=[signal.SIGTERM, signal.SIGINT],
+                        ids=["SIGTERM", "SIGINT"])
+async def shutdown(request: pytest.FixtureRequest) -> Shutdown:
+    return await shut_down(request.param)
 
 
 def test_clients_get_a_restart_close_and_the_process_exits_promptly(shutdown: Shutdown) -> None:
@@ -130,31 +122,28 @@ def frame_loop(server: ServerProcess) -> dict[str, Any]:
     return loop
 
 
-def wait_for_no_connections(server: ServerProcess, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for_no_connections(server: ServerProcess, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + scaled(timeout)
     while server.health()["connections"]["count"] and time.monotonic() < deadline:
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     assert server.health()["connections"]["count"] == 0
 
 
-def test_clock_keeps_frame_time_and_builds_nothing_without_clients(server: ServerProcess) -> None:
+async def test_clock_keeps_frame_time_and_builds_nothing_without_clients(server: ServerProcess) -> None:
     # Frames are built while someone listens (so the counter below can move at all) ...
-    async def listen_briefly() -> None:
-        async with connect(server.ws_url, compression=None, proxy=None, open_timeout=5) as ws:
-            for _ in range(20):
-                await ws.recv()
-
     before_client = frame_loop(server)
-    run(listen_briefly())
-    wait_for_no_connections(server)
+    async with connect(server.ws_url, compression=None, proxy=None, open_timeout=scaled(5)) as ws:
+        for _ in range(20):
+            await ws.recv()
+    await wait_for_no_connections(server)
     after_client = frame_loop(server)
     assert after_client["framesBuilt"] > before_client["framesBuilt"]
 
     # ... and not while nobody does. Frame numbers keep advancing at 60 Hz,
     # but the idle clock wakes only ~10 times a second.
-    time.sleep(0.2)
+    await asyncio.sleep(0.2)
     first, started = frame_loop(server), time.monotonic()
-    time.sleep(1.5)
+    await asyncio.sleep(1.5)
     second, elapsed = frame_loop(server), time.monotonic() - started
     assert first["connections"] == second["connections"] == 0
     assert second["idle"] is True
@@ -163,30 +152,26 @@ def test_clock_keeps_frame_time_and_builds_nothing_without_clients(server: Serve
     frame_rate = (second["frameNumber"] - first["frameNumber"]) / elapsed
     assert 55.0 <= frame_rate <= 65.0, f"frame time advanced at {frame_rate:.1f} Hz with no clients"
     wake_rate = (second["idleTicks"] - first["idleTicks"]) / elapsed
-    assert 7.0 <= wake_rate <= 13.0, f"{wake_rate:.1f} idle wake-ups/s"
+    assert 7.0 / TIME_FACTOR <= wake_rate <= 13.0 * TIME_FACTOR, f"{wake_rate:.1f} idle wake-ups/s"
     assert second["ticks"] == first["ticks"], "active ticks while idle"
     assert second["framesSkipped"] == first["framesSkipped"]
 
 
-def test_clock_returns_to_60_hz_when_a_client_connects(server: ServerProcess) -> None:
-    wait_for_no_connections(server)
-    time.sleep(0.3)
+async def test_clock_returns_to_60_hz_when_a_client_connects(server: ServerProcess) -> None:
+    await wait_for_no_connections(server)
+    await asyncio.sleep(0.3)
     assert frame_loop(server)["idle"] is True
 
-    async def listen() -> tuple[list[int], dict[str, Any]]:
-        numbers: list[int] = []
-        async with connect(server.ws_url, compression=None, proxy=None, open_timeout=5) as ws:
-            started = time.monotonic()
-            heartbeat: dict[str, Any] = {}
-            while time.monotonic() - started < 1.6:
-                message = json.loads(await asyncio.wait_for(ws.recv(), 2))
-                if message["type"] == "energy_update":
-                    numbers.append(message["frameNumber"])
-                elif message["type"] == "heartbeat":
-                    heartbeat = message["payload"]
-            return numbers, heartbeat
-
-    numbers, heartbeat = run(listen())
+    numbers: list[int] = []
+    async with connect(server.ws_url, compression=None, proxy=None, open_timeout=scaled(5)) as ws:
+        started = time.monotonic()
+        heartbeat: dict[str, Any] = {}
+        while time.monotonic() - started < 1.6:
+            message = json.loads(await asyncio.wait_for(ws.recv(), scaled(2)))
+            if message["type"] == "energy_update":
+                numbers.append(message["frameNumber"])
+            elif message["type"] == "heartbeat":
+                heartbeat = message["payload"]
     steps = [b - a for a, b in zip(numbers, numbers[1:])]
     assert len(numbers) >= 85, f"only {len(numbers)} frames in 1.6 s after leaving idle"
     assert max(steps) == 1, f"frame steps after leaving idle: {sorted(set(steps))}"
