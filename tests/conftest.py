@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.server_process import ServerProcess
-from tests.timing import TIME_FACTOR
+from tests.timing import TIME_FACTOR, scaled
 
 FRAME_RATE = 60.0
 
@@ -30,10 +30,13 @@ FRAME_RATE = 60.0
 os.environ.setdefault("WF_SOURCE", "sim")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-timeout has read --timeout
 def pytest_configure(config: pytest.Config) -> None:
-    """Keep every test, and every server it starts, out of the user's real data directory."""
+    """Keep every test and server out of the user's data directory; stretch the per-test timeout too."""
     if "WF_TEST_KEEP_DATA_HOME" not in os.environ:
         os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="wf-test-data-")
+    if getattr(config, "_env_timeout", None):
+        config._env_timeout = scaled(config._env_timeout)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ class FrameWatcher:
         self._ws = await connect(self.url, compression=None, proxy=None, open_timeout=5, close_timeout=1,
                                  subprotocols=["wirthforge.1.1"])
         self._task = asyncio.create_task(self._read())
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + scaled(3.0)
         while len(self.frames) < 10 and time.monotonic() < deadline:  # warmed up and flowing
             await asyncio.sleep(0.02)
         if len(self.frames) < 10:

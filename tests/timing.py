@@ -22,3 +22,8 @@ TIME_FACTOR = max(float(os.environ.get("WF_TEST_TIME_FACTOR", "1") or 1), 1.0)
 def scaled(seconds: float) -> float:
     """*seconds* stretched by the test time factor."""
     return seconds * TIME_FACTOR
+
+
+def within(value: float, low: float, high: float) -> bool:
+    """*low* <= *value* <= *high*, both bounds widened by the time factor (for rates and counts)."""
+    return low / TIME_FACTOR <= value <= high * TIME_FACTOR
