@@ -6,6 +6,9 @@
 // with sessionId "replay-<original>". Text from the server is set with
 // textContent, never as HTML.
 
+/** The event log commits every ~100 ms: reload the list this long after a generation completes. */
+const RELOAD_AFTER_COMPLETE_MS = 400
+
 /** @param {number} ms epoch milliseconds */
 function when (ms) {
   const d = new Date(ms)
@@ -75,8 +78,18 @@ export function mountSessions (panel) {
     status.textContent = 'replay stopped'
   })
   // No polling: a fetch to a stopped server would only fill the console.
+  // Instead the list reloads when a generation completes on the page's own
+  // stream, a moment later, once the server's event log has committed it.
   refresh.addEventListener('click', load)
   document.addEventListener('visibilitychange', () => { if (!document.hidden) load() })
+  window.addEventListener('load', () => {
+    const client = /** @type {any} */ (window).wirthforge
+    if (!client || typeof client.onMessage !== 'function') return
+    client.onMessage('token_stream', (/** @type {any} */ m) => {
+      const id = String(m.payload.sessionId || '')
+      if (m.payload.isComplete && !id.startsWith('replay-')) setTimeout(load, RELOAD_AFTER_COMPLETE_MS)
+    })
+  })
   load()
 }
 

