@@ -53,7 +53,7 @@ for path in (str(ROOT), str(BENCH_DIR)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-import bench  # noqa: E402  the transport benchmark's load run and /proc helpers
+from benchmarks.wfbench import machine, processes, report, runs  # noqa: E402  the transport benchmark's pieces
 
 RESULTS_JSON = BENCH_DIR / "model_results.json"
 PROMPTS = [
@@ -98,7 +98,7 @@ async def _alone(threads: int, nice: int, sched: str, cpus: str, runs: int, max_
 def section_alone(configs: list[tuple[int, int, str, str]], quick: bool) -> list[dict[str, Any]]:
     results = []
     for threads, nice, sched, cpus in configs:
-        busy = bench.wait_for_quiet()
+        busy = machine.wait_for_quiet()
         result = asyncio.run(_alone(threads, nice, sched, cpus, 2 if quick else 4, 120))
         result["busy_before_pct_of_core"] = round(busy, 1)
         print(f"  - alone, {threads} thread(s), nice {nice}, {sched}, CPUs {cpus or 'any'}: "
@@ -186,16 +186,16 @@ def worker_cpu_seconds(server_pid: int) -> float:
     with contextlib.suppress(OSError):
         for pid in Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split():
             with contextlib.suppress(OSError):
-                total += bench.proc_cpu_seconds(int(pid))
+                total += machine.proc_cpu_seconds(int(pid))
     return total
 
 
 def frames_run(label: str, env: dict[str, str], seconds: float, generate: bool, max_tokens: int,
                tmpdir: str) -> dict[str, Any]:
-    """bench.load_run (1 client) against a server whose model (if *generate*) answers prompt after prompt."""
+    """runs.load_run (1 client) against a server whose model (if *generate*) answers prompt after prompt."""
     prompters: list[Prompter] = []
     worker_cpu: list[float] = []
-    original = bench.running_server
+    original = runs.running_server
 
     @contextlib.contextmanager
     def generating_server(server_env: dict[str, str] | None = None) -> Iterator[Any]:
@@ -214,15 +214,15 @@ def frames_run(label: str, env: dict[str, str], seconds: float, generate: bool, 
                 if generate:
                     prompter.join(30)
 
-    bench.running_server = generating_server
+    runs.running_server = generating_server
     try:
-        busy = bench.wait_for_quiet()
-        result = bench.load_run(label, clients=1, protocol="1.1", duration=seconds, env=env, tmpdir=tmpdir)
+        busy = machine.wait_for_quiet()
+        result = runs.load_run(label, clients=1, protocol="1.1", duration=seconds, env=env, tmpdir=tmpdir)
     finally:
-        bench.running_server = original
+        runs.running_server = original
     result["busy_before_pct_of_core"] = round(busy, 1)
     result["model_worker_cpu_pct_of_core"] = round(worker_cpu[0], 1) if worker_cpu else None
-    # bench.load_run counts the model worker (a child of the server) as "other load": take it out.
+    # runs.load_run counts the model worker (a child of the server) as "other load": take it out.
     result["others_pct_of_core"] = round(result["other_load_pct_of_core"] - (result["model_worker_cpu_pct_of_core"] or 0), 1)
     if prompters:
         prompter = prompters[0]
@@ -271,8 +271,8 @@ def section_prompt(quick: bool) -> dict[str, Any]:
 
     count = 3 if quick else 6
     results: dict[str, Any] = {}
-    bench.wait_for_quiet()
-    with bench.running_server({"WF_SOURCE": "embedded", "WF_MAX_TOKENS": "120"}) as server:
+    machine.wait_for_quiet()
+    with runs.running_server({"WF_SOURCE": "embedded", "WF_MAX_TOKENS": "120"}) as server:
         time.sleep(2.0)
         results["embedded"] = prompt_runs(server, count)
     print(f"  - embedded: {results['embedded']}", flush=True)
@@ -283,7 +283,7 @@ def section_prompt(quick: bool) -> dict[str, Any]:
                               "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
                               "--n_threads", "1", "--logits_all", "true", "--verbose", "false"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    bench._STARTED.append(llama)
+    processes._STARTED.append(llama)
     try:
         url = f"http://127.0.0.1:{port}/v1"
         for _ in range(300):
@@ -293,13 +293,13 @@ def section_prompt(quick: bool) -> dict[str, Any]:
             except OSError:
                 time.sleep(0.2)
         env = {"WF_SOURCE": "openai", "WF_OPENAI_URL": url, "WF_OPENAI_MODEL": "smollm2", "WF_MAX_TOKENS": "120"}
-        bench.wait_for_quiet()
-        with bench.running_server(env) as server:
+        machine.wait_for_quiet()
+        with runs.running_server(env) as server:
             results["openai_llama_cpp_server"] = prompt_runs(server, count)
     finally:
         llama.terminate()
         llama.wait(10)
-        bench._STARTED.remove(llama)
+        processes._STARTED.remove(llama)
     print(f"  - openai (llama_cpp.server): {results['openai_llama_cpp_server']}", flush=True)
     return results
 
@@ -343,15 +343,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="model worker configurations THREADS:NICE[:SCHED], comma-separated")
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per frame run (20; quick 8)")
     parser.add_argument("--out", help="also write Markdown tables here")
-    parser.add_argument("--wait-quiet", type=float, default=bench.QUIET["max_wait"],
+    parser.add_argument("--wait-quiet", type=float, default=machine.QUIET["max_wait"],
                         help="before each run, wait at most this many seconds for other processes to use "
-                             f"< {bench.QUIET['threshold']:g} %% of a core")
+                             f"< {machine.QUIET['threshold']:g} %% of a core")
     args = parser.parse_args(argv)
-    bench.QUIET["max_wait"] = args.wait_quiet
+    machine.QUIET["max_wait"] = args.wait_quiet
     configs = [parse_config(item) for item in args.configs.split(",")]
     seconds = args.seconds or (8.0 if args.quick else 20.0)
     only = set(args.only.split(","))
-    results: dict[str, Any] = {"environment": bench.environment()}
+    results: dict[str, Any] = {"environment": report.environment()}
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="wf-model-bench-") as tmpdir:
@@ -366,8 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("prompt flow:", flush=True)
                 results["prompt"] = section_prompt(args.quick)
         finally:
-            bench._stop_everything()
-    results["environment"]["loadavg_end"] = bench.loadavg()
+            processes._stop_everything()
+    results["environment"]["loadavg_end"] = machine.loadavg()
     RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
     table = render(results)
     print(table)
