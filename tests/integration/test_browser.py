@@ -9,8 +9,8 @@ except in CI (``CI`` set), where it must run.
 The run also writes a screenshot of the running page to
 ``test-results/screenshot.png`` (WF_SCREENSHOT_PATH overrides the path,
 WF_SCREENSHOT_SECONDS, default 8, sets how long the page runs before the
-shot). The committed ``docs/screenshot.png`` was made the same way with
-WF_SCREENSHOT_PATH=docs/screenshot.png.
+shot). The committed ``docs/screenshot.png`` shows the page with the
+embedded model after one prompt (a real answer, its energy, one recording).
 """
 
 from __future__ import annotations
