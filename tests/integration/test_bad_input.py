@@ -16,33 +16,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.server_process import ServerProcess
 from tests.timing import scaled
+from tests.wsutil import next_of_type, open_client
 from wirthforge_ws.schemas import SchemaSet
 
 SCHEMAS = SchemaSet()
 ABUSE_SECONDS = 1.0  # abusive clients keep coming for this long, while a well-behaved client is measured
 ABUSE_CYCLES = 25  # at most this many abusive clients per test
-
-
-async def open_client(url: str, **kwargs: Any) -> ClientConnection:
-    """A protocol 1.0 client (no subprotocol), past its startup_complete."""
-    ws = await connect(url, compression=None, proxy=None, open_timeout=scaled(5), **kwargs)
-    first = json.loads(await asyncio.wait_for(ws.recv(), scaled(2)))
-    assert first["type"] == "startup_complete"
-    return ws
-
-
-async def next_of_type(ws: ClientConnection, wanted: str, timeout: float = 2.0) -> dict[str, Any]:
-    """The next message of type *wanted* (others are skipped), within *timeout* seconds (scaled)."""
-    async with asyncio.timeout(scaled(timeout)):
-        while True:
-            message = json.loads(await ws.recv())
-            if message["type"] == wanted:
-                return message
 
 
 def assert_valid_error(message: dict[str, Any], code: str) -> None:

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 import uvicorn
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests import hostile
 from tests.server_process import ROOT, ServerProcess
 from tests.timing import scaled
+from tests.wsutil import next_of_type, open_client
 from wirthforge_ws.schemas import SchemaSet
 from wirthforge_ws.settings import Settings
 
@@ -206,22 +206,6 @@ def test_connections_beyond_the_cap_get_503_with_a_reason() -> None:
 
 # ---------------------------------------------------------------------------
 # Malformed messages: the right answer, never a 1011 or a traceback
-
-
-async def open_client(url: str, subprotocol: str | None = None) -> ClientConnection:
-    ws = await connect(url, compression=None, proxy=None, open_timeout=5, max_size=None,
-                       subprotocols=[subprotocol] if subprotocol else None)  # type: ignore[list-item]
-    first = json.loads(await asyncio.wait_for(ws.recv(), scaled(2)))
-    assert first["type"] == "startup_complete"
-    return ws
-
-
-async def next_of_type(ws: ClientConnection, wanted: str, timeout: float = 2.0) -> dict[str, Any]:
-    async with asyncio.timeout(scaled(timeout)):
-        while True:
-            message = json.loads(await ws.recv())
-            if message["type"] == wanted:
-                return message
 
 
 @pytest.mark.parametrize("sent", ['{"type": []}', '{"type": {}}', '{"type": [], "payload": {}}',

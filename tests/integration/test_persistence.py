@@ -13,7 +13,6 @@ import shutil
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 
 from tests.server_process import ServerProcess
 from tests.timing import scaled
+from tests.wsutil import wait_until
 from wirthforge_ws.client import Backoff, WirthforgeClient
 
 FRAME_S = 1 / 60
@@ -58,14 +58,6 @@ async def publish(http: httpx.AsyncClient, items: list[dict[str, Any]]) -> list[
     response = await http.post("/publish", json=items)
     assert response.status_code == 202, response.text
     return response.json()["seqs"]
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + scaled(timeout)
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {scaled(timeout):.1f} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def quick_backoff() -> Backoff:

@@ -25,6 +25,7 @@ import pytest_asyncio
 
 from tests.server_process import ServerProcess
 from tests.timing import TIME_FACTOR, scaled, within
+from tests.wsutil import wait_until
 from wirthforge_ws.client import Backoff, WirthforgeClient
 from wirthforge_ws.schemas import SchemaSet
 
@@ -78,14 +79,6 @@ async def publish(http: httpx.AsyncClient, messages: list[dict[str, Any]]) -> li
     body = response.json()
     assert body["published"] == len(messages)
     return body["seqs"]
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + scaled(timeout)
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {scaled(timeout):.1f} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def wait_applied(http: httpx.AsyncClient, connection_id: str, check: Callable[[dict[str, Any]], bool]) -> None:
