@@ -24,10 +24,10 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 
-model-unit: $(STAMP)
-	$(PY) -m pytest tests/unit -q
+scale: $(STAMP)
+	$(PY) benchmarks/scale.py $(ARGS)
 
-bench: $(STAMP)
+model-bench: $(STAMP)
 	$(PY) benchmarks/model_bench.py $(ARGS)
 
 deps: $(STAMP)

@@ -233,7 +233,9 @@ class Server:
         between chunks we wait until every open connection has room for the
         next chunk, at most send_timeout per chunk. A client that does not
         drain within that bound gets the next chunk anyway, overflows and is
-        closed as a slow consumer, exactly as without batching.
+        closed as a slow consumer, exactly as without batching. Each chunk
+        rides with the next frame (FrameLoop.publish_in_next_frame): it
+        shares the frame's one socket write to each client.
         """
         chunk = max(self.settings.send_queue_limit // 4, 1)
         seqs: list[int | None] = []
@@ -241,9 +243,8 @@ class Server:
             for start in range(0, len(events), chunk):
                 if start:
                     await self._wait_for_room(chunk)
-                for event in events[start:start + chunk]:
-                    outbound = self.hub.publish(event)
-                    seqs.append(outbound.seq if outbound else None)
+                published = await self.frame_loop.publish_in_next_frame(events[start:start + chunk])
+                seqs.extend(outbound.seq if outbound else None for outbound in published)
         return seqs
 
     async def _wait_for_room(self, free: int) -> None:

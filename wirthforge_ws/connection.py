@@ -46,7 +46,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import messages, transport
-from .hub import Hub, Outbound, Recall, ResumeRequest, ResumeResult
+from .hub import FrameBundle, Hub, Outbound, Recall, ResumeRequest, ResumeResult
 from .messages import Event
 from .metrics import RollingSamples
 from .outbox import Outbox
@@ -157,6 +157,8 @@ class Connection:
                                  nominal_rates=tuple(nominal_rates.values()))
         self._options = options
         self._nominal_rates = nominal_rates
+        # At or above this energy rate every energy type goes out at its own rate (see _energy_due).
+        self._full_energy_rate = max(nominal_rates.values(), default=settings.frame_rate)
         self._energy_credit: dict[str, float] = {}
         self._heartbeat_sequence = 0
         self._next_heartbeat = self.connected_at + EARLY_HEARTBEATS[0]
@@ -325,6 +327,46 @@ class Connection:
         else:
             pacer.queued += 1
             pacer.queued_energy += 1
+
+    def deliver_frame(self, bundle: FrameBundle) -> None:
+        """Called by the hub once per frame with everything the frame published.
+
+        The common case (see :meth:`_takes_whole`) costs one write of bytes
+        joined once for all clients; anything else goes message by message
+        through :meth:`deliver`, whose writes the open write batch still
+        gathers into one.
+        """
+        if self.state is not State.OPEN:
+            return
+        if not self._takes_whole(bundle):
+            for outbound in bundle.outbounds:
+                self.deliver(outbound)
+            return
+        wire, sent, energy = bundle.wire(self.version)
+        if sent:
+            self._direct.write_last(wire)  # type: ignore[union-attr]  # _takes_whole checked it
+            self.direct_writes += sent
+            self.pacer.queued += sent
+            self.pacer.queued_energy += energy
+
+    def _takes_whole(self, bundle: FrameBundle) -> bool:
+        """Whether :meth:`deliver` would write every message of *bundle* directly, in order.
+
+        That is: the direct path is open (see :meth:`_write_now`), the
+        client is subscribed to every channel in the bundle, and if the
+        bundle holds energy, energy is neither paused, held by the pacer
+        nor decimated below any type's own rate.
+        """
+        direct = self._direct
+        if direct is None or self.outbox or self._send_started is not None or not direct.ready():
+            return False
+        if not bundle.channels <= self.subscriptions:
+            return False
+        if not bundle.has_energy:
+            return True
+        pacer = self.pacer
+        return not (self.energy_paused or (pacer.answering and pacer.holding_at(bundle.now))
+                    or min(self.energy_rate, pacer.effective_rate) < self._full_energy_rate)
 
     def _send_reliable(self, outbound: Outbound) -> None:
         if self._write_now(outbound):

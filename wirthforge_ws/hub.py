@@ -16,12 +16,13 @@ epoch and the seq counter continue where the previous run stopped, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,8 +65,62 @@ def _by_seq(outbound: Outbound) -> int:
     return outbound.seq
 
 
+def _each(subscriber: Subscriber) -> Callable[[FrameBundle], None]:
+    """A frame-bundle delivery for a subscriber that only takes one message at a time."""
+
+    def deliver_each(bundle: FrameBundle) -> None:
+        for outbound in bundle.outbounds:
+            subscriber.deliver(outbound)
+
+    return deliver_each
+
+
+class FrameBundle:
+    """Everything one frame published, handed to each connection in one call.
+
+    Most connections take every message of a frame (all channels, full
+    energy rate, nothing queued): for them the frame on the wire is the
+    messages' WebSocket frames back to back, joined once per protocol
+    version (:meth:`wire`) and written with one ``transport.write``.
+    """
+
+    __slots__ = ("outbounds", "channels", "has_energy", "now", "_hub", "_wire")
+
+    def __init__(self, hub: Hub, outbounds: list[Outbound], now: float) -> None:
+        self._hub = hub
+        self.outbounds = outbounds
+        self.channels = frozenset(outbound.channel for outbound in outbounds)
+        self.has_energy = any(not outbound.reliable for outbound in outbounds)
+        self.now = now  # time.monotonic() at delivery, for the pacers
+        self._wire: dict[str, tuple[bytes, int, int]] = {}
+
+    def wire(self, version: str) -> tuple[bytes, int, int]:
+        """The frame's bytes for *version*, and how many messages (all, energy) they hold.
+
+        A message that failed validation is left out, as the per-message path drops it.
+        """
+        try:
+            return self._wire[version]
+        except KeyError:
+            pass
+        frames: list[bytes] = []
+        energy = 0
+        for outbound in self.outbounds:
+            frame = self._hub.frame(outbound, version)
+            if frame is not None:
+                frames.append(frame)
+                energy += not outbound.reliable
+        wire = self._wire[version] = (b"".join(frames), len(frames), energy)
+        return wire
+
+
 class Subscriber(Protocol):
-    """What the hub needs of a connection."""
+    """What the hub needs of a connection.
+
+    A subscriber may also have ``deliver_frame(bundle: FrameBundle)``, to
+    take a frame's messages in one call; without it, the hub calls
+    :meth:`deliver` for each.
+    """
 
     version: str
 
@@ -132,9 +187,11 @@ class Hub:
         self.schemas = schemas
         self.epoch = secrets.token_hex(8)
         self.stats = HubStats()
-        self._subscribers: set[Subscriber] = set()
-        # Opened around one frame's publishes: each connection then gets one write per frame.
+        # Each subscriber with how it takes a frame bundle (its deliver_frame, or deliver for each message).
+        self._subscribers: dict[Subscriber, Callable[[FrameBundle], None]] = {}
+        # Open during a frame scope: each connection then gets one write per frame.
         self.write_batch = WriteBatch()
+        self._bundle: list[Outbound] | None = None  # what the open frame scope has published so far
         self._versions_in_use: Counter[str] = Counter()
         self._seq = 0
         self._history: deque[Outbound] = deque()
@@ -226,7 +283,7 @@ class Hub:
         if plan is not None:
             for outbound in plan.in_seq_order():
                 subscriber.deliver(outbound)
-        self._subscribers.add(subscriber)
+        self._subscribers[subscriber] = getattr(subscriber, "deliver_frame", None) or _each(subscriber)
         self._versions_in_use[subscriber.version] += 1
         if self.on_attach is not None:
             self.on_attach()
@@ -241,7 +298,7 @@ class Hub:
 
     def detach(self, subscriber: Subscriber) -> None:
         if subscriber in self._subscribers:
-            self._subscribers.discard(subscriber)
+            del self._subscribers[subscriber]
             self._versions_in_use[subscriber.version] -= 1
             if self._versions_in_use[subscriber.version] <= 0:
                 del self._versions_in_use[subscriber.version]
@@ -277,9 +334,37 @@ class Hub:
             self._remember(outbound)
         else:
             self._newest_frames[event.type] = outbound
-        for subscriber in tuple(self._subscribers):
-            subscriber.deliver(outbound)
+        if self._bundle is not None:
+            self._bundle.append(outbound)  # delivered when the frame scope closes
+        else:
+            for subscriber in tuple(self._subscribers):
+                subscriber.deliver(outbound)
         return outbound
+
+    @contextlib.contextmanager
+    def frame_scope(self) -> Iterator[None]:
+        """Deliver what is published inside as one frame: one call and one socket write per connection.
+
+        The frame loop opens it around a frame's publishes. Messages are
+        stamped, validated and kept for resume as they are published, and
+        delivered, in seq order, when the scope closes. The body must not
+        await (nothing else may write to a connection in between) and must
+        not send a connection's own messages after publishing: those would
+        overtake the frame's lower seqs. A nested scope joins the outer one.
+        """
+        if self._bundle is not None:
+            yield
+            return
+        with self.write_batch.collect():
+            self._bundle = []
+            try:
+                yield
+            finally:
+                published, self._bundle = self._bundle, None
+                if published and self._subscribers:
+                    bundle = FrameBundle(self, published, time.monotonic())
+                    for deliver_frame in tuple(self._subscribers.values()):
+                        deliver_frame(bundle)
 
     def render(self, outbound: Outbound, version: str) -> str | None:
         """The JSON text of *outbound* for *version*, or None if it fails validation.

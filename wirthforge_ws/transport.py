@@ -168,6 +168,17 @@ class DirectWriter:
             batch._pending.append(self)
         self._parts.append(frame)
 
+    def write_last(self, frame: bytes) -> None:
+        """Write *frame* as this connection's last bytes in the open batch: at once if nothing is gathered.
+
+        For the caller that knows nothing more will be written to this
+        connection before the batch closes (a frame's delivery).
+        """
+        if self._parts:
+            self._parts.append(frame)  # behind what is gathered, flushed with it
+        else:
+            self._transport.write(frame)
+
     def flush(self) -> None:
         parts, self._parts = self._parts, []
         if parts and not self._transport.is_closing():

@@ -125,8 +125,19 @@ def test_uvicorn_protocol_still_has_what_direct_writes_read() -> None:
     assert protocol.conn.extensions == []
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["write-per-message", "write-per-frame"])
-async def test_direct_and_queued_paths_send_identical_bytes(batched: bool) -> None:
+def frame_delivery(hub: Any, mode: str) -> Any:
+    """How a test frame's publishes are delivered: one by one, in a write batch, or as one frame bundle."""
+    if mode == "batch":
+        return hub.write_batch.collect()
+    if mode.startswith("frame"):
+        return hub.frame_scope()
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("mode", ["message", "batch", "frame", "frame-channels", "frame-rate"],
+                         ids=["write-per-message", "write-per-frame", "frame-bundle", "frame-bundle-fewer-channels",
+                              "frame-bundle-decimated"])
+async def test_direct_and_queued_paths_send_identical_bytes(mode: str) -> None:
     app = create_app(Settings(council=False, seed=1, persist=False))
     server = app.app.app.state.server  # ExposeTransport -> OriginHostGuard -> FastAPI
     fast_protocol, fast, fast_connection = await open_connection(app, server)
@@ -134,6 +145,13 @@ async def test_direct_and_queued_paths_send_identical_bytes(batched: bool) -> No
     queued_connection._direct = None  # held to the queued path (its startup_complete went directly)
     startup_writes = queued_connection.direct_writes
     assert fast_connection._direct is not None, "the direct path is not available under uvicorn"
+    partial = mode in ("frame-channels", "frame-rate")  # nobody takes whole frames: message by message
+    for connection in (fast_connection, queued_connection):
+        if mode == "frame-channels":
+            connection.subscriptions = {"energy", "system"}
+        if mode == "frame-rate":
+            connection.energy_rate = 20.0
+            connection.pacer.set_ceiling(20.0)
 
     def energy(n: int) -> messages.Event:
         return messages.energy_update(frame_number=n, total_energy=0.5, delta_energy=0.0, tokens_generated=1,
@@ -158,7 +176,7 @@ async def test_direct_and_queued_paths_send_identical_bytes(batched: bool) -> No
         for _ in range(20):
             frame += 1
             # As the frame loop does: one batch per frame, so each client gets one write for it.
-            with server.hub.write_batch.collect() if batched else contextlib.nullcontext():
+            with frame_delivery(server.hub, mode):
                 server.hub.publish(energy(frame))
                 if frame % 3 == 0:
                     server.hub.publish(tokens(frame))
@@ -171,13 +189,15 @@ async def test_direct_and_queued_paths_send_identical_bytes(batched: bool) -> No
             slow_protocol.resume_writing()
         await drain()
 
-    assert fast_connection.direct_writes > 20
-    if batched:  # two messages in one frame went out in one write
+    assert fast_connection.direct_writes > (5 if partial else 20)
+    if mode in ("batch", "frame"):  # two messages in one frame went out in one write
         assert fast.writes < fast_connection.direct_writes
     assert queued_connection.direct_writes == startup_writes
     assert server.hub.stats.coalesced["latest_wins"] > 0, "the stall did not make the queue coalesce"
     fast_frames, queued_frames = fan_out_frames(fast.written), fan_out_frames(queued.written)
-    assert len(fast_frames) > 40
+    assert len(fast_frames) > (10 if partial else 40)
+    if mode == "frame-channels":
+        assert not any(b'"token_stream"' in frame[:64] for frame in fast_frames)
     assert fast_frames == queued_frames
     assert fast_frames[-1][:2] == b"\x88" + bytes([len(fast_frames[-1]) - 2])  # both end with the close frame
     for protocol in (fast_protocol, slow_protocol):

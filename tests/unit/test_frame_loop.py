@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
 
 from tests.unit.test_clock import FakeTime
+from wirthforge_ws import frame_loop, messages
 from wirthforge_ws.clock import FrameClock
 from wirthforge_ws.frame_loop import FrameLoop
 from wirthforge_ws.hub import Hub, Outbound
+from wirthforge_ws.messages import Event
 from wirthforge_ws.schemas import SchemaSet
 from wirthforge_ws.settings import Settings
 from wirthforge_ws.sources import SimulatedModel
@@ -79,3 +82,56 @@ async def test_a_short_hiccup_is_only_counted() -> None:
     loop, recorder = await run_frames({10: 0.04}, 20)
     assert loop.clock.frames_skipped >= 1
     assert overruns(recorder) == []
+
+
+def _reward(title: str) -> Event:
+    return messages.reward_event(reward_type="milestone", title=title, points=1)
+
+
+async def test_published_events_ride_with_the_next_frame_in_seq_order() -> None:
+    """POST /publish's events go out inside a frame: before its energy_update, seq increasing."""
+    settings = Settings(seed=1)
+    hub = Hub(SchemaSet(), history_messages=100, history_seconds=60)
+    recorder = Recorder(hub)
+    hub.attach(recorder)
+    fake = FakeTime()
+    loop = FrameLoop(settings, hub, SimulatedModel(settings.model_id, council=False, seed=1),
+                     FrameClock(60.0, time_function=fake, sleep_until=fake.sleep_until))
+    publishing = asyncio.create_task(loop.publish_in_next_frame([_reward("a"), _reward("b")]))
+    await asyncio.sleep(0)  # the request is waiting for a frame; nothing is published yet
+    assert not recorder.messages
+    loop._frame(1, fake.now, time.perf_counter())
+    outbounds = await publishing
+    types = [m["type"] for m in recorder.messages]
+    assert types[:3] == ["reward_event", "reward_event", "energy_update"]
+    assert [o.seq for o in outbounds if o] == [m["seq"] for m in recorder.messages[:2]]
+    seqs = [m["seq"] for m in recorder.messages]
+    assert seqs == sorted(seqs)
+
+
+async def test_publishing_without_a_running_frame_loop_falls_back_to_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(frame_loop, "JOIN_TIMEOUT", 0.01)
+    settings = Settings(seed=1)
+    hub = Hub(SchemaSet(), history_messages=100, history_seconds=60)
+    recorder = Recorder(hub)
+    hub.attach(recorder)
+    loop = FrameLoop(settings, hub, SimulatedModel(settings.model_id, council=False, seed=1))
+    outbounds = await loop.publish_in_next_frame([_reward("late")])
+    assert [m["type"] for m in recorder.messages] == ["reward_event"]
+    assert outbounds[0] is not None and outbounds[0].seq == recorder.messages[0]["seq"]
+    assert not loop._joining
+
+
+async def test_a_cancelled_publish_is_not_published_by_a_later_frame() -> None:
+    settings = Settings(seed=1)
+    hub = Hub(SchemaSet(), history_messages=100, history_seconds=60)
+    recorder = Recorder(hub)
+    hub.attach(recorder)
+    loop = FrameLoop(settings, hub, SimulatedModel(settings.model_id, council=False, seed=1))
+    publishing = asyncio.create_task(loop.publish_in_next_frame([_reward("gone")]))
+    await asyncio.sleep(0)
+    publishing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await publishing
+    loop._frame(1, time.monotonic(), time.perf_counter())
+    assert "reward_event" not in [m["type"] for m in recorder.messages]
