@@ -1,12 +1,19 @@
 #!/usr/bin/env python
 """A bare broadcast server: the floor the project's fan-out is measured against.
 
-What it does per frame is the least a 60 Hz push server can do: build one
-energy_update-shaped JSON text (protocol 1.1 envelope, same size class as the
-project's), serialise it once with orjson and hand it to
-``websockets.broadcast``, which writes the same frame to every connection.
+What it does per frame is the least a 60 Hz push server can do: build each
+message as a JSON text (protocol 1.1 envelope), serialise it once with orjson
+and hand it to ``websockets.broadcast``, which writes it to every connection.
 No validation, no per-connection queue, no latest-wins, no resume, no limits.
 The frame clock uses absolute deadlines like the project's, so rates compare.
+
+``--stream full`` (the default) sends the same stream as the project's
+simulator, message for message in type, size and rate: an energy_update
+every frame, an energy_field every 6th, token_stream, interference and
+resonance events, one reward_event a second (the harness's POST /publish on
+the project) and each connection's own heartbeat once a second, so that both
+servers put the same bytes on the wire. ``--stream energy`` sends only the
+energy_update, the floor of floors.
 
 It answers ``GET /health`` with the few ``frameLoop`` fields the benchmark
 harness reads (ticks, framesSkipped, budgetOverruns, tick lateness), so the
@@ -37,8 +44,12 @@ SUBPROTOCOLS = ["wirthforge.1.1", "wirthforge.1.0"]
 
 
 class Baseline:
-    def __init__(self) -> None:
+    def __init__(self, stream: str = "full") -> None:
+        self.stream = stream
         self.clients: set[ServerConnection] = set()
+        # Heartbeats spread over the second: one set of connections per frame of it.
+        self.heartbeat_slots: list[set[ServerConnection]] = [set() for _ in range(int(FRAME_RATE))]
+        self.joined = 0
         self.ticks = 0
         self.skipped = 0
         self.lateness: list[float] = []
@@ -54,10 +65,55 @@ class Baseline:
                         "capabilities": ["visualization"], "protocol": "1.1", "epoch": self.epoch},
         }).decode())
         self.clients.add(connection)
+        slot = self.heartbeat_slots[self.joined % len(self.heartbeat_slots)]
+        self.joined += 1
+        slot.add(connection)
         try:
             await connection.wait_closed()
         finally:
             self.clients.discard(connection)
+            slot.discard(connection)
+
+    def message(self, kind: str, channel: str, payload: dict[str, Any], frame_number: int | None = None) -> str:
+        self.seq += 1
+        message: dict[str, Any] = {"type": kind, "channel": channel, "timestamp": round(time.time_ns() / 1e6, 3),
+                                   "seq": self.seq}
+        if frame_number is not None:
+            message["frameNumber"] = frame_number
+        message["payload"] = payload
+        return orjson.dumps(message).decode()
+
+    def send_frame(self, index: int) -> None:
+        """Everything the frame sends: each message its own broadcast, as a bare server does."""
+        clients = self.clients
+        broadcast(clients, self.frame(index))
+        if self.stream == "energy":
+            return
+        level = round(0.5 + 0.4 * math.sin(index / 30.0), 6)
+        if index % 6 == 0:
+            points = [{"x": round(i / 11, 4), "y": round(0.5 + 0.25 * math.sin(index / 9 + i), 4),
+                       "energy": round(level * (0.8 + 0.02 * i), 4)} for i in range(12)]
+            broadcast(clients, self.message("energy_field", "energy", {
+                "fieldType": "stream", "intensity": level, "coordinates": points}, index))
+        if index % 7 == 0:
+            broadcast(clients, self.message("token_stream", "experience", {
+                "tokens": [" token"], "isComplete": False, "sessionId": "session-00001", "modelId": "baseline",
+                "energyCost": 0.01}))
+        if index % 30 == 15:
+            broadcast(clients, self.message("interference_event", "council", {
+                "patternType": "constructive", "models": ["baseline", "council_analyst", "council_critic"],
+                "intensity": level, "coherenceScore": 0.99}, index))
+        if index % 150 == 75:
+            broadcast(clients, self.message("resonance_event", "council", {
+                "resonanceType": "fundamental", "frequency": 9.0, "amplitude": level,
+                "participants": ["baseline", "council_analyst", "council_critic"], "phase": 0.0}, index))
+        if index % 60 == 30:
+            broadcast(clients, self.message("reward_event", "reward", {
+                "rewardType": "milestone", "title": f"r{index}", "points": 1}))
+        for connection in self.heartbeat_slots[index % len(self.heartbeat_slots)]:
+            broadcast([connection], self.message("heartbeat", "system", {
+                "sequence": index // 60, "serverTime": time.time_ns() // 1_000_000, "frameRate": FRAME_RATE,
+                "connectionId": f"conn-{id(connection):012x}"[:17]}))
 
     def frame(self, frame_number: int) -> str:
         self.seq += 1
@@ -90,7 +146,7 @@ class Baseline:
             del self.lateness[:-600]
             self.ticks += 1
             if self.clients:
-                broadcast(self.clients, self.frame(index))
+                self.send_frame(index)
 
     def health(self) -> dict[str, Any]:
         ordered = sorted(self.lateness)
@@ -117,8 +173,8 @@ class Baseline:
         return None
 
 
-async def main(host: str, port: int) -> None:
-    baseline = Baseline()
+async def main(host: str, port: int, stream: str) -> None:
+    baseline = Baseline(stream)
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
@@ -133,7 +189,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8150)
+    parser.add_argument("--stream", choices=("full", "energy"), default="full",
+                        help="the project's whole stream (default) or energy_update only")
     args = parser.parse_args()
     import uvloop  # the project's server runs on uvloop too
 
-    uvloop.run(main(args.host, args.port))
+    uvloop.run(main(args.host, args.port, args.stream))

@@ -80,7 +80,8 @@ class Server:
             # startup_complete announces the real model, not the simulator's name
             self.settings = settings = dataclasses.replace(settings, model_id=self.source.model_id)
         self.metrics = ServerMetrics(self.metric_counters)
-        self.frame_loop = FrameLoop(settings, self.hub, self.source, on_frame=self.metrics.observe_frame)
+        self.frame_loop = FrameLoop(settings, self.hub, self.source, on_frame=self.metrics.observe_frame,
+                                    before_frame=self._heartbeats_in_frame)
         self.hub.on_attach = self.frame_loop.clock.wake
         self.replayer = Replayer(self.frame_loop)
         self._faults_reported = 0
@@ -95,6 +96,7 @@ class Server:
         self.supervisor = Supervisor()
         self._publishing = asyncio.Lock()  # one POST /publish batch at a time, in order
         self._someone_connected = asyncio.Event()  # wakes the heartbeat task from its idle wait
+        self._heartbeat_check_due = False  # set by the heartbeat task, done by the next frame
 
     async def start(self) -> None:
         if isinstance(self.source, LiveSource):
@@ -111,11 +113,16 @@ class Server:
             await asyncio.to_thread(self.event_log.close)  # flush: nothing published before the stop is lost
 
     async def _heartbeats(self) -> None:
-        """Every HEARTBEAT_TICK, let each connection check its send stall and send its heartbeat if due.
+        """Every HEARTBEAT_TICK, have each connection check its send stall and send its heartbeat if due.
 
         Each connection keeps its own heartbeat schedule (the first one a
         quarter second after it opens, see pacing.py), so the heartbeats of
-        many clients are spread out rather than sent in one burst. With no
+        many clients are spread out rather than sent in one burst. The check
+        is done by the next frame (:meth:`_heartbeats_in_frame`), so that
+        heartbeats share the frame's socket write and never run into a tick;
+        if no frame came since the last tick (the frame loop is stalled or
+        dead), this task does it itself, and clients keep getting heartbeats
+        whose falling frameRate tells them why energy stopped. With no
         client it sleeps until one connects: an idle server does not wake
         for it at all (see docs/PERFORMANCE.md, idle CPU).
         """
@@ -124,11 +131,21 @@ class Server:
                 self._someone_connected.clear()
                 await self._someone_connected.wait()
             await asyncio.sleep(HEARTBEAT_TICK)
-            rate = self.frame_loop.clock.achieved_rate
-            now = time.monotonic()
-            for connection in tuple(self.connections):
-                connection.heartbeat(rate, now)
-            self._report_persistence_fault(now)
+            if self._heartbeat_check_due:  # no frame took the last one
+                self._check_heartbeats(time.monotonic())
+            self._heartbeat_check_due = True
+
+    def _heartbeats_in_frame(self, now: float) -> None:
+        """FrameLoop's before_frame hook: the heartbeat check, if one is due."""
+        if self._heartbeat_check_due:
+            self._check_heartbeats(now)
+
+    def _check_heartbeats(self, now: float) -> None:
+        self._heartbeat_check_due = False
+        rate = self.frame_loop.clock.achieved_rate
+        for connection in tuple(self.connections):
+            connection.heartbeat(rate, now)
+        self._report_persistence_fault(now)
 
     def _report_persistence_fault(self, now: float) -> None:
         """Tell clients (rate-limited) when the event log dropped or failed to write something."""

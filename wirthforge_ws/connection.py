@@ -8,13 +8,15 @@ Each connection owns two activities:
   the socket at whatever pace the client reads.
 
 The hub calls :meth:`Connection.deliver` synchronously for every published
-message; that method only filters and then writes or enqueues, it never
-awaits, so one slow client cannot slow down the frame loop or any other
+message (:meth:`Connection.deliver_frame` once per frame, with all of the
+frame's messages); these only filter and then write or enqueue, they never
+await, so one slow client cannot slow down the frame loop or any other
 client. While a client keeps up, its queue is empty and the message's
 pre-built frame goes straight to its socket (the *direct path*, one
-``transport.write``); once the socket pushes back, messages queue behind
-what is in flight and the writer task drains them (the *queued path*,
-where latest-wins applies). Either way the bytes on the wire are the same.
+``transport.write`` per frame); once the socket pushes back, messages queue
+behind what is in flight and the writer task drains them (the *queued
+path*, where latest-wins applies). Either way the bytes on the wire are
+the same.
 
 A connection moves through an explicit :class:`State`, like the
 websockets library's: CONNECTING (accepted, greeting and replay being

@@ -50,6 +50,7 @@ class FrameLoop:
         clock: FrameClock | None = None,
         *,
         on_frame: Callable[[float, float], None] | None = None,
+        before_frame: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -60,6 +61,9 @@ class FrameLoop:
         self.frames_built = 0
         self.frame_number = 0
         self._on_frame = on_frame  # (tick lateness, processing time) in seconds, e.g. metrics
+        # Called first inside each frame's scope with time.monotonic(): connections' own messages sent
+        # there (heartbeats) share the frame's socket write, ahead of the frame's higher seqs.
+        self._before_frame = before_frame
         self._overrun_warnings = Throttle(WARN_EVERY)
         self._skip_warnings = Throttle(WARN_EVERY)
         self._skip_notices = Throttle(NOTICE_EVERY)
@@ -116,8 +120,13 @@ class FrameLoop:
         delays the next tick; riding with the frame costs nothing more than
         the bytes, and at most one frame period of latency. If no frame
         comes within :data:`JOIN_TIMEOUT` (the loop is stalled or being
-        restarted), they are published at once instead.
+        restarted), they are published at once instead; so they are with
+        nobody subscribed, when there is no fan-out to share and the idle
+        clock would make them wait for its slow tick.
         """
+        if not len(self.hub):
+            with self.hub.frame_scope():
+                return [self.hub.publish(event) for event in events]
         entry = (events, asyncio.get_running_loop().create_future())
         self._joining.append(entry)
         try:
@@ -137,6 +146,8 @@ class FrameLoop:
 
     def _frame(self, frame_number: int, now: float, started: float) -> None:
         with self.hub.frame_scope():  # one delivery and one socket write per client for the whole frame
+            if self._before_frame is not None:
+                self._before_frame(time.monotonic())
             if self._joining:
                 joining, self._joining = self._joining, []
                 for events, published in joining:

@@ -2,8 +2,11 @@
 
 Publishing stamps a message with its ``seq`` and time, validates it against
 the schema of each protocol version in use and serialises it with orjson,
-*once per version*, never per client. Connections then receive the same
-string; all per-client work is a few attribute checks and a queue append.
+*once per version*, never per client. The frame loop publishes inside a
+:meth:`Hub.frame_scope`: the frame's messages are then handed to each
+connection in one :class:`FrameBundle`, whose bytes on the wire are joined
+once per version, so that a client that takes the whole frame costs a few
+attribute checks and one socket write.
 
 The hub also keeps what protocol 1.1 needs for resume: a bounded history of
 reliable messages (count and age) and the newest frame of each energy type.

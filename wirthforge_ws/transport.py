@@ -18,9 +18,10 @@ push server needs three things from the socket itself:
    builds it once and :class:`DirectWriter` writes it straight to the
    transport when nothing else is in flight, skipping the per-client ASGI
    ``send`` chain (Starlette, middleware, uvicorn's framing). A
-   :class:`WriteBatch` gathers what one frame sends to a connection (an
-   energy_update, an energy_field, a token_stream...) into one
-   ``transport.write``: the per-client cost of a frame is one system call.
+   :class:`WriteBatch` gathers what one frame sends to a connection (its
+   heartbeat, an energy_update, an energy_field, a token_stream...) into
+   one ``transport.write``: the per-client cost of a frame is one system
+   call (see :meth:`~.hub.Hub.frame_scope`).
 
 :class:`ExposeTransport` is the outermost ASGI middleware: it finds the
 protocol object of the server that called it (uvicorn passes a bound method

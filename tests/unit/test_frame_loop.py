@@ -135,3 +135,12 @@ async def test_a_cancelled_publish_is_not_published_by_a_later_frame() -> None:
         await publishing
     loop._frame(1, time.monotonic(), time.perf_counter())
     assert "reward_event" not in [m["type"] for m in recorder.messages]
+
+
+async def test_with_nobody_subscribed_a_publish_does_not_wait_for_the_idle_clock() -> None:
+    settings = Settings(seed=1)
+    hub = Hub(SchemaSet(), history_messages=100, history_seconds=60)
+    loop = FrameLoop(settings, hub, SimulatedModel(settings.model_id, council=False, seed=1))
+    async with asyncio.timeout(0.05):  # far less than JOIN_TIMEOUT: published at once, not after a timeout
+        (outbound,) = await loop.publish_in_next_frame([_reward("kept for resume")])
+    assert outbound is not None and outbound.seq == 1
