@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import signal
 import sys
 import time
@@ -62,7 +63,8 @@ STATIC_DIR = ROOT / "static"
 PUBLISHABLE_TYPES = frozenset(CHANNEL_OF) - {"startup_complete", "heartbeat"}
 MAX_PUBLISH_BATCH = 5000
 PERSISTENCE_REPORT_INTERVAL = 30.0  # seconds between error_events while persistence stays degraded
-HEARTBEAT_TICK = 0.05  # seconds: how often the heartbeat task checks each connection
+HEARTBEAT_TICK = 0.05  # seconds: how often each connection's heartbeat and send stall are checked
+HEARTBEAT_WATCHDOG = 0.25  # seconds: how often the heartbeat task makes sure frames still do that check
 
 
 class Server:
@@ -96,7 +98,7 @@ class Server:
         self.supervisor = Supervisor()
         self._publishing = asyncio.Lock()  # one POST /publish batch at a time, in order
         self._someone_connected = asyncio.Event()  # wakes the heartbeat task from its idle wait
-        self._heartbeat_check_due = False  # set by the heartbeat task, done by the next frame
+        self._heartbeats_checked_at = -math.inf  # time.monotonic() of the last heartbeat check
 
     async def start(self) -> None:
         if isinstance(self.source, LiveSource):
@@ -113,35 +115,36 @@ class Server:
             await asyncio.to_thread(self.event_log.close)  # flush: nothing published before the stop is lost
 
     async def _heartbeats(self) -> None:
-        """Every HEARTBEAT_TICK, have each connection check its send stall and send its heartbeat if due.
+        """The heartbeat watchdog: checks heartbeats itself when frames stop doing it.
 
-        Each connection keeps its own heartbeat schedule (the first one a
-        quarter second after it opens, see pacing.py), so the heartbeats of
-        many clients are spread out rather than sent in one burst. The check
-        is done by the next frame (:meth:`_heartbeats_in_frame`), so that
-        heartbeats share the frame's socket write and never run into a tick;
-        if no frame came since the last tick (the frame loop is stalled or
-        dead), this task does it itself, and clients keep getting heartbeats
-        whose falling frameRate tells them why energy stopped. With no
-        client it sleeps until one connects: an idle server does not wake
-        for it at all (see docs/PERFORMANCE.md, idle CPU).
+        Every HEARTBEAT_TICK each connection checks its send stall and sends
+        its heartbeat if due (:meth:`_check_heartbeats`). Each keeps its own
+        schedule (the first one a tenth of a second after it opens, see
+        pacing.py), so the heartbeats of many clients are spread out rather
+        than sent in one burst. Frames do the check
+        (:meth:`_heartbeats_in_frame`), so that heartbeats share the frame's
+        socket write and never run into a tick. If the frame loop stalls or
+        dies, this task does it, every HEARTBEAT_WATCHDOG: clients keep
+        getting heartbeats, whose falling frameRate tells them why energy
+        stopped. With no client it sleeps until one connects: an idle server
+        does not wake for it at all (see docs/PERFORMANCE.md, idle CPU).
         """
         while True:
             if not self.connections:
                 self._someone_connected.clear()
                 await self._someone_connected.wait()
-            await asyncio.sleep(HEARTBEAT_TICK)
-            if self._heartbeat_check_due:  # no frame took the last one
-                self._check_heartbeats(time.monotonic())
-            self._heartbeat_check_due = True
+            await asyncio.sleep(HEARTBEAT_WATCHDOG)
+            now = time.monotonic()
+            if now - self._heartbeats_checked_at >= HEARTBEAT_WATCHDOG:  # no frame did it meanwhile
+                self._check_heartbeats(now)
 
     def _heartbeats_in_frame(self, now: float) -> None:
-        """FrameLoop's before_frame hook: the heartbeat check, if one is due."""
-        if self._heartbeat_check_due:
+        """FrameLoop's before_frame hook: the heartbeat check, every HEARTBEAT_TICK."""
+        if now - self._heartbeats_checked_at >= HEARTBEAT_TICK:
             self._check_heartbeats(now)
 
     def _check_heartbeats(self, now: float) -> None:
-        self._heartbeat_check_due = False
+        self._heartbeats_checked_at = now
         rate = self.frame_loop.clock.achieved_rate
         for connection in tuple(self.connections):
             connection.heartbeat(rate, now)
