@@ -366,9 +366,10 @@ class Connection:
             return False
         if not bundle.has_energy:
             return True
-        pacer = self.pacer
-        return not (self.energy_paused or (pacer.answering and pacer.holding_at(bundle.now))
-                    or min(self.energy_rate, pacer.effective_rate) < self._full_energy_rate)
+        if self.energy_paused or self.energy_rate < self._full_energy_rate:
+            return False
+        pacer = self.pacer  # its rate counts only while the client answers heartbeats (see effective_rate)
+        return not pacer.answering or (pacer.rate >= self._full_energy_rate and not pacer.holding_at(bundle.now))
 
     def _send_reliable(self, outbound: Outbound) -> None:
         if self._write_now(outbound):
