@@ -39,6 +39,16 @@ NOTICE_MIN_SKIPPED = 6  # frames (100 ms at 60 Hz): shorter hiccups are only cou
 JOIN_TIMEOUT = 0.25  # seconds publish_in_next_frame waits for a frame (the idle clock ticks every 0.1 s)
 
 
+class _Joining:
+    """Events waiting to be published inside the next frame (compared by identity)."""
+
+    __slots__ = ("events", "published")
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.events = events
+        self.published: asyncio.Future[list[Outbound | None]] = asyncio.get_running_loop().create_future()
+
+
 class FrameLoop:
     """Owns the frame clock and the per-frame work; measures both."""
 
@@ -68,7 +78,7 @@ class FrameLoop:
         self._skip_warnings = Throttle(WARN_EVERY)
         self._skip_notices = Throttle(NOTICE_EVERY)
         self._skipped_unreported = 0
-        self._joining: list[tuple[Sequence[Event], asyncio.Future[list[Outbound | None]]]] = []
+        self._joining: list[_Joining] = []
 
     async def run(self) -> None:
         budget = self.settings.frame_budget_ms / 1000.0
@@ -127,18 +137,18 @@ class FrameLoop:
         if not len(self.hub):
             with self.hub.frame_scope():
                 return [self.hub.publish(event) for event in events]
-        entry = (events, asyncio.get_running_loop().create_future())
+        entry = _Joining(events)
         self._joining.append(entry)
         try:
             async with asyncio.timeout(JOIN_TIMEOUT):
-                return await asyncio.shield(entry[1])
+                return await asyncio.shield(entry.published)
         except TimeoutError:
             if entry in self._joining:  # no frame took them
                 self._joining.remove(entry)
                 with self.hub.frame_scope():
                     return [self.hub.publish(event) for event in events]
-            if entry[1].done():
-                return entry[1].result()
+            if entry.published.done():
+                return entry.published.result()
             raise RuntimeError("the frame loop failed while publishing") from None
         finally:
             if entry in self._joining:  # cancelled while waiting: not published
@@ -150,10 +160,10 @@ class FrameLoop:
                 self._before_frame(time.monotonic())
             if self._joining:
                 joining, self._joining = self._joining, []
-                for events, published in joining:
-                    outbounds = [self.hub.publish(event) for event in events]
-                    if not published.done():
-                        published.set_result(outbounds)
+                for entry in joining:
+                    outbounds = [self.hub.publish(event) for event in entry.events]
+                    if not entry.published.done():
+                        entry.published.set_result(outbounds)
             self._publish_frame(frame_number, now, started)
 
     def _publish_frame(self, frame_number: int, now: float, started: float) -> None:
