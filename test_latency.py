@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from tests.server_process import ServerProcess
+from tests.timing import scaled
 from wirthforge_ws.client import ClientStats, WirthforgeClient, percentile
 
 MEDIAN_BOUND_MS = 5.0
@@ -108,7 +109,7 @@ async def measure(url: str, *, clients: int = 1, duration: float = 3.0, protocol
     for client in connections:
         client.start()
     try:
-        await asyncio.gather(*(client.wait_connected(timeout=10) for client in connections))
+        await asyncio.gather(*(client.wait_connected(timeout=scaled(10)) for client in connections))
         await asyncio.sleep(warmup)
         gaps_before = [(client.stats.gaps.gaps, client.stats.gaps.frames_missed) for client in connections]
         skipped_before = await asyncio.to_thread(server_frames_skipped, url)
@@ -133,7 +134,7 @@ def server_frames_skipped(ws_url: str) -> int | None:
     parts = urllib.parse.urlsplit(ws_url)
     scheme = "https" if parts.scheme == "wss" else "http"
     try:
-        with urllib.request.urlopen(f"{scheme}://{parts.netloc}/health", timeout=5) as response:
+        with urllib.request.urlopen(f"{scheme}://{parts.netloc}/health", timeout=scaled(5)) as response:
             return int(json.loads(response.read())["frameLoop"]["framesSkipped"])
     except (OSError, ValueError, KeyError):
         return None
@@ -170,7 +171,7 @@ def test_latency_and_rate_within_upstream_bounds(server: ServerProcess, clients:
 def test_server_reports_its_own_frame_clock(server: ServerProcess) -> None:
     async def health_while_watched() -> dict[str, Any]:
         async with WirthforgeClient(server.ws_url) as client:
-            await client.wait_connected(timeout=10)
+            await client.wait_connected(timeout=scaled(10))
             await asyncio.sleep(2.2)  # a full rate window of active ticks
             return await asyncio.to_thread(server.health)
 

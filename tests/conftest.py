@@ -98,7 +98,7 @@ class FrameWatcher:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> FrameWatcher:
-        self._ws = await connect(self.url, compression=None, proxy=None, open_timeout=5, close_timeout=1,
+        self._ws = await connect(self.url, compression=None, proxy=None, open_timeout=scaled(5), close_timeout=1,
                                  subprotocols=["wirthforge.1.1"])
         self._task = asyncio.create_task(self._read())
         deadline = time.monotonic() + scaled(3.0)

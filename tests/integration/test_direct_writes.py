@@ -211,7 +211,7 @@ async def test_direct_path_is_used_by_the_real_server(server: ServerProcess) -> 
         while received < 30:
             await asyncio.wait_for(ws.recv(), scaled(2.0))
             received += 1
-        with urllib.request.urlopen(server.http_url + "/health", timeout=5) as response:
+        with urllib.request.urlopen(server.http_url + "/health", timeout=scaled(5)) as response:
             (client,) = json.loads(response.read())["connections"]["clients"]
     assert client["directWrites"] >= 20, client
 

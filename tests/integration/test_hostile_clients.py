@@ -91,7 +91,7 @@ async def flood_while_watching(server: ServerProcess, frame_watcher: Any, kind: 
             waited = cpu_wait_seconds(server) - wait_before
         finally:
             attacker.kill()
-            output, _ = attacker.communicate(timeout=10)
+            output, _ = attacker.communicate(timeout=scaled(10))
         frames = watcher.window(start, end)
         numbers = [number for _, number, _ in frames]
         result = {

@@ -16,7 +16,7 @@ from tests.timing import scaled
 
 def scrape(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of /metrics as {(name, sorted labels): value}, parsed by prometheus_client."""
-    with urllib.request.urlopen(server.http_url + "/metrics", timeout=5) as response:
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=scaled(5)) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = response.read().decode()
     samples = {}

@@ -52,7 +52,7 @@ class Recorder:
         self.frames_coalesced = False
 
     async def __aenter__(self) -> Recorder:
-        self._ws = await connect(self.url, subprotocols=["wirthforge.1.1"], proxy=None, open_timeout=5)
+        self._ws = await connect(self.url, subprotocols=["wirthforge.1.1"], proxy=None, open_timeout=scaled(5))
         self._task = asyncio.create_task(self._read())
         await self.wait(lambda: any(m["type"] == "energy_update" for _, m in self.messages), 5.0)
         return self
@@ -103,7 +103,7 @@ def assert_frames_go_on(watcher: Any, start: float, end: float) -> None:
 
 
 def post(server: ServerProcess, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
-    return httpx.post(server.http_url + path, json=body, timeout=10, trust_env=False, **kwargs)
+    return httpx.post(server.http_url + path, json=body, timeout=scaled(10), trust_env=False, **kwargs)
 
 
 def coalesced(server: ServerProcess) -> int:

@@ -18,6 +18,8 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Response
 
+from tests.timing import scaled
+
 from wirthforge_ws.client import (
     ArrivalRate,
     Backoff,
@@ -453,7 +455,7 @@ def test_policy_close_is_not_retried() -> None:
         async with _fake_server(handler) as server:
             client = WirthforgeClient(f"ws://127.0.0.1:{_port(server)}/ws", backoff=Backoff(0.01, 0.05))
             async with client:
-                await asyncio.wait_for(client.wait_stopped(), 5)
+                await asyncio.wait_for(client.wait_stopped(), scaled(5))
                 assert client.state == "refused"
                 assert (client.close_code, client.close_reason) == (1008, "rate limit exceeded")
                 with pytest.raises(PolicyCloseError):
@@ -472,7 +474,7 @@ def test_http_403_is_not_retried() -> None:
 
         async with _fake_server(lambda ws: ws.wait_closed(), process_request=reject) as server:
             async with WirthforgeClient(f"ws://127.0.0.1:{_port(server)}/ws", origin="http://evil.example") as client:
-                await asyncio.wait_for(client.wait_stopped(), 5)
+                await asyncio.wait_for(client.wait_stopped(), scaled(5))
                 assert client.state == "refused"
                 assert client.close_code is None
                 assert client.close_reason is not None and client.close_reason.startswith("HTTP 403")
@@ -509,7 +511,7 @@ def test_transient_closes_reconnect_with_resume(code: int | None) -> None:
         async with _fake_server(handler) as server:
             url = f"ws://127.0.0.1:{_port(server)}/ws"
             async with WirthforgeClient(url, channels=["reward"], backoff=Backoff(0.01, 0.05)) as client:
-                second = client.wait_for(lambda m: m.get("seq") == 8, timeout=5)
+                second = client.wait_for(lambda m: m.get("seq") == 8, timeout=scaled(5))
                 await second
                 assert client.stats.reconnects == 1
                 assert client.stats.recovered == 1
@@ -539,7 +541,7 @@ def test_connection_refused_is_retried_until_the_server_appears() -> None:
             assert client.state in ("connecting", "reconnecting")
             async with serve(handler, "127.0.0.1", port, subprotocols=["wirthforge.1.1"]):
                 try:
-                    session = await client.wait_connected(timeout=5)
+                    session = await client.wait_connected(timeout=scaled(5))
                     assert session["epoch"] == "E1"
                 finally:
                     await client.close()
@@ -560,8 +562,8 @@ def test_silent_connection_is_aborted_by_the_watchdog() -> None:
         async with _fake_server(handler) as server:
             url = f"ws://127.0.0.1:{_port(server)}/ws"
             async with WirthforgeClient(url, stale_after=0.3, backoff=Backoff(0.01, 0.05)) as client:
-                await client.wait_connected(timeout=5)
-                again = client.wait_for(lambda m: m["type"] == "startup_complete", timeout=5)
+                await client.wait_connected(timeout=scaled(5))
+                again = client.wait_for(lambda m: m["type"] == "startup_complete", timeout=scaled(5))
                 await again
                 assert client.close_code == 1006
 
@@ -584,8 +586,8 @@ def test_pause_is_reapplied_after_reconnect() -> None:
         async with _fake_server(handler) as server:
             url = f"ws://127.0.0.1:{_port(server)}/ws"
             async with WirthforgeClient(url, backoff=Backoff(0.01, 0.05)) as client:
-                await client.wait_connected(timeout=5)
-                again = client.wait_for(lambda m: m["type"] == "startup_complete", timeout=5)
+                await client.wait_connected(timeout=scaled(5))
+                again = client.wait_for(lambda m: m["type"] == "startup_complete", timeout=scaled(5))
                 assert await client.pause_energy() is True
                 await again
                 for _ in range(50):
@@ -609,8 +611,6 @@ def test_stats_snapshot_shape() -> None:
 
 async def test_dead_link_rule_is_three_announced_heartbeat_intervals_of_any_frame() -> None:
     """PROTOCOL.md §10.3 with the default watchdog: any frame keeps the link; 3 silent intervals drop it."""
-    from tests.timing import scaled
-
     interval_ms = 100
     kept_alive_s = 0.6  # six intervals of energy frames and no heartbeat at all
     sessions: list[float] = []

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.timing import scaled
 from tests.unit.test_clock import FakeTime
 from wirthforge_ws import frame_loop, messages
 from wirthforge_ws.clock import FrameClock
@@ -137,10 +138,13 @@ async def test_a_cancelled_publish_is_not_published_by_a_later_frame() -> None:
     assert "reward_event" not in [m["type"] for m in recorder.messages]
 
 
-async def test_with_nobody_subscribed_a_publish_does_not_wait_for_the_idle_clock() -> None:
+async def test_with_nobody_subscribed_a_publish_does_not_wait_for_the_idle_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(frame_loop, "JOIN_TIMEOUT", 60.0)  # waiting for a frame would now time the test out
     settings = Settings(seed=1)
     hub = Hub(SchemaSet(), history_messages=100, history_seconds=60)
     loop = FrameLoop(settings, hub, SimulatedModel(settings.model_id, council=False, seed=1))
-    async with asyncio.timeout(0.05):  # far less than JOIN_TIMEOUT: published at once, not after a timeout
+    async with asyncio.timeout(scaled(2)):  # no frame loop runs: only publishing at once can finish
         (outbound,) = await loop.publish_in_next_frame([_reward("kept for resume")])
     assert outbound is not None and outbound.seq == 1

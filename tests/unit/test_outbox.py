@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 
+from tests.timing import scaled
 from wirthforge_ws.outbox import Outbox
 
 
@@ -85,7 +86,7 @@ async def test_get_waits_for_the_next_message() -> None:
     assert not getter.done()
     outbox.put_latest("energy_update", "f1")
     outbox.put_latest("energy_update", "f2")  # replaced before the writer ran
-    assert await asyncio.wait_for(getter, timeout=1) == "f2"
+    assert await asyncio.wait_for(getter, timeout=scaled(1)) == "f2"
 
 
 def test_limit_must_be_positive() -> None:
