@@ -3,11 +3,14 @@
 A loop that sleeps ``period`` after each frame runs slow by the time each
 frame takes (the upstream reference reached 56-57 Hz that way). Here tick k
 is due at ``start + k * period`` whatever happened before, so lateness never
-accumulates. When the loop falls more than a period behind (a GC pause, a
-suspended laptop) it skips the missed ticks and counts them instead of
-firing a burst of catch-up frames that nobody wants to see. The lateness
-it records is measured from the first missed deadline, so a 2.7 s freeze
-shows as 2.7 s of lateness, not as the remainder after skipping.
+accumulates. A tick up to one period late (:data:`CATCH_UP_PERIODS`: a
+scheduler hiccup, a short GC pause) is still sent, and the next one, already
+due, follows at once: clients get every frame, one of them late, instead of
+a gap. When the loop falls further behind (a long pause, a suspended laptop)
+it skips the missed ticks and counts them instead of firing a burst of
+catch-up frames that nobody wants to see. The lateness it records is
+measured from the first missed deadline, so a 2.7 s freeze shows as 2.7 s
+of lateness, not as the remainder after skipping.
 
 While nobody is watching (the *idle* predicate is true) the clock wakes only
 at ``idle_rate`` and jumps to the newest frame that fell due: frame numbers
@@ -29,6 +32,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from .metrics import RateMeter, RollingSamples
+
+CATCH_UP_PERIODS = 2  # a tick later than this many periods skips to the newest due tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +124,7 @@ class FrameClock:
             else:
                 # Recorded before skipping: a stall is as late as it was long.
                 self.lateness.add(lateness)
-                if lateness >= self.period:
+                if lateness >= CATCH_UP_PERIODS * self.period:
                     # Too far behind: skip the ticks we missed rather than burst.
                     missed = int(lateness // self.period)
                     index += missed

@@ -164,6 +164,7 @@ class Connection:
         self._energy_credit: dict[str, float] = {}
         self._heartbeat_sequence = 0
         self._next_heartbeat = self.connected_at + EARLY_HEARTBEATS[0]
+        self._last_heartbeat_at = self.connected_at
         self._send_started: float | None = None  # time.monotonic() while the writer is inside a send
         self._inbound_bucket = TokenBucket(settings.inbound_rate, settings.inbound_burst)
         self._invalid = InvalidMessageWindow(settings.max_invalid_messages)
@@ -464,13 +465,14 @@ class Connection:
         if self._send_started is not None and now - self._send_started > self.settings.send_timeout:
             self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send stalled")
             return
-        if now < self._next_heartbeat:
+        if now < self._next_heartbeat and now < self.pacer.probe_due(self._last_heartbeat_at):
             return
         sequence = self._heartbeat_sequence
         if sequence + 1 < len(EARLY_HEARTBEATS):
             self._next_heartbeat = self.connected_at + EARLY_HEARTBEATS[sequence + 1]
-        else:
+        elif now >= self._next_heartbeat:
             self._next_heartbeat = max(self._next_heartbeat + self.settings.heartbeat_interval, now)
+        self._last_heartbeat_at = now
         self._heartbeat_sequence += 1
         self._send_own(messages.heartbeat(sequence=sequence, frame_rate=achieved_rate, connection_id=self.id))
         self.pacer.probe_sent(sequence, now)  # after queuing: the mark counts the heartbeat itself

@@ -21,23 +21,41 @@ like TCP congestion control (gentle increase, fast decrease):
   what was sent, or the previous answer was slow too and this one is
   slower) means it reads flat out: the energy rate is cut so that
   everything sent fits in :data:`TARGET_SHARE` of its read rate (the rest
-  drains the backlog). After a fast answer, though, the first slow one cuts
-  by at most half: it can also be a hiccup (a busy page), which should not
-  cost a fast client its stream for long. A slow answer without a clearly
-  growing backlog multiplies the rate by :data:`EASE`; one slower than
-  :data:`LAG_HIGH` halves it.
+  drains the backlog), and the rate that would fill its read rate exactly
+  becomes the connection's *threshold*. After a fast answer, though, the
+  first slow one cuts by at most half: it can also be a hiccup (a busy
+  page), which should not cost a fast client its stream for long. Not in
+  the first :data:`PROVEN_AFTER` seconds: a fast answer then came before
+  any backlog could build, and proves nothing. A slow answer without a
+  clearly growing backlog multiplies the rate by :data:`EASE`; one slower
+  than :data:`LAG_HIGH` halves it.
 - While a heartbeat has been unanswered for longer than :data:`LAG_HIGH`,
   no energy frame is queued at all, so the backlog drains (reliable
   messages still flow).
 - An answer faster than :data:`LAG_LOW` raises the rate by a quarter (at
-  least :data:`STEP_HZ`), up to the rate the client asked for.
+  least :data:`STEP_HZ`) up to the threshold, and by :data:`PROBE_INCREASE`
+  (at least :data:`PROBE_STEP_HZ`) above it, up to the rate the client
+  asked for: the rate climbs back fast to what the client was seen to
+  read, then carefully beyond.
+- While the client is paced (its rate is below the ceiling, or it is
+  held) the connection sends a heartbeat every :data:`PROBE_INTERVAL`
+  instead of every heartbeat interval, so that a rate that proves too high
+  is corrected before its backlog is old. A client that keeps up gets the
+  regular heartbeats only.
 
 Only clients that answer heartbeats are paced: until a first answer arrives
 (and again after :data:`SILENT_AFTER` seconds without one) the pacer stays
 out of the way, and such a client is protected by latest-wins alone. The
-first two heartbeats go out :data:`EARLY_HEARTBEATS` after the connection
-opens (then one per heartbeat interval), so that pacing has two measures
-before a backlog can build up.
+first heartbeats go out :data:`EARLY_HEARTBEATS` after the connection
+opens (then one per heartbeat interval): at full rate a 40 messages/s
+reader's backlog grows by a second every second, so the first measures
+must come within a few tenths of a second.
+
+Measured with ``benchmarks/pacing_model.py`` (this class against a model
+client reading *R* messages/s from a FIFO, with the project's stream of 83
+messages/s; docs/PERFORMANCE.md §11): over 12 seeds of 20 s, the worst
+energy frame age at 40 messages/s fell from 1.07 s to 0.48 s against the
+law without the early heartbeats, the probing and the threshold.
 """
 
 from __future__ import annotations
@@ -54,7 +72,11 @@ INCREASE = 0.25  # otherwise the rate grows by this share per fast answer
 EASE = 0.8  # a slow answer without a clearly growing backlog: the rate is multiplied by this
 MIN_RATE_HZ = 1.0
 SILENT_AFTER = 3.0  # seconds without any answer: treat the client as one that does not answer
-EARLY_HEARTBEATS = (0.1, 0.5)  # seconds after open: early, so that pacing has measures before a backlog builds
+EARLY_HEARTBEATS = (0.0, 0.05, 0.1, 0.2, 0.5)  # seconds after open: pacing measures before a backlog builds
+PROVEN_AFTER = 1.0  # seconds after open before a fast answer earns a slow one the hiccup allowance
+PROBE_INCREASE = 0.1  # growth per fast answer above the threshold ...
+PROBE_STEP_HZ = 1.0  # ... at least this much
+PROBE_INTERVAL = 0.25  # seconds between heartbeats while the rate is uncertain
 _PROBES_REMEMBERED = 16
 
 
@@ -81,6 +103,8 @@ class EnergyPacer:
     def __init__(self, ceiling: float, *, nominal_rates: Sequence[float], now: float) -> None:
         self.ceiling = ceiling  # what the client asked for (or the frame rate)
         self.rate = ceiling
+        self._opened_at = now
+        self.threshold = ceiling  # the rate seen to fill the client's reading (after the last cut)
         self.nominal_rates = tuple(nominal_rates)  # of each energy type (energy_update 60, energy_field 10)
         self.answering = False  # has answered a heartbeat recently
         self._last_round_trip = 0.0
@@ -121,6 +145,8 @@ class EnergyPacer:
             read, other, growing = 0.0, 0.0, False
         behind = round_trip > LAG_LOW
         persistent = self._last_round_trip > LAG_LOW  # the previous answer was slow too
+        if now - self._opened_at < PROVEN_AFTER:
+            persistent = True  # too young for a fast answer to prove anything: no hiccup allowance
         growing = behind and (growing or persistent and round_trip >= self._last_round_trip)
         self._last_round_trip = round_trip
         self._answered(round_trip, read if growing else None, other, persistent)
@@ -144,6 +170,12 @@ class EnergyPacer:
             self.holding = False
         return self.holding
 
+    def probe_due(self, last_probe_at: float) -> float:
+        """When pacing wants the next heartbeat, given the last one (infinity: the regular schedule)."""
+        if self.answering and (self.holding or self.rate < self.ceiling):
+            return last_probe_at + PROBE_INTERVAL
+        return float("inf")
+
     def set_ceiling(self, ceiling: float) -> None:
         """The client asked for another rate (set_energy_rate)."""
         self.ceiling = ceiling
@@ -163,13 +195,18 @@ class EnergyPacer:
             # energy into what is left of TARGET_SHARE of its read rate.
             budget = TARGET_SHARE * read_rate - other_rate
             fitted = self.rate_for(budget)
+            self.threshold = max(MIN_RATE_HZ, self.rate_for(read_rate - other_rate))
             self._reduce_to(fitted if persistent else max(fitted, self.rate / 2.0))
         elif round_trip > LAG_HIGH:
             self._reduce_to(self.rate / 2.0)
         elif round_trip > LAG_LOW:
             self._reduce_to(self.rate * EASE)  # behind, not clearly growing: ease off before it does
         elif round_trip < LAG_LOW:
-            self.rate = min(self.ceiling, self.rate + max(STEP_HZ, INCREASE * self.rate))
+            if self.rate < self.threshold:
+                self.rate = min(self.threshold, self.rate + max(STEP_HZ, INCREASE * self.rate))
+            else:
+                self.rate += max(PROBE_STEP_HZ, PROBE_INCREASE * self.rate)
+            self.rate = min(self.ceiling, self.rate)
 
     def messages_at(self, rate: float) -> float:
         """Energy messages per second at energy rate *rate* (each type is capped at the rate)."""

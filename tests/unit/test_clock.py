@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from wirthforge_ws.clock import FrameClock, Tick
 
 PERIOD = 1 / 60
@@ -50,6 +52,18 @@ async def test_a_freeze_is_skipped_and_its_whole_length_is_recorded_as_lateness(
     # The tick itself is on the grid again, and the following ones are on time.
     assert all(0 <= tick.lateness < PERIOD for tick in ticks[10:])
     assert all(tick.skipped == 0 for tick in ticks[11:])
+
+
+async def test_a_tick_less_than_a_period_late_is_sent_late_not_skipped() -> None:
+    """A 42 ms stall in a frame makes the next tick 25 ms (1.5 periods) late: sent late, nothing lost."""
+    fake = FakeTime()
+    clock = clock_with(fake)
+    ticks = await run_ticks(clock, fake, 20, freeze_after=10, freeze=2.5 * PERIOD)
+    assert clock.frames_skipped == 0
+    assert [tick.frame_number for tick in ticks] == list(range(20))
+    assert ticks[10].lateness > PERIOD  # the late tick, sent late
+    assert math.isclose(ticks[11].deadline, ticks[10].deadline + PERIOD) and ticks[11].lateness < PERIOD
+    assert all(tick.lateness == 0 for tick in ticks[12:])
 
 
 async def test_no_skip_and_no_lateness_when_on_time() -> None:

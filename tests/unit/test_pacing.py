@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from wirthforge_ws.pacing import EASE, INCREASE, LAG_HIGH, SILENT_AFTER, TARGET_SHARE, EnergyPacer
+import math
+
+import pytest
+
+from wirthforge_ws import pacing
+from wirthforge_ws.pacing import (
+    EASE,
+    INCREASE,
+    LAG_HIGH,
+    PROBE_INCREASE,
+    PROBE_INTERVAL,
+    PROBE_STEP_HZ,
+    SILENT_AFTER,
+    TARGET_SHARE,
+    EnergyPacer,
+)
 
 NOMINAL = (60.0, 10.0)  # energy_update, energy_field
 
@@ -23,8 +38,9 @@ def test_a_client_that_never_answers_is_not_paced() -> None:
     assert pacer.effective_rate == 60.0
 
 
-def test_the_rate_is_fitted_to_the_measured_read_rate() -> None:
+def test_the_rate_is_fitted_to_the_measured_read_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     """A client reads 40 messages/s while 80/s are sent: after one heartbeat the stream fits its reading."""
+    monkeypatch.setattr(pacing, "PROVEN_AFTER", 0.0)  # the hiccup allowance from the start (see the next test)
     pacer = pacer_at(0.0)
     send(pacer, 0.25, energy_per_s=70, other_per_s=10)  # 20 messages before the first heartbeat
     pacer.queued += 1
@@ -44,6 +60,21 @@ def test_the_rate_is_fitted_to_the_measured_read_rate() -> None:
     budget = TARGET_SHARE * 40 - 10  # messages/s left for energy
     assert abs(pacer.messages_at(pacer.effective_rate) - budget) < 3.0, pacer.effective_rate
     assert pacer.reductions == 2
+
+
+def test_in_its_first_second_a_slow_client_is_fitted_at_once() -> None:
+    """No hiccup allowance for a young connection: its fast first answer came before any backlog could build."""
+    pacer = pacer_at(0.0)
+    pacer.probe_sent(0, 0.0)
+    pacer.probe_answered(0, 0.01)  # fast: nothing was queued yet
+    send(pacer, 0.25, energy_per_s=70, other_per_s=10)
+    pacer.queued += 1
+    pacer.probe_sent(1, 0.25)
+    send(pacer, 21 / 40 - 0.25, energy_per_s=70, other_per_s=10)
+    pacer.probe_answered(1, 21 / 40)  # it reads 40/s: 0.275 s late
+    budget = TARGET_SHARE * 40 - 10
+    assert pacer.effective_rate < 30.0, "cut by only half, as after a proven fast answer"
+    assert abs(pacer.messages_at(pacer.effective_rate) - budget) < 6.0, pacer.effective_rate
 
 
 def test_a_lagging_client_is_held_then_sped_up_again() -> None:
@@ -108,3 +139,49 @@ def test_the_requested_rate_is_a_ceiling() -> None:
     pacer.probe_sent(1, 1.25)
     pacer.probe_answered(1, 1.26)
     assert pacer.effective_rate == 10.0
+
+
+def fit_to_a_40_per_second_reader(pacer: EnergyPacer) -> None:
+    """80 messages/s sent, 40/s read, two heartbeats answered late: the rate is fitted to the reading."""
+    send(pacer, 0.25, energy_per_s=70, other_per_s=10)
+    pacer.queued += 1
+    pacer.probe_sent(0, 0.25)
+    send(pacer, 21 / 40 - 0.25, energy_per_s=70, other_per_s=10)
+    pacer.probe_answered(0, 21 / 40)
+    send(pacer, 1.25 - 21 / 40, energy_per_s=40, other_per_s=10)
+    pacer.probe_sent(1, 1.25)
+    position = pacer.queued
+    send(pacer, 0.5, energy_per_s=40, other_per_s=10)
+    pacer.probe_answered(1, 21 / 40 + (position - 21) / 40)
+
+
+def test_after_a_cut_the_rate_climbs_fast_to_the_threshold_then_slowly() -> None:
+    pacer = pacer_at(0.0)
+    fit_to_a_40_per_second_reader(pacer)
+    cut, threshold = pacer.effective_rate, pacer.threshold
+    # The threshold is the rate that fills the whole read rate: 40/s less the 10/s of other messages.
+    assert abs(pacer.messages_at(threshold) - (40 - 10)) < 3.0, threshold
+    assert cut < threshold
+    rates = []
+    for sequence in range(2, 14):  # fast answers from now on
+        pacer.probe_sent(sequence, sequence + 1.0)
+        pacer.probe_answered(sequence, sequence + 1.01)
+        rates.append(pacer.effective_rate)
+    reached = rates.index(threshold)  # capped there on the way up: never jumps past it
+    assert reached <= 3, (cut, threshold, rates)
+    above = rates[reached:]
+    assert all(math.isclose(b, min(60.0, a + max(PROBE_STEP_HZ, a * PROBE_INCREASE)))
+               for a, b in zip(above, above[1:])), rates
+
+
+def test_heartbeats_come_every_probe_interval_while_the_client_is_paced() -> None:
+    pacer = pacer_at(0.0)
+    assert pacer.probe_due(0.1) == math.inf, "no extra heartbeats for a client that never answered"
+    pacer.probe_sent(0, 0.1)
+    pacer.probe_answered(0, 0.11)
+    assert pacer.probe_due(0.1) == math.inf, "a client that keeps up gets the regular heartbeats"
+    pacer.probe_sent(1, 1.1)
+    assert pacer.holding_at(1.1 + LAG_HIGH * 1.5)
+    assert pacer.probe_due(1.2) == 1.2 + PROBE_INTERVAL, "held: probe until it answers"
+    pacer.probe_answered(1, 1.1 + LAG_HIGH * 2)  # halved
+    assert pacer.probe_due(1.7) == 1.7 + PROBE_INTERVAL, "paced below its ceiling"
