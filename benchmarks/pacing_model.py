@@ -16,7 +16,11 @@ them (checked every 50 ms) and a random 0-20 ms delay on each answer.
 
 Per reading rate it prints the worst frame age (read time minus build time)
 over ``--seconds`` across ``--seeds`` runs, and the energy rate the client
-got. The real test (tests/integration/test_flow_control.py) measures the
+got. Then the other side of the trade: a fast client (1,000 messages/s)
+that stalls once, 150 or 300 ms at one of several moments in its first
+1.5 s (when pacing has the least to go on), and the energy_update rate it
+gets over 10 s: a law that mistakes a stall for a slow reader costs it
+frames. The real test (tests/integration/test_flow_control.py) measures the
 same thing on a real server, with a real client.
 """
 
@@ -39,6 +43,8 @@ NOMINAL = {"energy_update": 60.0, "energy_field": 10.0}
 OTHER_PER_SECOND = 12.0  # token_stream, council and reward events: measured 10-14/s from the simulator
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_TICK = 0.05
+STALLS = (0.15, 0.3)  # seconds a fast client stops reading ...
+STALL_AT = (0.05, 0.15, 0.3, 0.6, 1.5)  # ... starting this long after it connects
 STEP = 0.001
 
 
@@ -58,8 +64,12 @@ class Run:
 LEGACY_EARLY_HEARTBEATS = (0.1, 0.5)
 
 
-def simulate(read_rate: float, *, seconds: float, seed: int, answer_jitter: float, legacy: bool) -> Run:
-    """One connection, *seconds* long: the worst energy_update age its client reads."""
+def simulate(read_rate: float, *, seconds: float, seed: int, answer_jitter: float, legacy: bool,
+             pauses: tuple[tuple[float, float], ...] = ()) -> Run:
+    """One connection, *seconds* long: the worst energy_update age its client reads.
+
+    *pauses* are (start, length) spans in which the client reads nothing (a busy page, a GC pause).
+    """
     rng = random.Random(seed)
     early = LEGACY_EARLY_HEARTBEATS if legacy else EARLY_HEARTBEATS
     pacer = (LegacyPacer if legacy else EnergyPacer)(FRAME_RATE, nominal_rates=tuple(NOMINAL.values()), now=0.0)
@@ -104,7 +114,7 @@ def simulate(read_rate: float, *, seconds: float, seed: int, answer_jitter: floa
                 fifo.append((now, kind, 0))
                 pacer.queued += 1
                 pacer.queued_energy += 1
-        if fifo and now >= next_read:
+        if fifo and now >= next_read and not any(start <= now < start + length for start, length in pauses):
             built, kind, number = fifo.popleft()
             if kind == "energy_update":
                 ages.append((now, now - built))
@@ -137,6 +147,14 @@ def main() -> None:
         rates = sorted(run.energy_rate for run in runs)
         print(f"| {read_rate:g} | {worst.worst_age * 1000:.0f} ms | {worst.worst_at:.1f} s "
               f"| {rates[0]:.0f}-{rates[-1]:.0f} |", flush=True)
+    print("\n| a fast client stalls | energy_update Hz over 10 s: worst | mean |")
+    print("|---|---|---|")
+    for length in STALLS:
+        rates = [simulate(1000.0, seconds=10.0, seed=seed, answer_jitter=0.005, legacy=args.legacy,
+                          pauses=((at, length),)).energy_rate
+                 for at in STALL_AT for seed in range(args.seeds)]
+        print(f"| {length * 1000:.0f} ms, at {', '.join(f'{at:g}' for at in STALL_AT)} s "
+              f"| {min(rates):.1f} | {sum(rates) / len(rates):.1f} |", flush=True)
 
 
 if __name__ == "__main__":
