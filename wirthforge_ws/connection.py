@@ -458,7 +458,8 @@ class Connection:
 
         Checks for a stalled send, then sends this connection's heartbeat if
         it is due: the first ones EARLY_HEARTBEATS after open (so that
-        pacing has measures early), then one per heartbeat interval.
+        pacing has measures early), then one per heartbeat interval, and
+        more often while the pacer asks for probes (EnergyPacer.probe_due).
         """
         if self.state is not State.OPEN:
             return  # not before startup_complete, not while closing

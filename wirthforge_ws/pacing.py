@@ -75,7 +75,7 @@ SILENT_AFTER = 3.0  # seconds without any answer: treat the client as one that d
 EARLY_HEARTBEATS = (0.0, 0.05, 0.1, 0.2, 0.5)  # seconds after open: pacing measures before a backlog builds
 PROBE_INCREASE = 0.1  # growth per fast answer above the threshold ...
 PROBE_STEP_HZ = 1.0  # ... at least this much
-PROBE_INTERVAL = 0.25  # seconds between heartbeats while the rate is uncertain
+PROBE_INTERVAL = 0.25  # seconds between heartbeats while the client is paced
 _PROBES_REMEMBERED = 16
 
 
@@ -102,7 +102,7 @@ class EnergyPacer:
     def __init__(self, ceiling: float, *, nominal_rates: Sequence[float], now: float) -> None:
         self.ceiling = ceiling  # what the client asked for (or the frame rate)
         self.rate = ceiling
-        self.threshold = ceiling  # the rate seen to fill the client's reading (after the last cut)
+        self.threshold = ceiling  # the rate seen to fill the client's reading (since the last confirmed cut)
         self.nominal_rates = tuple(nominal_rates)  # of each energy type (energy_update 60, energy_field 10)
         self.answering = False  # has answered a heartbeat recently
         self._last_round_trip = 0.0
@@ -203,7 +203,8 @@ class EnergyPacer:
                 self.rate = min(self.threshold, self.rate + max(STEP_HZ, INCREASE * self.rate))
             else:
                 self.rate += max(PROBE_STEP_HZ, PROBE_INCREASE * self.rate)
-            self.rate = min(self.ceiling, self.rate)
+            if self.rate >= self.ceiling:  # it reads all it asked for: what it read before is stale
+                self.rate = self.threshold = self.ceiling
 
     def messages_at(self, rate: float) -> float:
         """Energy messages per second at energy rate *rate* (each type is capped at the rate)."""

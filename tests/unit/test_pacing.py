@@ -145,7 +145,7 @@ def test_after_a_cut_the_rate_climbs_fast_to_the_threshold_then_slowly() -> None
     assert abs(pacer.messages_at(threshold) - (40 - 10)) < 3.0, threshold
     assert cut < threshold
     rates = []
-    for sequence in range(2, 14):  # fast answers from now on
+    for sequence in range(2, 30):  # fast answers from now on
         pacer.probe_sent(sequence, sequence + 1.0)
         pacer.probe_answered(sequence, sequence + 1.01)
         rates.append(pacer.effective_rate)
@@ -154,6 +154,7 @@ def test_after_a_cut_the_rate_climbs_fast_to_the_threshold_then_slowly() -> None
     above = rates[reached:]
     assert all(math.isclose(b, min(60.0, a + max(PROBE_STEP_HZ, a * PROBE_INCREASE)))
                for a, b in zip(above, above[1:])), rates
+    assert rates[-1] == 60.0 and pacer.threshold == 60.0, "back at its ceiling, the old threshold is forgotten"
 
 
 def test_heartbeats_come_every_probe_interval_while_the_client_is_paced() -> None:
