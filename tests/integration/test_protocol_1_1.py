@@ -185,8 +185,11 @@ def test_energy_stream_resumes_after_reconnect(abrupt_run: dict[str, Any]) -> No
     start = abrupt_run["reconnected_at"] + 0.2
     frames = modern.count_between("energy_update", start, start + 1.0)
     assert 50 / TIME_FACTOR <= frames <= 66 * TIME_FACTOR, frames
+    # Fresh frames, not old ones held over the outage: a frame from before the
+    # abort would be at least the 0.5 s backoff old. 250 ms leaves room for a
+    # pause of the test process (GC, a busy CI machine) without hiding that.
     latencies = modern.latencies_between("energy_update", start, start + 1.0)
-    assert max(latencies) < scaled(100), max(latencies)
+    assert max(latencies) < scaled(250), max(latencies)
 
 
 def _legacy_messages(abrupt_run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -340,7 +343,8 @@ async def test_energy_rate_newest_frames_and_pause_resume(server: ServerProcess)
         resumed = client.wait_for(lambda m: m["type"] == "energy_update", timeout=scaled(2))
         assert await client.resume_energy()
         first = await resumed
-        assert time.time() * 1000 - first["timestamp"] < scaled(50)
+        # Built after the resume, not held since the pause (that one would be over 1 s old).
+        assert time.time() * 1000 - first["timestamp"] < scaled(250)
         start = time.monotonic()
         await asyncio.sleep(1.05)
         assert within(collector.count_between("energy_update", start, start + 1), 13, 17)
