@@ -119,7 +119,7 @@ class Server:
 
         Every HEARTBEAT_TICK each connection checks its send stall and sends
         its heartbeat if due (:meth:`_check_heartbeats`). Each keeps its own
-        schedule (the first one a tenth of a second after it opens, see
+        schedule (the first ones right after it opens, see
         pacing.py), so the heartbeats of many clients are spread out rather
         than sent in one burst. Frames do the check
         (:meth:`_heartbeats_in_frame`), so that heartbeats share the frame's

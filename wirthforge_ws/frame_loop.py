@@ -135,8 +135,7 @@ class FrameLoop:
         clock would make them wait for its slow tick.
         """
         if not len(self.hub):
-            with self.hub.frame_scope():
-                return [self.hub.publish(event) for event in events]
+            return self._publish_now(events)
         entry = _Joining(events)
         self._joining.append(entry)
         try:
@@ -145,14 +144,18 @@ class FrameLoop:
         except TimeoutError:
             if entry in self._joining:  # no frame took them
                 self._joining.remove(entry)
-                with self.hub.frame_scope():
-                    return [self.hub.publish(event) for event in events]
+                return self._publish_now(events)
             if entry.published.done():
                 return entry.published.result()
             raise RuntimeError("the frame loop failed while publishing") from None
         finally:
             if entry in self._joining:  # cancelled while waiting: not published
                 self._joining.remove(entry)
+
+    def _publish_now(self, events: Sequence[Event]) -> list[Outbound | None]:
+        """Publish *events* as one frame of their own, outside the frame loop."""
+        with self.hub.frame_scope():
+            return [self.hub.publish(event) for event in events]
 
     def _frame(self, frame_number: int, now: float, started: float) -> None:
         with self.hub.frame_scope():  # one delivery and one socket write per client for the whole frame

@@ -89,15 +89,20 @@ def _reward(title: str) -> Event:
     return messages.reward_event(reward_type="milestone", title=title, points=1)
 
 
-async def test_published_events_ride_with_the_next_frame_in_seq_order() -> None:
-    """POST /publish's events go out inside a frame: before its energy_update, seq increasing."""
+def publishing_loop(clock: FrameClock | None = None, *, subscribed: bool = True) -> tuple[FrameLoop, Recorder]:
+    """A frame loop (not running) over a fresh hub, and a recorder attached to it unless not *subscribed*."""
     settings = Settings(seed=1)
     hub = Hub(SchemaSet(), history_messages=100, history_seconds=60)
     recorder = Recorder(hub)
-    hub.attach(recorder)
+    if subscribed:
+        hub.attach(recorder)
+    return FrameLoop(settings, hub, SimulatedModel(settings.model_id, council=False, seed=1), clock), recorder
+
+
+async def test_published_events_ride_with_the_next_frame_in_seq_order() -> None:
+    """POST /publish's events go out inside a frame: before its energy_update, seq increasing."""
     fake = FakeTime()
-    loop = FrameLoop(settings, hub, SimulatedModel(settings.model_id, council=False, seed=1),
-                     FrameClock(60.0, time_function=fake, sleep_until=fake.sleep_until))
+    loop, recorder = publishing_loop(FrameClock(60.0, time_function=fake, sleep_until=fake.sleep_until))
     publishing = asyncio.create_task(loop.publish_in_next_frame([_reward("a"), _reward("b")]))
     await asyncio.sleep(0)  # the request is waiting for a frame; nothing is published yet
     assert not recorder.messages
@@ -112,11 +117,7 @@ async def test_published_events_ride_with_the_next_frame_in_seq_order() -> None:
 
 async def test_publishing_without_a_running_frame_loop_falls_back_to_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(frame_loop, "JOIN_TIMEOUT", 0.01)
-    settings = Settings(seed=1)
-    hub = Hub(SchemaSet(), history_messages=100, history_seconds=60)
-    recorder = Recorder(hub)
-    hub.attach(recorder)
-    loop = FrameLoop(settings, hub, SimulatedModel(settings.model_id, council=False, seed=1))
+    loop, recorder = publishing_loop()
     outbounds = await loop.publish_in_next_frame([_reward("late")])
     assert [m["type"] for m in recorder.messages] == ["reward_event"]
     assert outbounds[0] is not None and outbounds[0].seq == recorder.messages[0]["seq"]
@@ -124,11 +125,7 @@ async def test_publishing_without_a_running_frame_loop_falls_back_to_at_once(mon
 
 
 async def test_a_cancelled_publish_is_not_published_by_a_later_frame() -> None:
-    settings = Settings(seed=1)
-    hub = Hub(SchemaSet(), history_messages=100, history_seconds=60)
-    recorder = Recorder(hub)
-    hub.attach(recorder)
-    loop = FrameLoop(settings, hub, SimulatedModel(settings.model_id, council=False, seed=1))
+    loop, recorder = publishing_loop()
     publishing = asyncio.create_task(loop.publish_in_next_frame([_reward("gone")]))
     await asyncio.sleep(0)
     publishing.cancel()
@@ -142,9 +139,7 @@ async def test_with_nobody_subscribed_a_publish_does_not_wait_for_the_idle_clock
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(frame_loop, "JOIN_TIMEOUT", 60.0)  # waiting for a frame would now time the test out
-    settings = Settings(seed=1)
-    hub = Hub(SchemaSet(), history_messages=100, history_seconds=60)
-    loop = FrameLoop(settings, hub, SimulatedModel(settings.model_id, council=False, seed=1))
+    loop, _ = publishing_loop(subscribed=False)
     async with asyncio.timeout(scaled(2)):  # no frame loop runs: only publishing at once can finish
         (outbound,) = await loop.publish_in_next_frame([_reward("kept for resume")])
     assert outbound is not None and outbound.seq == 1
