@@ -31,8 +31,8 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.server_process import ServerProcess
-from wirthforge_ws.protocol import CHANNEL_OF
-from wirthforge_ws.schemas import MessageValidationError, SchemaSet, reference_validator
+from wirthforge_ws.protocol.codes import CHANNEL_OF
+from wirthforge_ws.protocol.schemas import MessageValidationError, SchemaSet, reference_validator
 
 ALL_TYPES = frozenset(CHANNEL_OF)
 UPSTREAM_SCHEMA = Path(__file__).resolve().parent.parent / "shared" / "reference" / "WF-TECH-003-event-schemas.json"
@@ -178,8 +178,8 @@ def test_1_0_messages_carry_no_1_1_fields(server: ServerProcess) -> None:
 
 def test_invalid_outbound_message_is_never_sent() -> None:
     """A message that fails validation is counted, reported as error_event, and not delivered."""
-    from wirthforge_ws.hub import Hub
-    from wirthforge_ws.messages import Event
+    from wirthforge_ws.stream.hub import Hub
+    from wirthforge_ws.protocol.messages import Event
 
     class Recorder:
         version = "1.0"

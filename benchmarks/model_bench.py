@@ -77,7 +77,7 @@ def median(values: Sequence[float | None]) -> float | None:
 
 
 async def _alone(threads: int, nice: int, sched: str, cpus: str, runs: int, max_tokens: int) -> dict[str, Any]:
-    from wirthforge_ws.backends import EmbeddedBackend, embedded_model_path
+    from wirthforge_ws.sources.backends.adapters import EmbeddedBackend, embedded_model_path
 
     backend = EmbeddedBackend(embedded_model_path(), threads=threads, nice=nice, sched=sched, cpus=cpus,
                               timeout=60)
@@ -267,7 +267,7 @@ def prompt_runs(server: Any, count: int) -> dict[str, Any]:
 
 
 def section_prompt(quick: bool) -> dict[str, Any]:
-    from wirthforge_ws.backends import embedded_model_path
+    from wirthforge_ws.sources.backends.adapters import embedded_model_path
 
     count = 3 if quick else 6
     results: dict[str, Any] = {}

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wirthforge_ws.pacing import EARLY_HEARTBEATS, EnergyPacer  # noqa: E402
+from wirthforge_ws.connection.pacing import EARLY_HEARTBEATS, EnergyPacer  # noqa: E402
 
 FRAME_RATE = 60.0
 NOMINAL = {"energy_update": 60.0, "energy_field": 10.0}

@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.server_process import ServerProcess  # noqa: E402
-from wirthforge_ws import messages  # noqa: E402
-from wirthforge_ws.persistence import EventLog  # noqa: E402
+from wirthforge_ws.protocol import messages  # noqa: E402
+from wirthforge_ws.storage.event_log import EventLog  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -151,8 +151,8 @@ def publish_cost(tmp: str, count: int = 20_000) -> dict[str, float]:
     The difference is what the frame loop's thread pays per message; the
     writer thread's work is not in it (it runs beside the loop).
     """
-    from wirthforge_ws.hub import Hub
-    from wirthforge_ws.schemas import SchemaSet
+    from wirthforge_ws.stream.hub import Hub
+    from wirthforge_ws.protocol.schemas import SchemaSet
 
     class Sink:
         version = "1.1"

@@ -60,7 +60,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.server_process import ServerProcess, free_port  # noqa: E402
-from wirthforge_ws.metrics import percentile  # noqa: E402
+from wirthforge_ws.stream.rolling import percentile  # noqa: E402
 
 # The bare server's variants: the project's whole stream (same bytes on the wire), or energy_update only.
 BASELINES = {"baseline": "full", "baseline-energy": "energy"}

@@ -1,23 +1,16 @@
 """WIRTHFORGE real-time transport: a 60 Hz WebSocket push server.
 
-Layout (one module per responsibility):
+Layout (one subpackage per layer; data flows top to bottom):
 
-- :mod:`.settings`   every tunable, with defaults, env vars and CLI flags
-- :mod:`.protocol`   protocol constants: versions, channels, close and error codes
-- :mod:`.schemas`    JSON Schema loading and compiled validation
-- :mod:`.messages`   builders for every outbound message type
-- :mod:`.clock`      the drift-free frame clock
-- :mod:`.metrics`    rolling percentiles and rate meters
-- :mod:`.frame_loop` the 60 Hz loop: source -> energy_update -> hub
-- :mod:`.hub`        validate once, serialise once, fan out; resume history
-- :mod:`.outbox`     per-connection bounded queue with latest-wins coalescing
-- :mod:`.connection` one client: handshake, writer, reader, heartbeat
-- :mod:`.security`   Origin / Host checks before the upgrade
-- :mod:`.sources`    token and energy sources (simulated model for now)
-- :mod:`.energy`     energy math (WF-FND-002)
-- :mod:`.app`        FastAPI wiring: routes, lifespan, health
-- :mod:`.client`     asyncio client with reconnect and resume (subpackage)
-- :mod:`.transport`  TCP-level flow control and abort below ASGI
+- :mod:`.settings`    every tunable, with defaults, env vars and CLI flags
+- :mod:`.protocol`    the contract, no I/O: codes, message builders, schema validation
+- :mod:`.sources`     where tokens come from: simulated, live models, replay; model backends
+- :mod:`.energy`      energy math (WF-FND-002)
+- :mod:`.stream`      the 60 Hz frame loop and clock, the hub's fan-out and resume history
+- :mod:`.connection`  one client: state, outbox, pacing, socket writes, inbound limits
+- :mod:`.storage`     the durable event log
+- :mod:`.http`        FastAPI wiring: routes, lifespan, health, metrics
+- :mod:`.client`      asyncio client with reconnect and resume
 """
 
 __version__ = "1.1.0"

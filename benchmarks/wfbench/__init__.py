@@ -9,5 +9,5 @@
 - :mod:`.report`      environment and the Markdown tables of docs/PERFORMANCE.md
 - :mod:`.cli`         the command line
 
-Percentiles are the project's one definition, ``wirthforge_ws.metrics.percentile``.
+Percentiles are the project's one definition, ``wirthforge_ws.stream.rolling.percentile``.
 """

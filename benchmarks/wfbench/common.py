@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wirthforge_ws.metrics import percentile
+from wirthforge_ws.stream.rolling import percentile
 
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ NCPU = os.cpu_count() or 1
 
 # ---------------------------------------------------------------------------
 # Small statistics helpers (percentiles: the project's one nearest-rank
-# definition, wirthforge_ws.metrics.percentile, PROTOCOL.md §10.6)
+# definition, wirthforge_ws.stream.rolling.percentile, PROTOCOL.md §10.6)
 
 
 def summarize(values: Sequence[float], digits: int = 3) -> dict[str, Any]:

@@ -29,12 +29,12 @@ def section_micro(quick: bool) -> dict[str, Any]:
     import orjson
     import jsonschema
 
-    from wirthforge_ws import messages
-    from wirthforge_ws.connection import Connection, ConnectOptions
-    from wirthforge_ws.hub import Hub
-    from wirthforge_ws.schemas import SchemaSet, reference_validator
+    from wirthforge_ws.protocol import messages
+    from wirthforge_ws.connection.connection import Connection, ConnectOptions
+    from wirthforge_ws.stream.hub import Hub
+    from wirthforge_ws.protocol.schemas import SchemaSet, reference_validator
     from wirthforge_ws.settings import Settings
-    from wirthforge_ws.sources import SimulatedModel
+    from wirthforge_ws.sources.simulated import SimulatedModel
 
     n = 3000 if quick else 20000
     settings = Settings()

@@ -105,7 +105,7 @@ export class TimeSeries {
  * observed value, no interpolation; the median of 1, 2, 3, 4 is 2, and P99
  * of fewer than 100 values is the maximum. NaN for an empty array. The same
  * definition as the server's `/health` and the Python client
- * (`wirthforge_ws.metrics.percentile`).
+ * (`wirthforge_ws.stream.rolling.percentile`).
  *
  * @param {ArrayLike<number>} sorted
  * @param {number} p

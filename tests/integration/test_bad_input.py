@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.server_process import ServerProcess
 from tests.timing import scaled
 from tests.wsutil import next_of_type, open_client
-from wirthforge_ws.schemas import SchemaSet
+from wirthforge_ws.protocol.schemas import SchemaSet
 
 SCHEMAS = SchemaSet()
 ABUSE_SECONDS = 1.0  # abusive clients keep coming for this long, while a well-behaved client is measured

@@ -45,7 +45,7 @@ if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
 
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
-# The color of each plotted series in static/app.js, to check that data (not
+# The color of each plotted series in static/page/app.js, to check that data (not
 # only the axes) was drawn.
 RATE_RGB = (0x22, 0xD3, 0xEE)
 MEDIAN_RGB = (0xA7, 0x8B, 0xFA)
@@ -215,7 +215,7 @@ def _guidance(page: Page) -> tuple[str, str | None]:
 
 
 def test_page_opened_as_a_file_says_where_the_served_page_is(browser: Browser) -> None:
-    """Double-clicking client-example.html: Chromium blocks /static/app.js, the page says what to do."""
+    """Double-clicking client-example.html: Chromium blocks /static/page/app.js, the page says what to do."""
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -547,7 +547,7 @@ def test_page_loses_no_token_across_a_server_restart(browser: Browser, tmp_path:
 
 # -- the prompt box, with the real embedded model ------------------------------
 
-TOTAL_RGB = (0xFB, 0xBF, 0x24)  # the energy view's total line (COLORS.total in static/plot.js)
+TOTAL_RGB = (0xFB, 0xBF, 0x24)  # the energy view's total line (COLORS.total in static/page/plot.js)
 
 
 def top_row(page: Page, testid: str, rgb: tuple[int, int, int], tolerance: int = 40) -> int:

@@ -26,9 +26,10 @@ from websockets.asyncio.client import connect
 
 from tests.server_process import ServerProcess
 from tests.timing import scaled
-from wirthforge_ws import messages, transport
-from wirthforge_ws.app import create_app
-from wirthforge_ws.connection import Connection
+from wirthforge_ws.protocol import messages
+from wirthforge_ws.connection import direct as transport
+from wirthforge_ws.http.app import create_app
+from wirthforge_ws.connection.connection import Connection
 from wirthforge_ws.settings import Settings
 
 

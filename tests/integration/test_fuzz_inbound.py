@@ -31,8 +31,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.server_process import ROOT, ServerProcess
 from tests.timing import scaled
-from wirthforge_ws.protocol import CHANNELS
-from wirthforge_ws.schemas import SchemaSet
+from wirthforge_ws.protocol.codes import CHANNELS
+from wirthforge_ws.protocol.schemas import SchemaSet
 
 SCHEMAS = SchemaSet()
 MAX_EXAMPLES = 150

@@ -19,7 +19,7 @@ import uvicorn
 
 from tests.server_process import free_port
 from tests.timing import scaled
-from wirthforge_ws.app import create_app
+from wirthforge_ws.http.app import create_app
 from wirthforge_ws.settings import Settings
 
 

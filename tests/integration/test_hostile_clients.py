@@ -27,7 +27,7 @@ from tests import hostile
 from tests.server_process import ROOT, ServerProcess
 from tests.timing import scaled
 from tests.wsutil import next_of_type, open_client
-from wirthforge_ws.schemas import SchemaSet
+from wirthforge_ws.protocol.schemas import SchemaSet
 from wirthforge_ws.settings import Settings
 
 SCHEMAS = SchemaSet()
@@ -286,7 +286,7 @@ async def test_client_close_is_counted_and_logged_by_code(server: ServerProcess)
 
 def test_uvicorn_still_has_what_the_wire_layer_subclasses() -> None:
     """Fails loudly when a uvicorn upgrade renames what wire.py overrides or uses."""
-    from wirthforge_ws import wire
+    from wirthforge_ws.connection import uvicorn_protocols as wire
 
     wire.check_uvicorn()
     settings = Settings(handshake_timeout=3.0, max_connections=7, inbound_frame_rate=50.0)
@@ -300,7 +300,7 @@ def test_uvicorn_still_has_what_the_wire_layer_subclasses() -> None:
 def test_check_uvicorn_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-    from wirthforge_ws import wire
+    from wirthforge_ws.connection import uvicorn_protocols as wire
 
     monkeypatch.delattr(WebSocketsSansIOProtocol, "handle_cont")
     with pytest.raises(RuntimeError, match="handle_cont"):
@@ -310,7 +310,7 @@ def test_check_uvicorn_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) ->
 def test_open_file_limit_is_raised_to_fit_the_connection_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     import resource
 
-    from wirthforge_ws import wire
+    from wirthforge_ws.connection import uvicorn_protocols as wire
 
     applied: list[tuple[int, int]] = []
     monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))

@@ -23,12 +23,12 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 from tests.fake_ollama import TOKENS, FakeOllama
 from tests.server_process import free_port
 from tests.timing import scaled
-from wirthforge_ws import messages
-from wirthforge_ws.backends import OllamaBackend, OpenAIBackend, Piece, SourceError, model_id_for
-from wirthforge_ws.energy import DECAY_HALF_LIFE_S, EnergyMeter, jensen_shannon
-from wirthforge_ws.live import Busy, LiveSource
-from wirthforge_ws.protocol import ErrorCode
-from wirthforge_ws.schemas import SchemaSet
+from wirthforge_ws.protocol import messages
+from wirthforge_ws.sources.backends.adapters import OllamaBackend, OpenAIBackend, Piece, SourceError, model_id_for
+from wirthforge_ws.energy.meter import DECAY_HALF_LIFE_S, EnergyMeter, jensen_shannon
+from wirthforge_ws.sources.live import Busy, LiveSource
+from wirthforge_ws.protocol.codes import ErrorCode
+from wirthforge_ws.protocol.schemas import SchemaSet
 
 FRAME = 1 / 60
 PROMPT = "a private prompt that must never leave the server"

@@ -32,8 +32,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.fake_ollama import TOKENS, FakeOllama
 from tests.server_process import LOOPBACK, ServerProcess, free_port
 from tests.timing import scaled
-from wirthforge_ws.backends import embedded_model_path
-from wirthforge_ws.schemas import SchemaSet
+from wirthforge_ws.sources.backends.adapters import embedded_model_path
+from wirthforge_ws.protocol.schemas import SchemaSet
 
 PROMPT = "Tell me a short story about a lighthouse keeper."
 FRAME = 1 / 60

@@ -27,7 +27,7 @@ from tests.server_process import ServerProcess
 from tests.timing import TIME_FACTOR, scaled, within
 from tests.wsutil import wait_until
 from wirthforge_ws.client import Backoff, WirthforgeClient
-from wirthforge_ws.schemas import SchemaSet
+from wirthforge_ws.protocol.schemas import SchemaSet
 
 UPSTREAM_SCHEMA = Path("/work/shared/reference/WF-TECH-003-event-schemas.json")
 TOTAL_RELIABLE = 1000

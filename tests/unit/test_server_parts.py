@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from wirthforge_ws import settings as settings_module
-from wirthforge_ws.clock import FrameClock, Tick
-from wirthforge_ws.energy import DECAY_HALF_LIFE_S, EnergyMeter, certainty, jensen_shannon
-from wirthforge_ws.outbox import Outbox
-from wirthforge_ws.protocol import negotiate
-from wirthforge_ws.security import InvalidMessageWindow, OriginHostGuard, TokenBucket, host_name
+from wirthforge_ws.stream.clock import FrameClock, Tick
+from wirthforge_ws.energy.meter import DECAY_HALF_LIFE_S, EnergyMeter, certainty, jensen_shannon
+from wirthforge_ws.connection.outbox import Outbox
+from wirthforge_ws.protocol.codes import negotiate
+from wirthforge_ws.connection.security import InvalidMessageWindow, OriginHostGuard, TokenBucket, host_name
 from wirthforge_ws.settings import Settings
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from wirthforge_ws.client import Backoff, WirthforgeClient, rules
-from wirthforge_ws.metrics import percentile
+from wirthforge_ws.stream.rolling import percentile
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import orjson
 
-from ..protocol import CHANNELS
+from ..protocol.codes import CHANNELS
 from .core import DEFAULT_URL, WirthforgeClient
 
 __all__ = ["StatsPrinter", "build_arg_parser", "main"]

@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
-from ..protocol import SUBPROTOCOL_1_1, SUBPROTOCOLS
+from ..protocol.codes import SUBPROTOCOL_1_1, SUBPROTOCOLS
 from .backoff import Backoff
 from .exceptions import ClientClosedError, PolicyCloseError, UnsupportedByProtocolError, WirthforgeClientError
 from .rules import CONNECT_TIMEOUT_S, close_action, dead_after, handshake_action, session_was_stable

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Final, Literal
 
-from ..protocol import CloseCode
+from ..protocol.codes import CloseCode
 
 __all__ = [
     "CONNECT_TIMEOUT_S",

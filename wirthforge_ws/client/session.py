@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..protocol import ALWAYS_ON_CHANNEL, CHANNELS
+from ..protocol.codes import ALWAYS_ON_CHANNEL, CHANNELS
 from .utils import is_number, plain_number
 
 __all__ = ["ResumeCursor", "SeqVerdict", "SessionOptions", "build_url"]

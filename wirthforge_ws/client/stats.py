@@ -13,7 +13,7 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from ..metrics import percentile
+from ..stream.rolling import percentile
 from .rules import frames_missed, is_frame_gap
 from .utils import is_int, is_number
 

@@ -1,0 +1,153 @@
+"""Replay a recorded session through the live pipeline.
+
+:class:`ReplaySource` is an :class:`~.sources.EnergySource` like the
+simulator: the frame loop asks it what happened during each frame, and it
+answers from the recording, at the recording's own pace scaled by *speed*.
+Tokens, council and reward events come out in their recorded order, each
+in the first frame at or after its (scaled) recorded time, so the relative
+timing holds to within one frame; energy follows the recorded frames,
+interpolated in between. Frame numbers are the frame loop's own.
+
+:class:`Replayer` swaps the frame loop's source for a replay and puts the
+previous source back when the replay ends or is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections.abc import Sequence
+
+from ..energy.meter import EnergyReading
+from ..stream.frame_loop import FrameLoop
+from ..protocol.messages import Event
+from ..storage.event_log import StoredMessage
+from .simulated import EnergySource, FrameActivity
+
+log = logging.getLogger("wirthforge.replay")
+
+MAX_SPEED = 100.0
+_POLL = 0.05  # seconds between checks whether the replay has finished
+
+
+class ReplaySource:
+    """Plays recorded messages back frame by frame (implements EnergySource)."""
+
+    def __init__(self, recorded: Sequence[StoredMessage], *, speed: float, model_id: str, label: str) -> None:
+        if not recorded:
+            raise ValueError("nothing to replay")
+        if not 0 < speed <= MAX_SPEED:
+            raise ValueError(f"speed must be > 0 and <= {MAX_SPEED:g}")
+        self.model_id = model_id
+        self.speed = speed
+        self.label = label
+        self._messages = [m for m in recorded if m.event.type != "energy_update"]
+        frames = [m for m in recorded if m.event.type == "energy_update"]
+        self._frame_times = [m.timestamp_ms for m in frames]
+        self._frame_levels = [float(m.event.payload.get("totalEnergy", 0.0)) for m in frames]
+        self._frame_shares = [m.event.payload.get("energyDistribution") for m in frames]
+        self._origin_ms = recorded[0].timestamp_ms
+        self.duration = (recorded[-1].timestamp_ms - self._origin_ms) / 1000.0 / speed  # seconds of replay
+        self._started: float | None = None
+        self._next = 0
+        self._level = 0.0
+        self.finished = False
+
+    @property
+    def progress(self) -> float:
+        return self._next / len(self._messages) if self._messages else 1.0
+
+    def step(self, frame_number: int, now: float) -> FrameActivity:
+        if self._started is None:
+            self._started = now
+        cursor_ms = self._origin_ms + (now - self._started) * self.speed * 1000.0
+        tokens: list[str] = []
+        events: list[Event] = []
+        complete = False
+        session_id = self.label
+        messages = self._messages
+        while self._next < len(messages) and messages[self._next].timestamp_ms <= cursor_ms:
+            event = messages[self._next].event
+            self._next += 1
+            if event.type == "token_stream":
+                tokens.extend(event.payload.get("tokens") or ())
+                complete = complete or bool(event.payload.get("isComplete"))
+            elif event.frame_number is not None:
+                events.append(Event(event.type, event.payload, frame_number))  # the loop's own frame numbers
+            else:
+                events.append(event)
+        self.finished = self._next >= len(messages) and cursor_ms >= (self._frame_times[-1] if self._frame_times
+                                                                        else self._origin_ms)
+        return FrameActivity(tokens, self._reading(cursor_ms), session_id, complete, events)
+
+    def _reading(self, cursor_ms: float) -> EnergyReading:
+        """The recorded energy at *cursor_ms*, linearly interpolated between recorded frames."""
+        times = self._frame_times
+        if not times:
+            level, shares = 0.0, None
+        else:
+            i = bisect.bisect_right(times, cursor_ms)
+            if i == 0:
+                level, shares = self._frame_levels[0], self._frame_shares[0]
+            elif i == len(times):
+                level, shares = self._frame_levels[-1], self._frame_shares[-1]
+            else:
+                t0, t1 = times[i - 1], times[i]
+                w = (cursor_ms - t0) / (t1 - t0) if t1 > t0 else 1.0
+                level = self._frame_levels[i - 1] * (1 - w) + self._frame_levels[i] * w
+                shares = self._frame_shares[i - 1]
+        delta, self._level = level - self._level, level
+        # Choose speed, certainty and friction so that EnergyReading.distribution()
+        # gives back the recorded split: its weights are 0.5 s, 0.3 c and 0.2 f.
+        gen, att, rea = ((shares.get("generation", 0.0), shares.get("attention", 0.0), shares.get("reasoning", 0.0))
+                         if isinstance(shares, dict) else (level, 0.0, 0.0))
+        scale = level / (gen + att + rea) if gen + att + rea > 0 else 0.0
+        return EnergyReading(
+            level=level, delta=delta, speed=gen * scale / 0.5, certainty=att * scale / 0.3,
+            friction=rea * scale / 0.2, tokens_per_second=0.0,
+        )
+
+
+class Replayer:
+    """Owns at most one running replay: swaps the frame loop's source and restores it."""
+
+    def __init__(self, frame_loop: FrameLoop) -> None:
+        self.frame_loop = frame_loop
+        self.current: ReplaySource | None = None
+        self.recording_id: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, source: ReplaySource, recording_id: str) -> None:
+        """Stop any running replay, then play *source* until it finishes."""
+        await self.stop()
+        self.current, self.recording_id = source, recording_id
+        self._task = asyncio.create_task(self._run(source), name="replay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self, source: ReplaySource) -> None:
+        live: EnergySource = self.frame_loop.source
+        self.frame_loop.source = source
+        log.info("replay of recording %s started at %gx (%.1f s)", self.recording_id, source.speed, source.duration)
+        try:
+            while not source.finished:
+                await asyncio.sleep(_POLL)
+        finally:
+            # The live source was not stepped meanwhile: what it produced in the
+            # pause (queued tokens of a real model; the simulator's schedule)
+            # comes in its next frame, late rather than lost.
+            self.frame_loop.source = live
+            self.current = None
+            log.info("replay of recording %s ended", self.recording_id)
+
+    def status(self) -> dict[str, object]:
+        source = self.current
+        if source is None:
+            return {"active": False}
+        return {"active": True, "recording": self.recording_id, "speed": source.speed,
+                "durationSeconds": round(source.duration, 3), "progress": round(source.progress, 4)}
