@@ -91,8 +91,9 @@ class LatencyReport:
         )
 
 
-async def measure(url: str, *, clients: int = 1, duration: float = 3.0, protocol: str = "1.1",
-                  warmup: float = 0.5) -> LatencyReport:
+async def measure(
+    url: str, *, clients: int = 1, duration: float = 3.0, protocol: str = "1.1", warmup: float = 0.5
+) -> LatencyReport:
     """Connect *clients* clients, discard *warmup* seconds, then record for *duration* seconds."""
     recording = False
     samples: list[list[float]] = [[] for _ in range(clients)]
@@ -103,6 +104,7 @@ async def measure(url: str, *, clients: int = 1, duration: float = 3.0, protocol
             if recording and message.get("type") == "energy_update":
                 samples[index].append(time.time_ns() / 1e6 - message["timestamp"])
                 frames[index] += 1
+
         return on_message
 
     connections = [WirthforgeClient(url, protocol=protocol, on_message=recorder(i)) for i in range(clients)]
@@ -121,8 +123,17 @@ async def measure(url: str, *, clients: int = 1, duration: float = 3.0, protocol
         for index, client in enumerate(connections):
             stats: ClientStats = client.stats
             gaps, missed = gaps_before[index]
-            results.append(ClientResult(samples[index], frames[index], elapsed, stats.gaps.gaps - gaps,
-                                        stats.gaps.frames_missed - missed, stats.gaps.max_step, stats.reconnects))
+            results.append(
+                ClientResult(
+                    samples[index],
+                    frames[index],
+                    elapsed,
+                    stats.gaps.gaps - gaps,
+                    stats.gaps.frames_missed - missed,
+                    stats.gaps.max_step,
+                    stats.reconnects,
+                )
+            )
     finally:
         await asyncio.gather(*(client.close() for client in connections), return_exceptions=True)
     skipped = None if skipped_before is None or skipped_after is None else skipped_after - skipped_before
@@ -144,7 +155,9 @@ def assert_upstream_bounds(report: LatencyReport) -> None:
     s = report.summary()
     assert s["median_ms"] is not None and s["median_ms"] < MEDIAN_BOUND_MS, report.text()
     assert s["p99_ms"] < P99_BOUND_MS, report.text()
-    assert RATE_HZ - RATE_TOLERANCE_HZ <= s["rate_hz_min"] <= s["rate_hz_max"] <= RATE_HZ + RATE_TOLERANCE_HZ, report.text()
+    assert RATE_HZ - RATE_TOLERANCE_HZ <= s["rate_hz_min"] <= s["rate_hz_max"] <= RATE_HZ + RATE_TOLERANCE_HZ, (
+        report.text()
+    )
     # A healthy client loses no frame the server produced. On an overloaded
     # machine the server's clock may skip ticks (frameNumber jumps, counted
     # in /health framesSkipped); those are not transport losses.
@@ -156,10 +169,12 @@ def assert_upstream_bounds(report: LatencyReport) -> None:
 # ---------------------------------------------------------------------------
 # pytest
 
+
 @pytest.fixture(scope="module")
 def server():
     with ServerProcess() as running:
         yield running
+
 
 @pytest.mark.parametrize("clients", [1, 10])
 @pytest.mark.parametrize("protocol", ["1.0", "1.1"])
@@ -167,6 +182,7 @@ def test_latency_and_rate_within_upstream_bounds(server: ServerProcess, clients:
     report = asyncio.run(measure(server.ws_url, clients=clients, duration=3.0, protocol=protocol))
     print("\n" + report.text())
     assert_upstream_bounds(report)
+
 
 def test_server_reports_its_own_frame_clock(server: ServerProcess) -> None:
     async def health_while_watched() -> dict[str, Any]:
@@ -193,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="ws://127.0.0.1:8145/ws")
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--protocol", choices=["1.0", "1.1"], default="1.1",
-                        help="1.1 timestamps carry microseconds; 1.0 rounds down to whole milliseconds")
+    parser.add_argument(
+        "--protocol",
+        choices=["1.0", "1.1"],
+        default="1.1",
+        help="1.1 timestamps carry microseconds; 1.0 rounds down to whole milliseconds",
+    )
     args = parser.parse_args(argv)
     report = asyncio.run(measure(args.url, clients=args.clients, duration=args.duration, protocol=args.protocol))
     print(report.text())

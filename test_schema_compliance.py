@@ -64,8 +64,10 @@ class ComplianceReport:
         return set(ALL_TYPES - set(self.received))
 
     def lines(self) -> list[str]:
-        out = [f"protocol {self.version}: {self.total} messages, {len(self.failures)} failures"
-               + ("" if self.upstream_checked or self.version != "1.0" else " (upstream file absent: not checked)")]
+        out = [
+            f"protocol {self.version}: {self.total} messages, {len(self.failures)} failures"
+            + ("" if self.upstream_checked or self.version != "1.0" else " (upstream file absent: not checked)")
+        ]
         out += [f"  {kind:20s} {count:6d}" for kind, count in sorted(self.received.items())]
         if self.missing_types():
             out.append(f"  never received: {', '.join(sorted(self.missing_types()))}")
@@ -103,8 +105,9 @@ class ComplianceChecker:
         return message
 
 
-async def collect(url: str, version: str, duration: float, *, provoke_error: bool = True,
-                  until_all_types: bool = False) -> ComplianceReport:
+async def collect(
+    url: str, version: str, duration: float, *, provoke_error: bool = True, until_all_types: bool = False
+) -> ComplianceReport:
     """Receive for *duration* seconds (or until all nine types arrived) and check every message."""
     checker = ComplianceChecker(version)
     report = ComplianceReport(version)
@@ -130,21 +133,50 @@ async def collect(url: str, version: str, duration: float, *, provoke_error: boo
 # ---------------------------------------------------------------------------
 # pytest
 
+
 @pytest.fixture(scope="module")
 def server():
     with ServerProcess(env={"WF_ENABLE_PUBLISH": "1", "WF_SEED": "7"}) as running:
         yield running
 
+
 def _publish_rare_events(server: ServerProcess) -> None:
     """Reward and resonance events are rare in the simulation; an orchestrator publishes them here."""
-    server.publish([
-        {"type": "reward_event", "payload": {"rewardType": "achievement", "title": "Compliance", "points": 1,
-                                             "level": 2, "energyBonus": 0.5, "description": "test"}},
-        {"type": "resonance_event", "payload": {"resonanceType": "harmonic", "frequency": 12.5, "amplitude": 0.4,
-                                                "participants": ["a_model", "b-model"], "phase": 90}},
-        {"type": "interference_event", "payload": {"patternType": "neutral", "models": ["a_model", "b-model"],
-                                                   "intensity": 0.3, "coherenceScore": 0.7}},
-    ])
+    server.publish(
+        [
+            {
+                "type": "reward_event",
+                "payload": {
+                    "rewardType": "achievement",
+                    "title": "Compliance",
+                    "points": 1,
+                    "level": 2,
+                    "energyBonus": 0.5,
+                    "description": "test",
+                },
+            },
+            {
+                "type": "resonance_event",
+                "payload": {
+                    "resonanceType": "harmonic",
+                    "frequency": 12.5,
+                    "amplitude": 0.4,
+                    "participants": ["a_model", "b-model"],
+                    "phase": 90,
+                },
+            },
+            {
+                "type": "interference_event",
+                "payload": {
+                    "patternType": "neutral",
+                    "models": ["a_model", "b-model"],
+                    "intensity": 0.3,
+                    "coherenceScore": 0.7,
+                },
+            },
+        ]
+    )
+
 
 @pytest.mark.parametrize("version", ["1.0", "1.1"])
 def test_every_message_type_is_emitted_and_valid(server: ServerProcess, version: str) -> None:
@@ -160,12 +192,14 @@ def test_every_message_type_is_emitted_and_valid(server: ServerProcess, version:
     assert report.missing_types() == set(), "\n".join(report.lines())
     assert report.received["startup_complete"] == 1
 
+
 def test_upstream_contract_accepts_what_a_1_0_client_receives(server: ServerProcess) -> None:
     if not UPSTREAM_SCHEMA.is_file():
         pytest.skip("../shared/reference is absent: the upstream contract cannot be checked here")
     report = asyncio.run(collect(server.ws_url, "1.0", 2.0))
     assert report.upstream_checked
     assert report.total > 60 and report.failures == []
+
 
 def test_1_0_messages_carry_no_1_1_fields(server: ServerProcess) -> None:
     async def run() -> list[dict[str, Any]]:
@@ -176,10 +210,11 @@ def test_1_0_messages_carry_no_1_1_fields(server: ServerProcess) -> None:
     assert all("seq" not in m and isinstance(m["timestamp"], int) for m in received)
     assert received[0]["payload"].keys() <= {"model", "tier", "version", "frameRate", "capabilities"}
 
+
 def test_invalid_outbound_message_is_never_sent() -> None:
     """A message that fails validation is counted, reported as error_event, and not delivered."""
-    from wirthforge_ws.stream.hub import Hub
     from wirthforge_ws.protocol.messages import Event
+    from wirthforge_ws.stream.hub import Hub
 
     class Recorder:
         version = "1.0"

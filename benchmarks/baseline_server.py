@@ -59,11 +59,25 @@ class Baseline:
 
     async def handler(self, connection: ServerConnection) -> None:
         self.seq += 1
-        await connection.send(orjson.dumps({
-            "type": "startup_complete", "channel": "system", "timestamp": time.time_ns() / 1e6, "seq": self.seq,
-            "payload": {"model": "baseline", "tier": "Mid-Tier", "version": "0", "frameRate": FRAME_RATE,
-                        "capabilities": ["visualization"], "protocol": "1.1", "epoch": self.epoch},
-        }).decode())
+        await connection.send(
+            orjson.dumps(
+                {
+                    "type": "startup_complete",
+                    "channel": "system",
+                    "timestamp": time.time_ns() / 1e6,
+                    "seq": self.seq,
+                    "payload": {
+                        "model": "baseline",
+                        "tier": "Mid-Tier",
+                        "version": "0",
+                        "frameRate": FRAME_RATE,
+                        "capabilities": ["visualization"],
+                        "protocol": "1.1",
+                        "epoch": self.epoch,
+                    },
+                }
+            ).decode()
+        )
         self.clients.add(connection)
         slot = self.heartbeat_slots[self.joined % len(self.heartbeat_slots)]
         self.joined += 1
@@ -76,8 +90,12 @@ class Baseline:
 
     def message(self, kind: str, channel: str, payload: dict[str, Any], frame_number: int | None = None) -> str:
         self.seq += 1
-        message: dict[str, Any] = {"type": kind, "channel": channel, "timestamp": round(time.time_ns() / 1e6, 3),
-                                   "seq": self.seq}
+        message: dict[str, Any] = {
+            "type": kind,
+            "channel": channel,
+            "timestamp": round(time.time_ns() / 1e6, 3),
+            "seq": self.seq,
+        }
         if frame_number is not None:
             message["frameNumber"] = frame_number
         message["payload"] = payload
@@ -91,41 +109,106 @@ class Baseline:
             return
         level = round(0.5 + 0.4 * math.sin(index / 30.0), 6)
         if index % 6 == 0:
-            points = [{"x": round(i / 11, 4), "y": round(0.5 + 0.25 * math.sin(index / 9 + i), 4),
-                       "energy": round(level * (0.8 + 0.02 * i), 4)} for i in range(12)]
-            broadcast(clients, self.message("energy_field", "energy", {
-                "fieldType": "stream", "intensity": level, "coordinates": points}, index))
+            points = [
+                {
+                    "x": round(i / 11, 4),
+                    "y": round(0.5 + 0.25 * math.sin(index / 9 + i), 4),
+                    "energy": round(level * (0.8 + 0.02 * i), 4),
+                }
+                for i in range(12)
+            ]
+            broadcast(
+                clients,
+                self.message(
+                    "energy_field", "energy", {"fieldType": "stream", "intensity": level, "coordinates": points}, index
+                ),
+            )
         if index % 7 == 0:
-            broadcast(clients, self.message("token_stream", "experience", {
-                "tokens": [" token"], "isComplete": False, "sessionId": "session-00001", "modelId": "baseline",
-                "energyCost": 0.01}))
+            broadcast(
+                clients,
+                self.message(
+                    "token_stream",
+                    "experience",
+                    {
+                        "tokens": [" token"],
+                        "isComplete": False,
+                        "sessionId": "session-00001",
+                        "modelId": "baseline",
+                        "energyCost": 0.01,
+                    },
+                ),
+            )
         if index % 30 == 15:
-            broadcast(clients, self.message("interference_event", "council", {
-                "patternType": "constructive", "models": ["baseline", "council_analyst", "council_critic"],
-                "intensity": level, "coherenceScore": 0.99}, index))
+            broadcast(
+                clients,
+                self.message(
+                    "interference_event",
+                    "council",
+                    {
+                        "patternType": "constructive",
+                        "models": ["baseline", "council_analyst", "council_critic"],
+                        "intensity": level,
+                        "coherenceScore": 0.99,
+                    },
+                    index,
+                ),
+            )
         if index % 150 == 75:
-            broadcast(clients, self.message("resonance_event", "council", {
-                "resonanceType": "fundamental", "frequency": 9.0, "amplitude": level,
-                "participants": ["baseline", "council_analyst", "council_critic"], "phase": 0.0}, index))
+            broadcast(
+                clients,
+                self.message(
+                    "resonance_event",
+                    "council",
+                    {
+                        "resonanceType": "fundamental",
+                        "frequency": 9.0,
+                        "amplitude": level,
+                        "participants": ["baseline", "council_analyst", "council_critic"],
+                        "phase": 0.0,
+                    },
+                    index,
+                ),
+            )
         if index % 60 == 30:
-            broadcast(clients, self.message("reward_event", "reward", {
-                "rewardType": "milestone", "title": f"r{index}", "points": 1}))
+            broadcast(
+                clients,
+                self.message("reward_event", "reward", {"rewardType": "milestone", "title": f"r{index}", "points": 1}),
+            )
         for connection in self.heartbeat_slots[index % len(self.heartbeat_slots)]:
-            broadcast([connection], self.message("heartbeat", "system", {
-                "sequence": index // 60, "serverTime": time.time_ns() // 1_000_000, "frameRate": FRAME_RATE,
-                "connectionId": f"conn-{id(connection):012x}"[:17]}))
+            broadcast(
+                [connection],
+                self.message(
+                    "heartbeat",
+                    "system",
+                    {
+                        "sequence": index // 60,
+                        "serverTime": time.time_ns() // 1_000_000,
+                        "frameRate": FRAME_RATE,
+                        "connectionId": f"conn-{id(connection):012x}"[:17],
+                    },
+                ),
+            )
 
     def frame(self, frame_number: int) -> str:
         self.seq += 1
         level = 0.5 + 0.4 * math.sin(frame_number / 30.0)
-        return orjson.dumps({
-            "type": "energy_update", "channel": "energy", "timestamp": round(time.time_ns() / 1e6, 3),
-            "seq": self.seq, "frameNumber": frame_number,
-            "payload": {"totalEnergy": level, "deltaEnergy": 0.0, "tokensGenerated": 0, "processingTime": 0.01,
-                        "modelId": "baseline",
-                        "energyDistribution": {"generation": level / 2, "attention": level / 4,
-                                               "reasoning": level / 4}},
-        }).decode()
+        return orjson.dumps(
+            {
+                "type": "energy_update",
+                "channel": "energy",
+                "timestamp": round(time.time_ns() / 1e6, 3),
+                "seq": self.seq,
+                "frameNumber": frame_number,
+                "payload": {
+                    "totalEnergy": level,
+                    "deltaEnergy": 0.0,
+                    "tokensGenerated": 0,
+                    "processingTime": 0.01,
+                    "modelId": "baseline",
+                    "energyDistribution": {"generation": level / 2, "attention": level / 4, "reasoning": level / 4},
+                },
+            }
+        ).decode()
 
     async def frame_loop(self) -> None:
         period = 1.0 / FRAME_RATE
@@ -160,8 +243,13 @@ class Baseline:
         return {
             "status": "ok",
             "connections": {"count": len(self.clients)},
-            "frameLoop": {"ticks": self.ticks, "framesSkipped": self.skipped, "budgetOverruns": 0,
-                          "tickLatenessMs": lateness, "processingMs": {"p50": None, "p99": None, "max": None}},
+            "frameLoop": {
+                "ticks": self.ticks,
+                "framesSkipped": self.skipped,
+                "budgetOverruns": 0,
+                "tickLatenessMs": lateness,
+                "processingMs": {"p50": None, "p99": None, "max": None},
+            },
             "messages": {"coalesced": {}},
         }
 
@@ -178,8 +266,15 @@ async def main(host: str, port: int, stream: str) -> None:
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-    async with serve(baseline.handler, host, port, subprotocols=SUBPROTOCOLS, compression=None,
-                     process_request=baseline.process_request, max_size=65536):
+    async with serve(
+        baseline.handler,
+        host,
+        port,
+        subprotocols=SUBPROTOCOLS,
+        compression=None,
+        process_request=baseline.process_request,
+        max_size=65536,
+    ):
         ticker = asyncio.create_task(baseline.frame_loop())
         await stop
         ticker.cancel()
@@ -189,8 +284,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8150)
-    parser.add_argument("--stream", choices=("full", "energy"), default="full",
-                        help="the project's whole stream (default) or energy_update only")
+    parser.add_argument(
+        "--stream",
+        choices=("full", "energy"),
+        default="full",
+        help="the project's whole stream (default) or energy_update only",
+    )
     args = parser.parse_args()
     import uvloop  # the project's server runs on uvloop too
 

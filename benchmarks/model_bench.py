@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -79,8 +78,7 @@ def median(values: Sequence[float | None]) -> float | None:
 async def _alone(threads: int, nice: int, sched: str, cpus: str, runs: int, max_tokens: int) -> dict[str, Any]:
     from wirthforge_ws.sources.backends.adapters import EmbeddedBackend, embedded_model_path
 
-    backend = EmbeddedBackend(embedded_model_path(), threads=threads, nice=nice, sched=sched, cpus=cpus,
-                              timeout=60)
+    backend = EmbeddedBackend(embedded_model_path(), threads=threads, nice=nice, sched=sched, cpus=cpus, timeout=60)
     await backend.start()
     rates = []
     try:
@@ -91,8 +89,15 @@ async def _alone(threads: int, nice: int, sched: str, cpus: str, runs: int, max_
             rates.append(tokens_per_second(times))
     finally:
         await backend.stop()
-    return {"threads": threads, "nice": nice, "sched": sched, "cpus": cpus or "any", "runs": runs, "tokens_per_s": median(rates),
-            "each": [round(r, 2) for r in rates if r]}
+    return {
+        "threads": threads,
+        "nice": nice,
+        "sched": sched,
+        "cpus": cpus or "any",
+        "runs": runs,
+        "tokens_per_s": median(rates),
+        "each": [round(r, 2) for r in rates if r],
+    }
 
 
 def section_alone(configs: list[tuple[int, int, str, str]], quick: bool) -> list[dict[str, Any]]:
@@ -101,9 +106,12 @@ def section_alone(configs: list[tuple[int, int, str, str]], quick: bool) -> list
         busy = machine.wait_for_quiet()
         result = asyncio.run(_alone(threads, nice, sched, cpus, 2 if quick else 4, 120))
         result["busy_before_pct_of_core"] = round(busy, 1)
-        print(f"  - alone, {threads} thread(s), nice {nice}, {sched}, CPUs {cpus or 'any'}: "
-              f"{result['tokens_per_s']} tokens/s "
-              f"(others used {busy:.0f} % of a core before)", flush=True)
+        print(
+            f"  - alone, {threads} thread(s), nice {nice}, {sched}, CPUs {cpus or 'any'}: "
+            f"{result['tokens_per_s']} tokens/s "
+            f"(others used {busy:.0f} % of a core before)",
+            flush=True,
+        )
         results.append(result)
     return results
 
@@ -128,8 +136,9 @@ class Prompter(threading.Thread):
         from websockets.sync.client import connect
 
         try:
-            with connect(self.server.ws_url + "?channels=experience", subprotocols=["wirthforge.1.1"],
-                         proxy=None) as ws:
+            with connect(
+                self.server.ws_url + "?channels=experience", subprotocols=["wirthforge.1.1"], proxy=None
+            ) as ws:
                 n = 0
                 while not self.stopping.is_set() and n < 1000:
                     self._one(ws, PROMPTS[n % len(PROMPTS)])
@@ -168,8 +177,12 @@ class Prompter(threading.Thread):
 
 
 def post_prompt(base: str, prompt: str) -> str:
-    request = urllib.request.Request(base + "/api/prompt", data=json.dumps({"prompt": prompt}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(
+        base + "/api/prompt",
+        data=json.dumps({"prompt": prompt}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())["sessionId"]
 
@@ -190,8 +203,9 @@ def worker_cpu_seconds(server_pid: int) -> float:
     return total
 
 
-def frames_run(label: str, env: dict[str, str], seconds: float, generate: bool, max_tokens: int,
-               tmpdir: str) -> dict[str, Any]:
+def frames_run(
+    label: str, env: dict[str, str], seconds: float, generate: bool, max_tokens: int, tmpdir: str
+) -> dict[str, Any]:
     """runs.load_run (1 client) against a server whose model (if *generate*) answers prompt after prompt."""
     prompters: list[Prompter] = []
     worker_cpu: list[float] = []
@@ -223,7 +237,9 @@ def frames_run(label: str, env: dict[str, str], seconds: float, generate: bool, 
     result["busy_before_pct_of_core"] = round(busy, 1)
     result["model_worker_cpu_pct_of_core"] = round(worker_cpu[0], 1) if worker_cpu else None
     # runs.load_run counts the model worker (a child of the server) as "other load": take it out.
-    result["others_pct_of_core"] = round(result["other_load_pct_of_core"] - (result["model_worker_cpu_pct_of_core"] or 0), 1)
+    result["others_pct_of_core"] = round(
+        result["other_load_pct_of_core"] - (result["model_worker_cpu_pct_of_core"] or 0), 1
+    )
     if prompters:
         prompter = prompters[0]
         if prompter.error:
@@ -232,20 +248,34 @@ def frames_run(label: str, env: dict[str, str], seconds: float, generate: bool, 
         result["model_generations"] = len(prompter.rates)
         result["model_tokens"] = prompter.tokens
     lat, late = result["latency_ms"], result["tick_lateness_ms"]
-    print(f"      => {result['achieved_hz_health']} Hz, gaps {result['frame_gaps']}, latency median "
-          f"{lat['median']} / p99 {lat['p99']} ms, lateness p99 {late.get('p99')} ms, model "
-          f"{result.get('model_tokens_per_s')} tokens/s, worker CPU {result['model_worker_cpu_pct_of_core']} %",
-          flush=True)
+    print(
+        f"      => {result['achieved_hz_health']} Hz, gaps {result['frame_gaps']}, latency median "
+        f"{lat['median']} / p99 {lat['p99']} ms, lateness p99 {late.get('p99')} ms, model "
+        f"{result.get('model_tokens_per_s')} tokens/s, worker CPU {result['model_worker_cpu_pct_of_core']} %",
+        flush=True,
+    )
     return result
 
 
 def section_frames(configs: list[tuple[int, int, str, str]], seconds: float, tmpdir: str) -> list[dict[str, Any]]:
     runs = [frames_run("simulator, no model (baseline)", {"WF_SOURCE": "sim"}, seconds, False, 0, tmpdir)]
     for threads, nice, sched, cpus in configs:
-        env = {"WF_SOURCE": "embedded", "WF_MODEL_THREADS": str(threads), "WF_MODEL_NICE": str(nice),
-               "WF_MODEL_SCHED": sched, "WF_MODEL_CPUS": cpus, "WF_MAX_TOKENS": "200"}
-        run = frames_run(f"model generating: {threads} thread(s), nice {nice}, {sched}, CPUs {cpus or 'any'}", env,
-                         seconds, True, 200, tmpdir)
+        env = {
+            "WF_SOURCE": "embedded",
+            "WF_MODEL_THREADS": str(threads),
+            "WF_MODEL_NICE": str(nice),
+            "WF_MODEL_SCHED": sched,
+            "WF_MODEL_CPUS": cpus,
+            "WF_MAX_TOKENS": "200",
+        }
+        run = frames_run(
+            f"model generating: {threads} thread(s), nice {nice}, {sched}, CPUs {cpus or 'any'}",
+            env,
+            seconds,
+            True,
+            200,
+            tmpdir,
+        )
         run["threads"], run["nice"], run["sched"], run["cpus"] = threads, nice, sched, cpus or "any"
         runs.append(run)
     return runs
@@ -261,9 +291,11 @@ def prompt_runs(server: Any, count: int) -> dict[str, Any]:
     with connect(server.ws_url + "?channels=experience", subprotocols=["wirthforge.1.1"], proxy=None) as ws:
         for n in range(count):
             prompter._one(ws, PROMPTS[n % len(PROMPTS)])
-    return {"prompts": count, "first_token_ms": {"median": median(prompter.first_token_ms),
-                                                 "max": round(max(prompter.first_token_ms), 1)},
-            "tokens_per_s": median(prompter.rates)}
+    return {
+        "prompts": count,
+        "first_token_ms": {"median": median(prompter.first_token_ms), "max": round(max(prompter.first_token_ms), 1)},
+        "tokens_per_s": median(prompter.rates),
+    }
 
 
 def section_prompt(quick: bool) -> dict[str, Any]:
@@ -279,10 +311,29 @@ def section_prompt(quick: bool) -> dict[str, Any]:
     from tests.server_process import free_port
 
     port = free_port()
-    llama = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path()),
-                              "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-                              "--n_threads", "1", "--logits_all", "true", "--verbose", "false"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    llama = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(embedded_model_path()),
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            "1",
+            "--logits_all",
+            "true",
+            "--verbose",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     processes._STARTED.append(llama)
     try:
         url = f"http://127.0.0.1:{port}/v1"
@@ -308,44 +359,64 @@ def section_prompt(quick: bool) -> dict[str, Any]:
 
 
 def render(results: dict[str, Any]) -> str:
-    lines = ["| run | Hz (server) | frame gaps | tick lateness p50 / p99 ms | 1-client latency median / p99 ms "
-             "| model tokens/s | model worker CPU % | other processes, % of a core |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | Hz (server) | frame gaps | tick lateness p50 / p99 ms | 1-client latency median / p99 ms "
+        "| model tokens/s | model worker CPU % | other processes, % of a core |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for run in results.get("frames", []):
         late, lat = run["tick_lateness_ms"], run["latency_ms"]
-        lines.append(f"| {run['label']} | {run['achieved_hz_health']} | {run['frame_gaps']} | {late.get('p50')} / "
-                     f"{late.get('p99')} | {lat['median']} / {lat['p99']} | {run.get('model_tokens_per_s', '–')} | "
-                     f"{run.get('model_worker_cpu_pct_of_core')} | {run['others_pct_of_core']} |")
+        lines.append(
+            f"| {run['label']} | {run['achieved_hz_health']} | {run['frame_gaps']} | {late.get('p50')} / "
+            f"{late.get('p99')} | {lat['median']} / {lat['p99']} | {run.get('model_tokens_per_s', '–')} | "
+            f"{run.get('model_worker_cpu_pct_of_core')} | {run['others_pct_of_core']} |"
+        )
     lines += ["", "| embedded model alone | tokens/s | runs | others before, % of a core |", "|---|---|---|---|"]
     for run in results.get("alone", []):
-        lines.append(f"| {run['threads']} thread(s), nice {run['nice']}, {run['sched']}, CPUs {run['cpus']} | "
-                     f"{run['tokens_per_s']} | {run['each']} | {run['busy_before_pct_of_core']} |")
+        lines.append(
+            f"| {run['threads']} thread(s), nice {run['nice']}, {run['sched']}, CPUs {run['cpus']} | "
+            f"{run['tokens_per_s']} | {run['each']} | {run['busy_before_pct_of_core']} |"
+        )
     prompt = results.get("prompt", {})
     if prompt:
         lines += ["", "| source | POST -> first token_stream, median (max) ms | tokens/s |", "|---|---|---|"]
         for name, run in prompt.items():
-            lines.append(f"| {name} | {run['first_token_ms']['median']} ({run['first_token_ms']['max']}) | "
-                         f"{run['tokens_per_s']} |")
+            lines.append(
+                f"| {name} | {run['first_token_ms']['median']} ({run['first_token_ms']['max']}) | "
+                f"{run['tokens_per_s']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def parse_config(text: str) -> tuple[int, int, str, str]:
     """THREADS:NICE[:SCHED[:CPUS]] -> (threads, nice, scheduling policy, CPUs; CPUs joined with '+')."""
     parts = text.split(":")
-    return (int(parts[0]), int(parts[1]), parts[2] if len(parts) > 2 else "other",
-            parts[3].replace("+", ",") if len(parts) > 3 else "")
+    return (
+        int(parts[0]),
+        int(parts[1]),
+        parts[2] if len(parts) > 2 else "other",
+        parts[3].replace("+", ",") if len(parts) > 3 else "",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--only", default="alone,frames,prompt")
-    parser.add_argument("--configs", default="2:0,1:0,1:10,1:19:batch,1:0:idle",
-                        help="model worker configurations THREADS:NICE[:SCHED], comma-separated")
+    parser.add_argument(
+        "--configs",
+        default="2:0,1:0,1:10,1:19:batch,1:0:idle",
+        help="model worker configurations THREADS:NICE[:SCHED], comma-separated",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per frame run (20; quick 8)")
     parser.add_argument("--out", help="also write Markdown tables here")
-    parser.add_argument("--wait-quiet", type=float, default=machine.QUIET["max_wait"],
-                        help="before each run, wait at most this many seconds for other processes to use "
-                             f"< {machine.QUIET['threshold']:g} %% of a core")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=machine.QUIET["max_wait"],
+        help="before each run, wait at most this many seconds for other processes to use "
+        f"< {machine.QUIET['threshold']:g} %% of a core",
+    )
     args = parser.parse_args(argv)
     machine.QUIET["max_wait"] = args.wait_quiet
     configs = [parse_config(item) for item in args.configs.split(",")]

@@ -66,8 +66,15 @@ class Run:
 LEGACY_EARLY_HEARTBEATS = (0.1, 0.5)
 
 
-def simulate(read_rate: float, *, seconds: float, seed: int, answer_jitter: float, legacy: bool,
-             pauses: tuple[tuple[float, float], ...] = ()) -> Run:
+def simulate(
+    read_rate: float,
+    *,
+    seconds: float,
+    seed: int,
+    answer_jitter: float,
+    legacy: bool,
+    pauses: tuple[tuple[float, float], ...] = (),
+) -> Run:
     """One connection, *seconds* long: the worst energy_update age its client reads.
 
     *pauses* are (start, length) spans in which the client reads nothing (a busy page, a GC pause).
@@ -87,8 +94,7 @@ def simulate(read_rate: float, *, seconds: float, seed: int, answer_jitter: floa
         for answer in [a for a in answers if a[0] <= now]:
             answers.remove(answer)
             pacer.probe_answered(answer[1], now)
-        if step % int(HEARTBEAT_TICK / STEP) == 0 and (now >= next_heartbeat
-                                                        or now >= pacer.probe_due(last_heartbeat)):
+        if step % int(HEARTBEAT_TICK / STEP) == 0 and (now >= next_heartbeat or now >= pacer.probe_due(last_heartbeat)):
             if sequence + 1 < len(early):
                 next_heartbeat = early[sequence + 1]
             elif now >= next_heartbeat:
@@ -133,26 +139,41 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--seeds", type=int, default=12)
     parser.add_argument("--jitter", type=float, default=0.02, help="random delay of each answer, seconds")
-    parser.add_argument("--legacy", action="store_true",
-                        help="the law before 2026-11-29: heartbeats at 0.1 and 0.5 s, no probing, no threshold")
+    parser.add_argument(
+        "--legacy",
+        action="store_true",
+        help="the law before 2026-11-29: heartbeats at 0.1 and 0.5 s, no probing, no threshold",
+    )
     args = parser.parse_args()
     print("| reads/s | worst frame age | at | energy_update Hz |")
     print("|---|---|---|---|")
     for read_rate in (float(r) for r in args.rates.split(",")):
-        runs = [simulate(read_rate, seconds=args.seconds, seed=seed, answer_jitter=args.jitter,
-                         legacy=args.legacy) for seed in range(args.seeds)]
+        runs = [
+            simulate(read_rate, seconds=args.seconds, seed=seed, answer_jitter=args.jitter, legacy=args.legacy)
+            for seed in range(args.seeds)
+        ]
         worst = max(runs, key=lambda run: run.worst_age)
         rates = sorted(run.energy_rate for run in runs)
-        print(f"| {read_rate:g} | {worst.worst_age * 1000:.0f} ms | {worst.worst_at:.1f} s "
-              f"| {rates[0]:.0f}-{rates[-1]:.0f} |", flush=True)
+        print(
+            f"| {read_rate:g} | {worst.worst_age * 1000:.0f} ms | {worst.worst_at:.1f} s "
+            f"| {rates[0]:.0f}-{rates[-1]:.0f} |",
+            flush=True,
+        )
     print("\n| a fast client stalls | energy_update Hz over 10 s: worst | mean |")
     print("|---|---|---|")
     for length in STALLS:
-        rates = [simulate(1000.0, seconds=10.0, seed=seed, answer_jitter=0.005, legacy=args.legacy,
-                          pauses=((at, length),)).energy_rate
-                 for at in STALL_AT for seed in range(args.seeds)]
-        print(f"| {length * 1000:.0f} ms, at {', '.join(f'{at:g}' for at in STALL_AT)} s "
-              f"| {min(rates):.1f} | {sum(rates) / len(rates):.1f} |", flush=True)
+        rates = [
+            simulate(
+                1000.0, seconds=10.0, seed=seed, answer_jitter=0.005, legacy=args.legacy, pauses=((at, length),)
+            ).energy_rate
+            for at in STALL_AT
+            for seed in range(args.seeds)
+        ]
+        print(
+            f"| {length * 1000:.0f} ms, at {', '.join(f'{at:g}' for at in STALL_AT)} s "
+            f"| {min(rates):.1f} | {sum(rates) / len(rates):.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -97,8 +97,10 @@ async def load_run(server: ServerProcess, seconds: float, rate: int) -> dict[str
                 rewards += 1
 
     assert server.process is not None
-    async with connect(server.ws_url, subprotocols=["wirthforge.1.1"], compression=None, proxy=None) as ws, \
-            httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+    async with (
+        connect(server.ws_url, subprotocols=["wirthforge.1.1"], compression=None, proxy=None) as ws,
+        httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
+    ):
         reader = asyncio.create_task(read(ws))
         await asyncio.sleep(2.0)  # warm up
         frames.clear()
@@ -111,8 +113,13 @@ async def load_run(server: ServerProcess, seconds: float, rate: int) -> dict[str
         next_sample = wall0 + 10.0
         while time.monotonic() - wall0 < seconds:
             if rate:
-                items = [{"type": "reward_event", "payload": {"rewardType": "milestone", "title": f"r{published + i}",
-                                                              "points": published + i}} for i in range(batch)]
+                items = [
+                    {
+                        "type": "reward_event",
+                        "payload": {"rewardType": "milestone", "title": f"r{published + i}", "points": published + i},
+                    }
+                    for i in range(batch)
+                ]
                 await http.post("/publish", json=items)
                 published += batch
             next_at += 0.1
@@ -151,8 +158,8 @@ def publish_cost(tmp: str, count: int = 20_000) -> dict[str, float]:
     The difference is what the frame loop's thread pays per message; the
     writer thread's work is not in it (it runs beside the loop).
     """
-    from wirthforge_ws.stream.hub import Hub
     from wirthforge_ws.protocol.schemas import SchemaSet
+    from wirthforge_ws.stream.hub import Hub
 
     class Sink:
         version = "1.1"
@@ -164,8 +171,13 @@ def publish_cost(tmp: str, count: int = 20_000) -> dict[str, float]:
     for mode in ("off", "on"):
         log = None
         if mode == "on":
-            log = EventLog(Path(tmp) / "micro.sqlite3", max_bytes=1 << 30, max_age_seconds=86400.0, energy_rate=2.0,
-                           queue_limit=count + 10)
+            log = EventLog(
+                Path(tmp) / "micro.sqlite3",
+                max_bytes=1 << 30,
+                max_age_seconds=86400.0,
+                energy_rate=2.0,
+                queue_limit=count + 10,
+            )
             log.open()
         hub = Hub(SchemaSet(), history_messages=10_000, history_seconds=120.0, durable=log)
         hub.attach(Sink(), hub.plan_resume(["reward"], None))  # type: ignore[arg-type]
@@ -193,18 +205,44 @@ def write_recording(path: Path, minutes: float) -> None:
     for frame in range(steps):
         ms = start + frame * 1000.0 / 60
         seq += 1
-        log.append(seq, messages.energy_update(frame_number=frame, total_energy=0.5, delta_energy=0.0,
-                                               tokens_generated=1, processing_time_ms=0.2, model_id="wirthforge-sim",
-                                               distribution={"generation": 0.3, "attention": 0.1, "reasoning": 0.1}), ms)
+        log.append(
+            seq,
+            messages.energy_update(
+                frame_number=frame,
+                total_energy=0.5,
+                delta_energy=0.0,
+                tokens_generated=1,
+                processing_time_ms=0.2,
+                model_id="wirthforge-sim",
+                distribution={"generation": 0.3, "attention": 0.1, "reasoning": 0.1},
+            ),
+            ms,
+        )
         if frame % 6 == 0:  # a token_stream 10 times a second
             seq += 1
-            log.append(seq, messages.token_stream(tokens=[" energy", " flows"], is_complete=frame == steps - 6,
-                                                  session_id="bench-10min", model_id="wirthforge-sim"), ms)
+            log.append(
+                seq,
+                messages.token_stream(
+                    tokens=[" energy", " flows"],
+                    is_complete=frame == steps - 6,
+                    session_id="bench-10min",
+                    model_id="wirthforge-sim",
+                ),
+                ms,
+            )
         if frame % 30 == 0:  # council twice a second
             seq += 1
-            log.append(seq, messages.interference_event(frame_number=frame, pattern_type="neutral",
-                                                        models=["wirthforge-sim", "council_critic"], intensity=0.4,
-                                                        coherence=0.9), ms)
+            log.append(
+                seq,
+                messages.interference_event(
+                    frame_number=frame,
+                    pattern_type="neutral",
+                    models=["wirthforge-sim", "council_critic"],
+                    intensity=0.4,
+                    coherence=0.9,
+                ),
+                ms,
+            )
         if seq % 2000 == 0:
             time.sleep(0.05)  # let the writer keep up (its queue is bounded)
     log.close()
@@ -212,8 +250,10 @@ def write_recording(path: Path, minutes: float) -> None:
 
 
 async def replay_start(server: ServerProcess) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http, \
-            connect(server.ws_url + "?channels=experience", subprotocols=["wirthforge.1.1"], proxy=None) as ws:
+    async with (
+        httpx.AsyncClient(base_url=server.http_url, timeout=30) as http,
+        connect(server.ws_url + "?channels=experience", subprotocols=["wirthforge.1.1"], proxy=None) as ws,
+    ):
         sessions = (await http.get("/api/sessions")).json()["sessions"]
         recording = next(s for s in sessions if s["sessionId"] == "bench-10min")
         started = time.perf_counter()
@@ -225,8 +265,12 @@ async def replay_start(server: ServerProcess) -> dict[str, Any]:
         first = time.perf_counter() - started
         await http.post("/api/replay/stop")
         body = response.json()
-    return {"recordingSeconds": recording["durationSeconds"], "messages": body["messages"],
-            "acceptedMs": round(accepted * 1000, 1), "firstTokenMs": round(first * 1000, 1)}
+    return {
+        "recordingSeconds": recording["durationSeconds"],
+        "messages": body["messages"],
+        "acceptedMs": round(accepted * 1000, 1),
+        "firstTokenMs": round(first * 1000, 1),
+    }
 
 
 def main() -> None:
@@ -234,8 +278,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each on/off run")
     parser.add_argument("--rounds", type=int, default=2, help="off/on pairs")
     parser.add_argument("--rate", type=int, default=100, help="reliable messages per second published")
-    parser.add_argument("--quiet-threshold", type=float, default=30.0,
-                        help="before each run, wait until other processes use less than this %% of a core")
+    parser.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=30.0,
+        help="before each run, wait until other processes use less than this %% of a core",
+    )
     parser.add_argument("--max-wait", type=float, default=120.0, help="longest wait for a quiet machine")
     parser.add_argument("--typical-seconds", type=float, default=60.0, help="length of the typical-session disk run")
     args = parser.parse_args()
@@ -248,14 +296,24 @@ def main() -> None:
         for round_ in range(args.rounds):
             # Off and on run side by side over the same 30 s, so that the shared
             # machine's load falls on both alike.
-            envs = {mode: {"WF_ENABLE_PUBLISH": "1", "WF_SEED": "7", "WF_PERSIST": "1" if mode == "on" else "0",
-                           "WF_PERSIST_PATH": f"{tmp}/load-{round_}-{mode}.sqlite3"} for mode in ("off", "on")}
+            envs = {
+                mode: {
+                    "WF_ENABLE_PUBLISH": "1",
+                    "WF_SEED": "7",
+                    "WF_PERSIST": "1" if mode == "on" else "0",
+                    "WF_PERSIST_PATH": f"{tmp}/load-{round_}-{mode}.sqlite3",
+                }
+                for mode in ("off", "on")
+            }
             quiet = wait_for_quiet(args.quiet_threshold, args.max_wait)
             with ServerProcess(env=envs["off"]) as off, ServerProcess(env=envs["on"]) as on:
 
                 async def both() -> list[dict[str, Any]]:
-                    return list(await asyncio.gather(load_run(off, args.seconds, args.rate),
-                                                     load_run(on, args.seconds, args.rate)))
+                    return list(
+                        await asyncio.gather(
+                            load_run(off, args.seconds, args.rate), load_run(on, args.seconds, args.rate)
+                        )
+                    )
 
                 pair = asyncio.run(both())
             for mode, result in zip(("off", "on"), pair):
@@ -283,23 +341,33 @@ def main() -> None:
     def mean(mode: str, key: str) -> float:
         return round(statistics.fmean(r[key] for r in results["runs"][mode]), 3)
 
-    print("\n| persistence | frame Hz | gaps | rewards received / published | tick lateness p99 ms | server CPU % | "
-          "machine busy (% of a core) | database after the run |")
+    print(
+        "\n| persistence | frame Hz | gaps | rewards received / published | tick lateness p99 ms | server CPU % | "
+        "machine busy (% of a core) | database after the run |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for mode in ("off", "on"):
         for r in results["runs"][mode]:
-            print(f"| {mode} | {r['frameHz']} | {r['gaps']} | {r['rewardsReceived']} / {r['published']} | "
-                  f"{r['tickLatenessP99Ms']} | {r['serverCpuPct']} | {r['machineBusyPctOfCore']} | "
-                  f"{r['diskBytes'] / 1e6:.2f} MB after {r['uptimeSeconds']:.0f} s |")
-    print(f"\nmean p99 lateness off {mean('off', 'tickLatenessP99Ms')} ms, on {mean('on', 'tickLatenessP99Ms')} ms; "
-          f"mean CPU off {mean('off', 'serverCpuPct')} %, on {mean('on', 'serverCpuPct')} %")
+            print(
+                f"| {mode} | {r['frameHz']} | {r['gaps']} | {r['rewardsReceived']} / {r['published']} | "
+                f"{r['tickLatenessP99Ms']} | {r['serverCpuPct']} | {r['machineBusyPctOfCore']} | "
+                f"{r['diskBytes'] / 1e6:.2f} MB after {r['uptimeSeconds']:.0f} s |"
+            )
+    print(
+        f"\nmean p99 lateness off {mean('off', 'tickLatenessP99Ms')} ms, on {mean('on', 'tickLatenessP99Ms')} ms; "
+        f"mean CPU off {mean('off', 'serverCpuPct')} %, on {mean('on', 'serverCpuPct')} %"
+    )
     hour = 3600.0
     on = results["runs"]["on"]
-    print(f"disk per hour under load: {statistics.fmean(r['diskBytes'] / r['uptimeSeconds'] for r in on) * hour / 1e6:.1f} MB; "
-          f"typical: {typical['diskBytes'] / typical['uptimeSeconds'] * hour / 1e6:.1f} MB")
-    print(f"replay of a 10-minute recording ({results['replay']['messages']} messages, "
-          f"{results['recordingBytes'] / 1e6:.1f} MB): 202 after {results['replay']['acceptedMs']} ms, "
-          f"first token after {results['replay']['firstTokenMs']} ms")
+    print(
+        f"disk per hour under load: {statistics.fmean(r['diskBytes'] / r['uptimeSeconds'] for r in on) * hour / 1e6:.1f} MB; "
+        f"typical: {typical['diskBytes'] / typical['uptimeSeconds'] * hour / 1e6:.1f} MB"
+    )
+    print(
+        f"replay of a 10-minute recording ({results['replay']['messages']} messages, "
+        f"{results['recordingBytes'] / 1e6:.1f} MB): 202 after {results['replay']['acceptedMs']} ms, "
+        f"first token after {results['replay']['firstTokenMs']} ms"
+    )
     print(json.dumps(results, indent=1))
 
 

@@ -104,7 +104,7 @@ class _Client(asyncio.Protocol):
             if not buffer.startswith(b"HTTP/1.1 101"):
                 self.opened.set_exception(ConnectionError(bytes(buffer[:80]).decode(errors="replace")))
                 return
-            del buffer[:end + 4]
+            del buffer[: end + 4]
             self.open = True
             self.opened.set_result(None)
         now_ms = time.time_ns() / 1e6
@@ -114,15 +114,15 @@ class _Client(asyncio.Protocol):
             if length == 126:
                 if size - at < 4:
                     break
-                length, header = int.from_bytes(buffer[at + 2:at + 4], "big"), 4
+                length, header = int.from_bytes(buffer[at + 2 : at + 4], "big"), 4
             elif length == 127:
                 if size - at < 10:
                     break
-                length, header = int.from_bytes(buffer[at + 2:at + 10], "big"), 10
+                length, header = int.from_bytes(buffer[at + 2 : at + 10], "big"), 10
             if size - at < header + length:
                 break
             if buffer[at] & 0x0F == 1:  # text
-                self._message(bytes(buffer[at + header:at + header + min(length, 200)]), now_ms)
+                self._message(bytes(buffer[at + header : at + header + min(length, 200)]), now_ms)
             at += header + length
         del buffer[:at]
 
@@ -163,17 +163,18 @@ async def _client_main(args: argparse.Namespace) -> dict[str, Any]:
     stats = _Stats()
     clients: list[_Client] = []
     failures = 0
-    request = (f"GET /ws HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-               "Sec-WebSocket-Protocol: wirthforge.1.1\r\n\r\n").encode()
+    request = (
+        f"GET /ws HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: wirthforge.1.1\r\n\r\n"
+    ).encode()
     for _ in range(args.n):  # one at a time: a burst of 1,000 handshakes measures the accept queue, not fan-out
         try:
-            _, client = await asyncio.wait_for(
-                loop.create_connection(lambda: _Client(stats), args.host, args.port), 10)
+            _, client = await asyncio.wait_for(loop.create_connection(lambda: _Client(stats), args.host, args.port), 10)
             client.transport.write(request)
             await asyncio.wait_for(client.opened, 10)
             clients.append(client)
-        except (OSError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, OSError, ConnectionError):
             failures += 1
     await asyncio.sleep(max(args.start - time.time(), 0))
     stats.recording = True
@@ -243,9 +244,12 @@ class BaselineProcess:
         return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> BaselineProcess:
-        self.process = subprocess.Popen([sys.executable, str(HERE / "baseline_server.py"), "--port", str(self.port),
-                                         "--stream", self.stream],
-                                        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "baseline_server.py"), "--port", str(self.port), "--stream", self.stream],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
@@ -272,7 +276,7 @@ class BaselineProcess:
 
 def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -294,7 +298,11 @@ def running(kind: str) -> Iterator[Any]:
 
 
 def run(kind: str, clients: int, duration: float, tmpdir: str, sched: str = "batch") -> dict[str, Any]:
-    procs = max(1, math.ceil(clients / CLIENTS_PER_PROCESS)) if clients <= 100 else max(2, math.ceil(clients / CLIENTS_PER_PROCESS))
+    procs = (
+        max(1, math.ceil(clients / CLIENTS_PER_PROCESS))
+        if clients <= 100
+        else max(2, math.ceil(clients / CLIENTS_PER_PROCESS))
+    )
     print(f"  {kind:15s} {clients:5d} clients, {procs} load process(es), {duration:g} s ...", end="", flush=True)
     with running(kind) as server:
         pid = server.process.pid
@@ -307,16 +315,40 @@ def run(kind: str, clients: int, duration: float, tmpdir: str, sched: str = "bat
         started = []
         for i, size in enumerate(sizes):
             out = os.path.join(tmpdir, f"{kind}-{clients}-{i}.json")
-            started.append((subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "_client", "--port", str(server.port), "--n", str(size),
-                 "--start", repr(start), "--end", repr(end), "--out", out, "--sched", sched],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out))
+            started.append(
+                (
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            str(Path(__file__).resolve()),
+                            "_client",
+                            "--port",
+                            str(server.port),
+                            "--n",
+                            str(size),
+                            "--start",
+                            repr(start),
+                            "--end",
+                            repr(end),
+                            "--out",
+                            out,
+                            "--sched",
+                            sched,
+                        ],
+                        cwd=ROOT,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    ),
+                    out,
+                )
+            )
         time.sleep(max(start - time.time(), 0))
         cpu0, t0, health0 = cpu_seconds(pid), time.monotonic(), server.health()
         published = 0
         while time.time() < end - 1.0 and published < 3600:  # one numbered reliable message per second
-            server.publish({"type": "reward_event",
-                            "payload": {"rewardType": "milestone", "title": f"r{published}", "points": 1}})
+            server.publish(
+                {"type": "reward_event", "payload": {"rewardType": "milestone", "title": f"r{published}", "points": 1}}
+            )
             published += 1
             time.sleep(max(min(1.0, end - 1.0 - time.time()), 0))
         time.sleep(max(end - time.time(), 0))
@@ -352,8 +384,11 @@ def run(kind: str, clients: int, duration: float, tmpdir: str, sched: str = "bat
         "server_frames_skipped": health1["frameLoop"]["framesSkipped"] - health0["frameLoop"]["framesSkipped"],
         "tick_lateness_ms": lateness,
         "frame_processing_ms": health1["frameLoop"].get("processingMs"),
-        "latency_ms": {"median": _round(percentile(latencies, 0.5)), "p99": _round(percentile(latencies, 0.99)),
-                       "max": _round(latencies[-1] if latencies else None)},
+        "latency_ms": {
+            "median": _round(percentile(latencies, 0.5)),
+            "p99": _round(percentile(latencies, 0.99)),
+            "max": _round(latencies[-1] if latencies else None),
+        },
         "reliable_published": published,
         "reliable_lost": sum(max(published - x, 0) for x in rewards) if published else 0,
         "server_cpu_pct": round(100.0 * (cpu1 - cpu0) / elapsed, 1),
@@ -365,9 +400,12 @@ def run(kind: str, clients: int, duration: float, tmpdir: str, sched: str = "bat
         "client_sched": sched,
         "loadavg": os.getloadavg(),
     }
-    print(f" {result['hz_mean']} Hz (min {result['hz_min']}), delivered {result['delivered_pct']} %, "
-          f"p99 {result['latency_ms']['p99']} ms, server CPU {result['server_cpu_pct']} %, "
-          f"clients CPU {result['client_cpu_pct']} %, lost {result['reliable_lost']}", flush=True)
+    print(
+        f" {result['hz_mean']} Hz (min {result['hz_min']}), delivered {result['delivered_pct']} %, "
+        f"p99 {result['latency_ms']['p99']} ms, server CPU {result['server_cpu_pct']} %, "
+        f"clients CPU {result['client_cpu_pct']} %, lost {result['reliable_lost']}",
+        flush=True,
+    )
     return result
 
 
@@ -388,21 +426,26 @@ def knee(runs: list[dict[str, Any]], kind: str) -> int | None:
 
 
 def table(runs: list[dict[str, Any]]) -> str:
-    lines = ["| server | clients | Hz mean / min | delivered | gaps | latency median / p99 ms | tick lateness p99 ms "
-             "| server CPU % | µs/msg server | clients CPU % | RSS/conn KiB | reliable lost |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| server | clients | Hz mean / min | delivered | gaps | latency median / p99 ms | tick lateness p99 ms "
+        "| server CPU % | µs/msg server | clients CPU % | RSS/conn KiB | reliable lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         lines.append(
             f"| {r['server']} | {r['clients']} | {r['hz_mean']} / {r['hz_min']} | {r['delivered_pct']} % "
             f"| {r['frame_gaps']} | {r['latency_ms']['median']} / {r['latency_ms']['p99']} "
             f"| {r['tick_lateness_ms'].get('p99')} | {r['server_cpu_pct']} | {r['server_us_per_message']} "
             f"| {r['client_cpu_pct']} | {r['rss_per_connection_kib']} "
-            f"| {r['reliable_lost'] if r['server'] == 'project' else '—'} |")
+            f"| {r['reliable_lost'] if r['server'] == 'project' else '—'} |"
+        )
     for kind in ("project", *BASELINES):
         if any(r["server"] == kind for r in runs):
             found = knee(runs, kind)
-            lines.append(f"\nKnee of {kind}: {found if found else 'none up to ' + str(max(r['clients'] for r in runs))}"
-                         + (" clients" if found else ""))
+            lines.append(
+                f"\nKnee of {kind}: {found if found else 'none up to ' + str(max(r['clients'] for r in runs))}"
+                + (" clients" if found else "")
+            )
     return "\n".join(lines)
 
 
@@ -421,15 +464,19 @@ def plot(runs: list[dict[str, Any]], path: Path = PLOT) -> None:
     def y_ms(ms: float) -> float:
         return top + (height - top - bottom) * (1 - ms / (max_p99 * 1.1))
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-             f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
-             f'<text x="{left}" y="14">Achieved Hz (solid, left axis, 54-61) and latency p99 (dashed, right axis, '
-             f'max {max_p99:.0f} ms) by client count</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{left}" y="14">Achieved Hz (solid, left axis, 54-61) and latency p99 (dashed, right axis, '
+        f"max {max_p99:.0f} ms) by client count</text>",
+    ]
     for c, x in xs.items():
         parts.append(f'<text x="{x:.0f}" y="{height - 20}" text-anchor="middle">{c}</text>')
     for hz in (54, 57, 60):
-        parts.append(f'<text x="{left - 6}" y="{y_hz(hz) + 4:.0f}" text-anchor="end">{hz}</text>'
-                     f'<line x1="{left}" x2="{width - 60}" y1="{y_hz(hz):.0f}" y2="{y_hz(hz):.0f}" stroke="#ddd"/>')
+        parts.append(
+            f'<text x="{left - 6}" y="{y_hz(hz) + 4:.0f}" text-anchor="end">{hz}</text>'
+            f'<line x1="{left}" x2="{width - 60}" y1="{y_hz(hz):.0f}" y2="{y_hz(hz):.0f}" stroke="#ddd"/>'
+        )
     for fraction in (0.0, 0.5, 1.0):
         ms = max_p99 * 1.1 * fraction
         parts.append(f'<text x="{width - 56}" y="{y_ms(ms) + 4:.0f}" fill="#666">{ms:.0f} ms</text>')
@@ -441,7 +488,9 @@ def plot(runs: list[dict[str, Any]], path: Path = PLOT) -> None:
         hz = " ".join(f"{xs[r['clients']]:.0f},{y_hz(r['hz_mean'] or 0):.0f}" for r in mine)
         ms = " ".join(f"{xs[r['clients']]:.0f},{y_ms(r['latency_ms']['p99'] or 0):.0f}" for r in mine)
         parts.append(f'<polyline points="{hz}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        parts.append(f'<polyline points="{ms}" fill="none" stroke="{colour}" stroke-width="1.5" stroke-dasharray="5,4"/>')
+        parts.append(
+            f'<polyline points="{ms}" fill="none" stroke="{colour}" stroke-width="1.5" stroke-dasharray="5,4"/>'
+        )
         parts.append(f'<text x="{left + 10 + 150 * row}" y="{height - 4}" fill="{colour}">— {kind}</text>')
     parts.append("</svg>")
     path.write_text("\n".join(parts) + "\n")
@@ -454,11 +503,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="1,10,100,500,1000", help="comma-separated client counts")
-    parser.add_argument("--servers", default="project,baseline",
-                        help="comma-separated: project, baseline (the same stream), baseline-energy (energy_update only)")
+    parser.add_argument(
+        "--servers",
+        default="project,baseline",
+        help="comma-separated: project, baseline (the same stream), baseline-energy (energy_update only)",
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="recording window per run, seconds")
-    parser.add_argument("--client-sched", choices=("batch", "normal"), default="batch",
-                        help="scheduling class of the load processes (batch: they do not preempt the server)")
+    parser.add_argument(
+        "--client-sched",
+        choices=("batch", "normal"),
+        default="batch",
+        help="scheduling class of the load processes (batch: they do not preempt the server)",
+    )
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from --results")
     args = parser.parse_args(argv)
@@ -474,8 +530,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for clients in counts:
                 for kind in kinds:
                     runs.append(run(kind, clients, args.duration, tmpdir, args.client_sched))
-        Path(args.results).write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                                  "cpus": os.cpu_count(), "runs": runs}, indent=1) + "\n")
+        Path(args.results).write_text(
+            json.dumps({"when": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(), "runs": runs}, indent=1)
+            + "\n"
+        )
     print(table(runs))
     # The plot in docs/ follows the default results file only: trial runs elsewhere leave it alone.
     plot_path = PLOT if Path(args.results).resolve() == RESULTS else Path(args.results).with_suffix(".svg")

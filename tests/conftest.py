@@ -98,8 +98,14 @@ class FrameWatcher:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> FrameWatcher:
-        self._ws = await connect(self.url, compression=None, proxy=None, open_timeout=scaled(5), close_timeout=1,
-                                 subprotocols=["wirthforge.1.1"])
+        self._ws = await connect(
+            self.url,
+            compression=None,
+            proxy=None,
+            open_timeout=scaled(5),
+            close_timeout=1,
+            subprotocols=["wirthforge.1.1"],
+        )
         self._task = asyncio.create_task(self._read())
         deadline = time.monotonic() + scaled(3.0)
         while len(self.frames) < 10 and time.monotonic() < deadline:  # warmed up and flowing
@@ -151,10 +157,12 @@ class FrameWatcher:
         if self.server is None or start not in self._marks:
             return ""
         before, after = self._marks[start], self._server_counters()
-        return (f"; server since start: +{after['framesSkipped'] - before['framesSkipped']:g} frames skipped, "
-                f"+{after['latestWins'] - before['latestWins']:g} coalesced, "
-                f"waited {after['cpuWaitMs'] - before['cpuWaitMs']:.1f} ms for a CPU, "
-                f"max tick lateness (10 s window) {after['maxTickLatenessMs']} ms")
+        return (
+            f"; server since start: +{after['framesSkipped'] - before['framesSkipped']:g} frames skipped, "
+            f"+{after['latestWins'] - before['latestWins']:g} coalesced, "
+            f"waited {after['cpuWaitMs'] - before['cpuWaitMs']:.1f} ms for a CPU, "
+            f"max tick lateness (10 s window) {after['maxTickLatenessMs']} ms"
+        )
 
     def window(self, start: float, end: float) -> list[tuple[float, int, float]]:
         return [frame for frame in self.frames if start <= frame[0] <= end]
@@ -170,7 +178,9 @@ class FrameWatcher:
         rate = len(frames) / duration
         numbers = [number for _, number, _ in frames]
         gaps = [(a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1]
-        assert not gaps, f"frame gaps (frameNumber before, after) in {duration:.2f} s: {gaps[:10]}" + self.diagnosis(start)
+        assert not gaps, f"frame gaps (frameNumber before, after) in {duration:.2f} s: {gaps[:10]}" + self.diagnosis(
+            start
+        )
         low, high = 0.9 * FRAME_RATE / TIME_FACTOR, 1.1 * FRAME_RATE * TIME_FACTOR
         assert low <= rate <= high, f"{len(frames)} frames in {duration:.2f} s = {rate:.1f} Hz"
         if max_median_latency_ms is not None:

@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -51,7 +51,7 @@ class StreamCut(Exception):
 def _chunk(model: str, content: str, index: int, logprobs: bool, top_k: int) -> dict[str, Any]:
     chunk: dict[str, Any] = {
         "model": model,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "message": {"role": "assistant", "content": content},
         "done": False,
     }
@@ -60,8 +60,10 @@ def _chunk(model: str, content: str, index: int, logprobs: bool, top_k: int) -> 
         sharpness = 0.4 + (index % 5) * 0.6
         weights = [math.exp(-sharpness * rank) for rank in range(top_k)]
         total = sum(weights)
-        top = [{"token": content if rank == 0 else f"alt{rank}", "logprob": math.log(w / total)}
-               for rank, w in enumerate(weights)]
+        top = [
+            {"token": content if rank == 0 else f"alt{rank}", "logprob": math.log(w / total)}
+            for rank, w in enumerate(weights)
+        ]
         chunk["logprobs"] = [{"token": content, "logprob": top[0]["logprob"], "top_logprobs": top}]
     return chunk
 
@@ -86,12 +88,24 @@ async def chat(request: Request) -> Response:
                 await asyncio.sleep(30)
             yield orjson.dumps(_chunk(model, token, index, logprobs, top_k)) + b"\n"
             await asyncio.sleep(TOKEN_INTERVAL_S)
-        yield orjson.dumps({
-            "model": model, "created_at": datetime.now(timezone.utc).isoformat(),
-            "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
-            "total_duration": 1, "load_duration": 1, "prompt_eval_count": 1, "prompt_eval_duration": 1,
-            "eval_count": len(TOKENS), "eval_duration": 1,
-        }) + b"\n"
+        yield (
+            orjson.dumps(
+                {
+                    "model": model,
+                    "created_at": datetime.now(UTC).isoformat(),
+                    "message": {"role": "assistant", "content": ""},
+                    "done": True,
+                    "done_reason": "stop",
+                    "total_duration": 1,
+                    "load_duration": 1,
+                    "prompt_eval_count": 1,
+                    "prompt_eval_duration": 1,
+                    "eval_count": len(TOKENS),
+                    "eval_duration": 1,
+                }
+            )
+            + b"\n"
+        )
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 

@@ -50,8 +50,10 @@ def frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
 def upgrade_request(host: str, port: int, *, subprotocol: str | None = None, extra: str = "") -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     protocol = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
-    return (f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}{extra}\r\n").encode()
+    return (
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}{extra}\r\n"
+    ).encode()
 
 
 def open_websocket(host: str, port: int, *, rcvbuf: int | None = None) -> socket.socket:
@@ -182,7 +184,7 @@ def slow_handshake(host: str, port: int, seconds: float) -> dict[str, int]:
                 closed.add(index)
                 continue
             try:
-                sock.send(request[sent:sent + 1])
+                sock.send(request[sent : sent + 1])
             except OSError:
                 closed.add(index)
         sent += 1

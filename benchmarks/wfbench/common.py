@@ -11,7 +11,6 @@ from typing import Any
 
 from wirthforge_ws.stream.rolling import percentile
 
-
 BENCH_DIR = Path(__file__).resolve().parent.parent
 BENCH_FILE = BENCH_DIR / "bench.py"  # the entry point; load clients are started as ``bench.py _client``
 ROOT = BENCH_DIR.parent

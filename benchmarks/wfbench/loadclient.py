@@ -18,7 +18,6 @@ from typing import Any
 
 from .common import SO_TIMESTAMPNS
 
-
 # ===========================================================================
 # The load client (runs in its own process: ``bench.py _client``)
 #
@@ -313,7 +312,9 @@ def client_entry(argv: Sequence[str]) -> None:
     parser.add_argument("--record-start", type=int, required=True, help="wall clock, ns")
     parser.add_argument("--record-end", type=int, required=True, help="wall clock, ns")
     parser.add_argument("--connect-timeout", type=float, default=10.0)
-    parser.add_argument("--slow-pause-at", type=int, default=0, help="wall clock ns at which connection 0 stops reading")
+    parser.add_argument(
+        "--slow-pause-at", type=int, default=0, help="wall clock ns at which connection 0 stops reading"
+    )
     parser.add_argument("--slow-seconds", type=float, default=10.0)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--out", required=True)

@@ -9,14 +9,13 @@ from typing import Any
 
 from .common import CLK_TCK, NCPU
 
-
 # -- /proc readers ------------------------------------------------------------
 
 
 def proc_cpu_seconds(pid: int) -> float:
     """utime + stime of a process, in seconds (all its threads)."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat
 
 
@@ -71,8 +70,11 @@ def wait_for_quiet() -> float:
     announced = False
     while busy > QUIET["threshold"] and time.monotonic() < deadline:
         if not announced:
-            print(f"      (machine busy: {busy:.0f} % of a core used by others; waiting up to "
-                  f"{QUIET['max_wait']:g} s for < {QUIET['threshold']:g} %)", flush=True)
+            print(
+                f"      (machine busy: {busy:.0f} % of a core used by others; waiting up to "
+                f"{QUIET['max_wait']:g} s for < {QUIET['threshold']:g} %)",
+                flush=True,
+            )
             announced = True
         time.sleep(2.0)
         busy = machine_busy_pct()
@@ -93,7 +95,9 @@ def quiet_run(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         if result.get("other_load_pct_of_core", 0) <= QUIET["threshold"]:
             break
         if attempt < QUIET["retries"]:
-            print(f"      noisy (others used {result.get('other_load_pct_of_core')} % of a core): repeating", flush=True)
+            print(
+                f"      noisy (others used {result.get('other_load_pct_of_core')} % of a core): repeating", flush=True
+            )
     assert best is not None
     best["attempts_other_load_pct"] = attempts
     best["noisy"] = best.get("other_load_pct_of_core", 0) > QUIET["threshold"]

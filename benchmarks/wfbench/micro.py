@@ -26,15 +26,15 @@ def _time_per_call(fn: Callable[[], Any], n: int, rounds: int = 7) -> dict[str, 
 
 def section_micro(quick: bool) -> dict[str, Any]:
     print("  - in-process microbenchmark (build / validate / serialise / fan-out)", flush=True)
-    import orjson
     import jsonschema
+    import orjson
 
-    from wirthforge_ws.protocol import messages
     from wirthforge_ws.connection.connection import Connection, ConnectOptions
-    from wirthforge_ws.stream.hub import Hub
+    from wirthforge_ws.protocol import messages
     from wirthforge_ws.protocol.schemas import SchemaSet, reference_validator
     from wirthforge_ws.settings import Settings
     from wirthforge_ws.sources.simulated import SimulatedModel
+    from wirthforge_ws.stream.hub import Hub
 
     n = 3000 if quick else 20000
     settings = Settings()
@@ -42,9 +42,15 @@ def section_micro(quick: bool) -> dict[str, Any]:
     distribution = {"generation": 0.412345, "attention": 0.123456, "reasoning": 0.101234}
 
     def build(frame: int = 1042) -> Any:
-        return messages.energy_update(frame_number=frame, total_energy=0.6234567, delta_energy=0.0131234,
-                                      tokens_generated=1, processing_time_ms=0.0512, model_id="wirthforge-sim",
-                                      distribution=distribution)
+        return messages.energy_update(
+            frame_number=frame,
+            total_energy=0.6234567,
+            delta_energy=0.0131234,
+            tokens_generated=1,
+            processing_time_ms=0.0512,
+            model_id="wirthforge-sim",
+            distribution=distribution,
+        )
 
     event = build()
     ts = messages.now_ms()
@@ -54,8 +60,10 @@ def section_micro(quick: bool) -> dict[str, Any]:
     draft7_10 = reference_validator("1.0", "energy_update")
     upstream_path = Path("/work/shared/reference/WF-TECH-003-event-schemas.json")
     upstream = json.loads(upstream_path.read_text()) if upstream_path.exists() else None
-    r: dict[str, Any] = {"iterations": n, "message_bytes": {"1.1": len(orjson.dumps(msg11)),
-                                                            "1.0": len(orjson.dumps(msg10))}}
+    r: dict[str, Any] = {
+        "iterations": n,
+        "message_bytes": {"1.1": len(orjson.dumps(msg11)), "1.0": len(orjson.dumps(msg10))},
+    }
     t = _time_per_call
     r["build_payload"] = t(build, n)
     r["envelope_1.1"] = t(lambda: messages.envelope("1.1", event, ts, 48211), n)
@@ -67,8 +75,9 @@ def section_micro(quick: bool) -> dict[str, Any]:
     if upstream is not None:
         upstream_validator = jsonschema.Draft7Validator(upstream)
         upstream_validator.validate(msg10)
-        r["validate_jsonschema_upstream_whole_document_1.0"] = t(lambda: upstream_validator.validate(msg10),
-                                                                  max(n // 50, 100))
+        r["validate_jsonschema_upstream_whole_document_1.0"] = t(
+            lambda: upstream_validator.validate(msg10), max(n // 50, 100)
+        )
     r["serialise_orjson_1.1"] = t(lambda: orjson.dumps(msg11).decode(), n)
     r["serialise_json_dumps_1.1"] = t(lambda: json.dumps(msg11), n)
     r["serialise_json_dumps_compact_1.1"] = t(lambda: json.dumps(msg11, separators=(",", ":")), n)
@@ -89,10 +98,15 @@ def section_micro(quick: bool) -> dict[str, Any]:
             if kind == "fake":
                 sub: Any = FakeSubscriber(hub, version)
             else:
-                sub = Connection(None, hub=hub, settings=settings, version=version,  # type: ignore[arg-type]
-                                 subprotocol=f"wirthforge.{version}",
-                                 options=ConnectOptions.parse({}, settings, version),
-                                 nominal_rates={"energy_update": 60.0, "energy_field": 10.0})
+                sub = Connection(
+                    None,
+                    hub=hub,
+                    settings=settings,
+                    version=version,  # type: ignore[arg-type]
+                    subprotocol=f"wirthforge.{version}",
+                    options=ConnectOptions.parse({}, settings, version),
+                    nominal_rates={"energy_update": 60.0, "energy_field": 10.0},
+                )
             hub.attach(sub, hub.plan_resume(("energy", "system"), None))
             subs.append(sub)
         return hub, subs
@@ -125,11 +139,15 @@ def section_micro(quick: bool) -> dict[str, Any]:
     for kind in ("fake", "conn"):
         one = fanout(kind, 1, iterations)
         hundred = fanout(kind, 100, iterations // 5)
-        fan[kind] = {"publish_1_us": one, "publish_100_us": hundred,
-                     "per_client_us": round((hundred["median_us"] - one["median_us"]) / 99, 3)}
+        fan[kind] = {
+            "publish_1_us": one,
+            "publish_100_us": hundred,
+            "per_client_us": round((hundred["median_us"] - one["median_us"]) / 99, 3),
+        }
     r["fanout"] = fan
-    r["upstream_style_json_dumps_per_client_x100_us"] = t(lambda: [json.dumps(msg10) for _ in range(100)],
-                                                         max(n // 100, 50))
+    r["upstream_style_json_dumps_per_client_x100_us"] = t(
+        lambda: [json.dumps(msg10) for _ in range(100)], max(n // 100, 50)
+    )
 
     source = SimulatedModel("wirthforge-sim", council=True, seed=1, frame_rate=60.0, field_every_frames=6)
     clock = [0.0]
@@ -156,11 +174,16 @@ def section_micro(quick: bool) -> dict[str, Any]:
     cold_publish.sort()
     cold_step.sort()
     r["cold_one_frame_per_16ms"] = {
-        "publish_build_both_versions_us": {"median": round(percentile(cold_publish, 0.5), 1),
-                                           "p99": round(percentile(cold_publish, 0.99), 1),
-                                           "max": round(cold_publish[-1], 1)},
-        "source_step_us": {"median": round(percentile(cold_step, 0.5), 1),
-                           "p99": round(percentile(cold_step, 0.99), 1), "max": round(cold_step[-1], 1)},
+        "publish_build_both_versions_us": {
+            "median": round(percentile(cold_publish, 0.5), 1),
+            "p99": round(percentile(cold_publish, 0.99), 1),
+            "max": round(cold_publish[-1], 1),
+        },
+        "source_step_us": {
+            "median": round(percentile(cold_step, 0.5), 1),
+            "p99": round(percentile(cold_step, 0.99), 1),
+            "max": round(cold_step[-1], 1),
+        },
     }
 
     build_us = r["build_payload"]["median_us"]
@@ -171,11 +194,14 @@ def section_micro(quick: bool) -> dict[str, Any]:
         "publish_both_versions_cold_p99_us": r["cold_one_frame_per_16ms"]["publish_build_both_versions_us"]["p99"],
         "target_us": 200.0,
     }
-    print(f"      build {build_us} us, validate(fastjsonschema) {r['validate_fastjsonschema_1.1']['median_us']} us "
-          f"vs jsonschema {r['validate_jsonschema_draft7_reused_1.1']['median_us']} us, orjson "
-          f"{r['serialise_orjson_1.1']['median_us']} us vs json {r['serialise_json_dumps_1.1']['median_us']} us; "
-          f"publish (1.1+1.0) {r['publish_build_both_versions']['median_us']} us; "
-          f"fan-out per client {fan['conn']['per_client_us']} us", flush=True)
+    print(
+        f"      build {build_us} us, validate(fastjsonschema) {r['validate_fastjsonschema_1.1']['median_us']} us "
+        f"vs jsonschema {r['validate_jsonschema_draft7_reused_1.1']['median_us']} us, orjson "
+        f"{r['serialise_orjson_1.1']['median_us']} us vs json {r['serialise_json_dumps_1.1']['median_us']} us; "
+        f"publish (1.1+1.0) {r['publish_build_both_versions']['median_us']} us; "
+        f"fan-out per client {fan['conn']['per_client_us']} us",
+        flush=True,
+    )
     return r
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from .common import BENCH_FILE, ROOT
 
-
 # ===========================================================================
 # The harness
 
@@ -90,15 +89,38 @@ def running_server(env: dict[str, str] | None = None) -> Iterator[Any]:
 # -- one load run ---------------------------------------------------------------
 
 
-def start_clients(url: str, n: int, protocol: str, window: tuple[int, int], procs: int = 1,
-                  deflate: bool = False, slow_pause_at: int = 0, slow_seconds: float = 10.0,
-                  tmpdir: str = "") -> list[tuple[subprocess.Popen[bytes], str]]:
+def start_clients(
+    url: str,
+    n: int,
+    protocol: str,
+    window: tuple[int, int],
+    procs: int = 1,
+    deflate: bool = False,
+    slow_pause_at: int = 0,
+    slow_seconds: float = 10.0,
+    tmpdir: str = "",
+) -> list[tuple[subprocess.Popen[bytes], str]]:
     started = []
     sizes = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     for i, size in enumerate(s for s in sizes if s > 0):
         out = os.path.join(tmpdir, f"client-{i}-{time.time_ns()}.json")
-        command = [sys.executable, str(BENCH_FILE), "_client", "--url", url, "--n", str(size), "--protocol", protocol,
-                   "--record-start", str(window[0]), "--record-end", str(window[1]), "--out", out]
+        command = [
+            sys.executable,
+            str(BENCH_FILE),
+            "_client",
+            "--url",
+            url,
+            "--n",
+            str(size),
+            "--protocol",
+            protocol,
+            "--record-start",
+            str(window[0]),
+            "--record-end",
+            str(window[1]),
+            "--out",
+            out,
+        ]
         if deflate:
             command.append("--deflate")
         if slow_pause_at:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .common import CLK_TCK, NCPU, percentile, summarize
 from .machine import loadavg, proc_cpu_seconds, proc_rss_kib, quiet_run, sleep_until_ns, system_cpu, wait_for_quiet
-from .processes import SERVER_ENV, _STARTED, _server_process_class, collect_clients, running_server, start_clients
+from .processes import _STARTED, SERVER_ENV, _server_process_class, collect_clients, running_server, start_clients
 
 
 def health_lateness(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -31,20 +31,38 @@ def health_lateness(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def load_run(label: str, *, clients: int, protocol: str = "1.1", duration: float, procs: int = 1,
-             env: dict[str, str] | None = None, deflate: bool = False,
-             warmup: float = 2.0, health_every: float = 9.5, tmpdir: str = "") -> dict[str, Any]:
+def load_run(
+    label: str,
+    *,
+    clients: int,
+    protocol: str = "1.1",
+    duration: float,
+    procs: int = 1,
+    env: dict[str, str] | None = None,
+    deflate: bool = False,
+    warmup: float = 2.0,
+    health_every: float = 9.5,
+    tmpdir: str = "",
+) -> dict[str, Any]:
     """Start a server, connect *clients* from *procs* client processes, measure for *duration* seconds."""
-    print(f"  - {label}: {clients} client(s), protocol {protocol}, {procs} client process(es), "
-          f"{duration:g} s, server env {env or {}}{', client offers deflate' if deflate else ''}", flush=True)
+    print(
+        f"  - {label}: {clients} client(s), protocol {protocol}, {procs} client process(es), "
+        f"{duration:g} s, server env {env or {}}{', client offers deflate' if deflate else ''}",
+        flush=True,
+    )
     with running_server(env) as server:
         pid = server.process.pid
         time.sleep(1.0)  # let startup work settle
         connect_allowance = 1.0 + 0.02 * clients if clients else 0.0
         window_start = time.time_ns() + int((connect_allowance + (warmup if clients else 1.0)) * 1e9)
         window_end = window_start + int(duration * 1e9)
-        started = start_clients(server.ws_url, clients, protocol, (window_start, window_end), procs,
-                                deflate=deflate, tmpdir=tmpdir) if clients else []
+        started = (
+            start_clients(
+                server.ws_url, clients, protocol, (window_start, window_end), procs, deflate=deflate, tmpdir=tmpdir
+            )
+            if clients
+            else []
+        )
         sleep_until_ns(window_start)
         cpu0, sys0, t0 = proc_cpu_seconds(pid), system_cpu(), time.monotonic()
         rss0 = proc_rss_kib(pid)
@@ -82,8 +100,11 @@ def load_run(label: str, *, clients: int, protocol: str = "1.1", duration: float
         lat_kernel += r["lat_kernel_ms"]
         processing += r["processing_ms"]
         conns += r["connections"]
-    rates = [(c["count"] - 1) / ((c["last_t"] - c["first_t"]) / 1e9) for c in conns
-             if c["count"] > 1 and c["last_t"] > c["first_t"]]
+    rates = [
+        (c["count"] - 1) / ((c["last_t"] - c["first_t"]) / 1e9)
+        for c in conns
+        if c["count"] > 1 and c["last_t"] > c["first_t"]
+    ]
     fl0, fl1 = h0["frameLoop"], h1["frameLoop"]
     result: dict[str, Any] = {
         "label": label,
@@ -127,11 +148,13 @@ def load_run(label: str, *, clients: int, protocol: str = "1.1", duration: float
         "message_types": dict(sum((Counter(c["types"]) for c in conns), Counter())),
     }
     lat = result["latency_ms"]
-    print(f"      latency median {lat['median']} / p99 {lat['p99']} / max {lat['max']} ms; "
-          f"{result['achieved_hz_clients']['mean']} Hz; gaps {result['frame_gaps']}; "
-          f"server CPU {result['server_cpu_pct_of_core']} %; client CPU {result['client_cpu_pct_of_core']} %; "
-          f"other load {result['other_load_pct_of_core']} %; lateness {result['tick_lateness_ms'].get('p99')} ms p99",
-          flush=True)
+    print(
+        f"      latency median {lat['median']} / p99 {lat['p99']} / max {lat['max']} ms; "
+        f"{result['achieved_hz_clients']['mean']} Hz; gaps {result['frame_gaps']}; "
+        f"server CPU {result['server_cpu_pct_of_core']} %; client CPU {result['client_cpu_pct_of_core']} %; "
+        f"other load {result['other_load_pct_of_core']} %; lateness {result['tick_lateness_ms'].get('p99')} ms p99",
+        flush=True,
+    )
     return result
 
 
@@ -141,12 +164,22 @@ def load_run(label: str, *, clients: int, protocol: str = "1.1", duration: float
 def section_latency(quick: bool, tmpdir: str) -> list[dict[str, Any]]:
     duration = 5.0 if quick else 20.0
     plan = [
-        ("1.1", 1, 1), ("1.1", 10, 1), ("1.1", 100, 1), ("1.1", 100, 2),
-        ("1.0", 1, 1), ("1.0", 10, 1), ("1.0", 100, 2),
+        ("1.1", 1, 1),
+        ("1.1", 10, 1),
+        ("1.1", 100, 1),
+        ("1.1", 100, 2),
+        ("1.0", 1, 1),
+        ("1.0", 10, 1),
+        ("1.0", 100, 2),
     ]
-    return [quiet_run(lambda p=p, n=n, procs=procs: load_run(
-        f"latency {p} x{n} ({procs}p)", clients=n, protocol=p, procs=procs, duration=duration, tmpdir=tmpdir))
-        for p, n, procs in plan]
+    return [
+        quiet_run(
+            lambda p=p, n=n, procs=procs: load_run(
+                f"latency {p} x{n} ({procs}p)", clients=n, protocol=p, procs=procs, duration=duration, tmpdir=tmpdir
+            )
+        )
+        for p, n, procs in plan
+    ]
 
 
 def section_steady(quick: bool, tmpdir: str) -> dict[str, Any]:
@@ -154,7 +187,9 @@ def section_steady(quick: bool, tmpdir: str) -> dict[str, Any]:
     result = quiet_run(lambda: load_run("steady state", clients=1, protocol="1.1", duration=duration, tmpdir=tmpdir))
     result["target_hz"] = "60.00 +- 0.05"
     rate = result["achieved_hz_clients"]["mean"]
-    result["within_target"] = rate is not None and abs(rate - 60.0) <= 0.05 and abs(result["achieved_hz_health"] - 60.0) <= 0.05
+    result["within_target"] = (
+        rate is not None and abs(rate - 60.0) <= 0.05 and abs(result["achieved_hz_health"] - 60.0) <= 0.05
+    )
     return result
 
 
@@ -179,10 +214,16 @@ def _cpu_idle() -> dict[str, Any]:
             elapsed = t1 - t0
             pct = 100.0 * (cpu1 - cpu0) / elapsed
             busy = (sys1[0] - sys0[0]) / max(sys1[1] - sys0[1], 1) * NCPU * 100.0
-            samples.append({"seconds": round(elapsed, 3), "server_cpu_pct_of_core": round(pct, 2),
-                            "cpu_seconds": round(cpu1 - cpu0, 3), "other_load_pct_of_core": round(busy - pct, 1),
-                            "tick_lateness_ms": health["frameLoop"]["tickLatenessMs"],
-                            "processing_ms": health["frameLoop"]["processingMs"]})
+            samples.append(
+                {
+                    "seconds": round(elapsed, 3),
+                    "server_cpu_pct_of_core": round(pct, 2),
+                    "cpu_seconds": round(cpu1 - cpu0, 3),
+                    "other_load_pct_of_core": round(busy - pct, 1),
+                    "tick_lateness_ms": health["frameLoop"]["tickLatenessMs"],
+                    "processing_ms": health["frameLoop"]["processingMs"],
+                }
+            )
         rss = proc_rss_kib(pid)
         loop_name = server.event_loop
     first = samples[0]
@@ -201,35 +242,63 @@ def _cpu_idle() -> dict[str, Any]:
         "other_load_pct_of_core": max(w["other_load_pct_of_core"] for w in samples),
         "loadavg_end": loadavg(),
     }
-    print(f"      {result['server_cpu_pct_of_core_all']} % of a core; lateness p99 {result['tick_lateness_p99_all']} ms; "
-          f"RSS {rss} KiB; other load up to {result['other_load_pct_of_core']} %", flush=True)
+    print(
+        f"      {result['server_cpu_pct_of_core_all']} % of a core; lateness p99 {result['tick_lateness_p99_all']} ms; "
+        f"RSS {rss} KiB; other load up to {result['other_load_pct_of_core']} %",
+        flush=True,
+    )
     return result
 
 
 def _token_batch(start: int, batch: int) -> list[dict[str, Any]]:
     tokens = [f" token-{i:05d}-abc" for i in range(64)]  # about 1.2 KB per message
-    return [{"type": "token_stream",
-             "payload": {"tokens": tokens, "isComplete": False, "sessionId": f"bench-{start + i}",
-                         "modelId": "wirthforge-sim"}} for i in range(batch)]
+    return [
+        {
+            "type": "token_stream",
+            "payload": {
+                "tokens": tokens,
+                "isComplete": False,
+                "sessionId": f"bench-{start + i}",
+                "modelId": "wirthforge-sim",
+            },
+        }
+        for i in range(batch)
+    ]
 
 
 def section_memory(quick: bool, tmpdir: str) -> dict[str, Any]:
     """RSS with one client that stops reading while reliable messages are published (and a control run)."""
     pause_seconds = 10.0
     batch, interval = 10, 0.02  # 500 messages/s, about 0.6 MB/s
-    out: dict[str, Any] = {"publish": {"batch": batch, "interval_s": interval, "message_bytes_approx": 1200,
-                                       "pause_seconds": pause_seconds}}
+    out: dict[str, Any] = {
+        "publish": {
+            "batch": batch,
+            "interval_s": interval,
+            "message_bytes_approx": 1200,
+            "pause_seconds": pause_seconds,
+        }
+    }
     for mode in ("control", "slow"):
-        print(f"  - memory: {mode} client, publishing {batch} token_stream every {interval * 1000:g} ms "
-              f"for {pause_seconds:g} s", flush=True)
+        print(
+            f"  - memory: {mode} client, publishing {batch} token_stream every {interval * 1000:g} ms "
+            f"for {pause_seconds:g} s",
+            flush=True,
+        )
         with running_server(env={"WF_ENABLE_PUBLISH": "1"}) as server:
             pid = server.process.pid
             time.sleep(1.0)
             pause_at = time.time_ns() + int(2.0e9)
             window = (pause_at, pause_at + int((pause_seconds + 4.0) * 1e9))
-            started = start_clients(server.ws_url, 1, "1.1", window, 1,
-                                    slow_pause_at=pause_at if mode == "slow" else 0,
-                                    slow_seconds=pause_seconds, tmpdir=tmpdir)
+            started = start_clients(
+                server.ws_url,
+                1,
+                "1.1",
+                window,
+                1,
+                slow_pause_at=pause_at if mode == "slow" else 0,
+                slow_seconds=pause_seconds,
+                tmpdir=tmpdir,
+            )
             sleep_until_ns(pause_at)
             rss_before = proc_rss_kib(pid)
             h0 = server.health()
@@ -245,9 +314,14 @@ def section_memory(quick: bool, tmpdir: str) -> dict[str, Any]:
                     break
                 if now >= next_sample:
                     h = server.health()
-                    samples.append((round((now - pause_at) / 1e9, 2), proc_rss_kib(pid),
-                                    sum(h["messages"]["connectionsClosed"].values()),
-                                    sum(c["queued"] for c in h["connections"]["clients"])))
+                    samples.append(
+                        (
+                            round((now - pause_at) / 1e9, 2),
+                            proc_rss_kib(pid),
+                            sum(h["messages"]["connectionsClosed"].values()),
+                            sum(c["queued"] for c in h["connections"]["clients"]),
+                        )
+                    )
                     next_sample += int(0.5e9)
                 try:
                     server.publish(_token_batch(published, batch), timeout=5)
@@ -266,8 +340,9 @@ def section_memory(quick: bool, tmpdir: str) -> dict[str, Any]:
             h2 = server.health()
         rss_peak = max([rss_before, rss_end_publish, rss_after] + [s[1] for s in samples])
         closed_at = next((t for t, _, c, _ in samples if c > sum(h0["messages"]["connectionsClosed"].values())), None)
-        closed = {k: v - h0["messages"]["connectionsClosed"].get(k, 0)
-                  for k, v in h1["messages"]["connectionsClosed"].items()}
+        closed = {
+            k: v - h0["messages"]["connectionsClosed"].get(k, 0) for k, v in h1["messages"]["connectionsClosed"].items()
+        }
         out[mode] = {
             "published_messages": published,
             "publish_failures": failures,
@@ -286,15 +361,20 @@ def section_memory(quick: bool, tmpdir: str) -> dict[str, Any]:
             "client_close_code": client["close_code"],
             "client_close_reason": client["close_reason"],
             "client_close_initiated_by_server": client["close_by_server"],
-            "client_close_after_pause_s": round((client["close_at"] - pause_at) / 1e9, 2) if client["close_at"] else None,
+            "client_close_after_pause_s": round((client["close_at"] - pause_at) / 1e9, 2)
+            if client["close_at"]
+            else None,
             "client_lost": client["lost_error"],
             "client_lost_after_pause_s": round((client["lost_at"] - pause_at) / 1e9, 2) if client["lost_at"] else None,
             "client_bytes_total": client["total_bytes"],
             "client_bytes_after_resume": client["bytes_after_resume"],
         }
-        print(f"      published {published}; RSS {rss_before} -> peak {rss_peak} -> {rss_after} KiB; "
-              f"server closed {closed}; client saw close {client['close_code']} {client['close_reason']!r} "
-              f"/ {client['lost_error']}", flush=True)
+        print(
+            f"      published {published}; RSS {rss_before} -> peak {rss_peak} -> {rss_after} KiB; "
+            f"server closed {closed}; client saw close {client['close_code']} {client['close_reason']!r} "
+            f"/ {client['lost_error']}",
+            flush=True,
+        )
     return out
 
 
@@ -303,9 +383,18 @@ def section_loops(quick: bool, tmpdir: str) -> list[dict[str, Any]]:
     results = []
     for n in (0, 1, 10):
         for loop_name in ("uvloop", "asyncio"):
-            results.append(quiet_run(lambda n=n, loop_name=loop_name: load_run(
-                f"loop {loop_name} x{n}", clients=n, protocol="1.1", duration=duration if n else 10.0,
-                env={"WF_LOOP": loop_name}, tmpdir=tmpdir)))
+            results.append(
+                quiet_run(
+                    lambda n=n, loop_name=loop_name: load_run(
+                        f"loop {loop_name} x{n}",
+                        clients=n,
+                        protocol="1.1",
+                        duration=duration if n else 10.0,
+                        env={"WF_LOOP": loop_name},
+                        tmpdir=tmpdir,
+                    )
+                )
+            )
     return results
 
 
@@ -313,9 +402,19 @@ def section_deflate(quick: bool, tmpdir: str, clients: int = 10) -> list[dict[st
     duration = 5.0 if quick else 10.0
     results = []
     for on in (False, True):
-        results.append(quiet_run(lambda on=on: load_run(
-            f"permessage-deflate {'on' if on else 'off'} x{clients}", clients=clients, protocol="1.1", duration=duration,
-            env={"WF_PERMESSAGE_DEFLATE": "1" if on else "0"}, deflate=True, tmpdir=tmpdir)))
+        results.append(
+            quiet_run(
+                lambda on=on: load_run(
+                    f"permessage-deflate {'on' if on else 'off'} x{clients}",
+                    clients=clients,
+                    protocol="1.1",
+                    duration=duration,
+                    env={"WF_PERMESSAGE_DEFLATE": "1" if on else "0"},
+                    deflate=True,
+                    tmpdir=tmpdir,
+                )
+            )
+        )
     return results
 
 
@@ -341,8 +440,11 @@ def section_client(quick: bool) -> list[dict[str, Any]]:
         with server:
             report = asyncio.run(measure(server.ws_url, clients=clients, duration=duration, protocol="1.1"))
         summary = report.summary()
-        print(f"  - client library, {clients} client(s): median {summary['median_ms']} ms, "
-              f"P99 {summary['p99_ms']} ms, {summary['rate_hz_min']}..{summary['rate_hz_max']} Hz, "
-              f"{summary['frames_missed_max']} frames missed", flush=True)
+        print(
+            f"  - client library, {clients} client(s): median {summary['median_ms']} ms, "
+            f"P99 {summary['p99_ms']} ms, {summary['rate_hz_min']}..{summary['rate_hz_max']} Hz, "
+            f"{summary['frames_missed_max']} frames missed",
+            flush=True,
+        )
         runs.append({"duration_s": duration, **summary})
     return runs

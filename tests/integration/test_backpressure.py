@@ -115,8 +115,7 @@ async def test_stalled_client_does_not_disturb_others_and_is_closed(
         assert len(stalled_ids) == 1
         await asyncio.sleep(STALL_ALONE_SECONDS)
         publish_started = time.monotonic()
-        found["published"], closed_at = await asyncio.to_thread(
-            publish, server, closes_before, stop_when_closed=False)
+        found["published"], closed_at = await asyncio.to_thread(publish, server, closes_before, stop_when_closed=False)
         found["close_seconds"] = None if closed_at is None else closed_at - publish_started
         # Memory after all of it, the stalled socket still open on our side.
         found["rss_after"] = rss_mb(server)
@@ -164,8 +163,16 @@ async def test_slow_reader_gets_the_newest_frames(server: ServerProcess) -> None
     # Energy and system only: a reader slower than the reliable channels' own
     # rate is (rightly) closed with 1013 once its queue bound is reached,
     # and while reliable messages keep arriving they go ahead of the frame.
-    async with connect(server.ws_url + "?channels=energy,system", sock=sock, compression=None, proxy=None, max_queue=1,
-                       subprotocols=["wirthforge.1.1"], ping_interval=None, close_timeout=scaled(0.5)) as ws:
+    async with connect(
+        server.ws_url + "?channels=energy,system",
+        sock=sock,
+        compression=None,
+        proxy=None,
+        max_queue=1,
+        subprotocols=["wirthforge.1.1"],
+        ping_interval=None,
+        close_timeout=scaled(0.5),
+    ) as ws:
         start = time.monotonic()
         while time.monotonic() - start < SLOW_READ_SECONDS:
             message = json.loads(await asyncio.wait_for(ws.recv(), scaled(2)))

@@ -63,14 +63,22 @@ async def test_invalid_json_answers_and_connection_stays_up(ws_url: str) -> None
         ('{"type": "make_coffee", "payload": {}}', "UNKNOWN_MESSAGE_TYPE"),
         ('{"type": "heartbeat_response", "payload": {"sequence": "seven"}}', "INVALID_MESSAGE"),
         ('{"type": "heartbeat_response"}', "INVALID_MESSAGE"),
-        ('[1, 2, 3]', "INVALID_MESSAGE"),
+        ("[1, 2, 3]", "INVALID_MESSAGE"),
         ('{"payload": {}}', "INVALID_MESSAGE"),
         ('{"type": 7, "payload": {}}', "INVALID_MESSAGE"),
         ('{"type": "subscribe", "payload": {"channels": ["energy"]}}', "UNSUPPORTED_BY_PROTOCOL"),
         ('{"type": "pause_energy", "payload": {}}', "UNSUPPORTED_BY_PROTOCOL"),
     ],
-    ids=["unknown-type", "wrong-field-type", "missing-payload", "not-an-object", "no-type", "type-not-string",
-         "subscribe-on-1.0", "pause-on-1.0"],
+    ids=[
+        "unknown-type",
+        "wrong-field-type",
+        "missing-payload",
+        "not-an-object",
+        "no-type",
+        "type-not-string",
+        "subscribe-on-1.0",
+        "pause-on-1.0",
+    ],
 )
 async def test_bad_message_gets_error_event(ws_url: str, sent: str, code: str) -> None:
     ws = await open_client(ws_url)
@@ -161,8 +169,9 @@ ABUSES: dict[str, tuple[Callable[[ClientConnection], Awaitable[list[dict[str, An
 
 
 @pytest.mark.parametrize("abuse", list(ABUSES))
-async def test_abuse_is_closed_and_does_not_disturb_others(server: ServerProcess, frame_watcher: type,
-                                                           abuse: str) -> None:
+async def test_abuse_is_closed_and_does_not_disturb_others(
+    server: ServerProcess, frame_watcher: type, abuse: str
+) -> None:
     """Abusive clients, one after another for about a second, while a well-behaved client watches."""
     send_abuse, expected_code, expected_reason = ABUSES[abuse]
     closes: list[tuple[int, str]] = []

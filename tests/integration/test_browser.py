@@ -188,8 +188,10 @@ def test_page_connects_and_shows_live_stats(page: Page, wf_server: ServerProcess
     page.wait_for_function("() => window.wirthforge.stats.p99History.length >= 8", timeout=3_000)
     page.wait_for_timeout(100)
     assert colored_pixels(page, "plot-rate", RATE_RGB) > 20
-    latency_pixels = {name: colored_pixels(page, "plot-latency", rgb) for name, rgb in
-                      (("raw", RAW_RGB), ("median", MEDIAN_RGB), ("p99", P99_RGB))}
+    latency_pixels = {
+        name: colored_pixels(page, "plot-latency", rgb)
+        for name, rgb in (("raw", RAW_RGB), ("median", MEDIAN_RGB), ("p99", P99_RGB))
+    }
     assert latency_pixels["median"] + latency_pixels["p99"] > 20, latency_pixels
     assert latency_pixels["raw"] > 0, latency_pixels
 
@@ -431,13 +433,18 @@ def test_policy_close_is_shown_and_not_retried(page: Page, wf_server: ServerProc
 def test_tokens_and_event_text_are_never_html(page: Page, wf_server: ServerProcess) -> None:
     open_page(page, wf_server)
     wait_state(page, "connected", 5_000)
-    evil = "<img src=x onerror=\"window.__xss=(window.__xss||0)+1\">"
+    evil = '<img src=x onerror="window.__xss=(window.__xss||0)+1">'
     wf_server.publish(
         [
             token([evil, "<b>bold</b>"]),
             {
                 "type": "reward_event",
-                "payload": {"rewardType": "milestone", "title": evil[:100], "points": 1, "description": "<script>x</script>"},
+                "payload": {
+                    "rewardType": "milestone",
+                    "title": evil[:100],
+                    "points": 1,
+                    "description": "<script>x</script>",
+                },
             },
         ]
     )
@@ -450,7 +457,12 @@ def test_tokens_and_event_text_are_never_html(page: Page, wf_server: ServerProce
     )
     page.wait_for_timeout(300)
     assert page.evaluate("() => document.querySelectorAll('[data-testid=token-output] *').length") == 0
-    assert page.evaluate("() => document.querySelectorAll('[data-testid=event-log] img, [data-testid=event-log] script').length") == 0
+    assert (
+        page.evaluate(
+            "() => document.querySelectorAll('[data-testid=event-log] img, [data-testid=event-log] script').length"
+        )
+        == 0
+    )
     assert page.evaluate("() => document.images.length") == 0
     assert page.evaluate("() => window.__xss") is None
     assert "<b>bold</b>" in text(page, "token-output")
@@ -462,10 +474,26 @@ def test_screenshot(page: Page, wf_server: ServerProcess) -> None:
     open_page(page, wf_server)
     wait_state(page, "connected", 5_000)
     demo = [
-        {"type": "reward_event", "payload": {"rewardType": "level_up", "title": "Level 2: steady flow", "points": 120,
-                                             "level": 2, "description": "A minute at full frame rate."}},
-        {"type": "error_event", "payload": {"severity": "warning", "code": "MODEL_SLOW", "component": "websocket",
-                                            "message": "Token generation is slower than usual.", "recoverable": True}},
+        {
+            "type": "reward_event",
+            "payload": {
+                "rewardType": "level_up",
+                "title": "Level 2: steady flow",
+                "points": 120,
+                "level": 2,
+                "description": "A minute at full frame rate.",
+            },
+        },
+        {
+            "type": "error_event",
+            "payload": {
+                "severity": "warning",
+                "code": "MODEL_SLOW",
+                "component": "websocket",
+                "message": "Token generation is slower than usual.",
+                "recoverable": True,
+            },
+        },
     ]
     time.sleep(max(0.0, seconds - 0.7))
     wf_server.publish(demo)
@@ -481,8 +509,12 @@ def test_screenshot(page: Page, wf_server: ServerProcess) -> None:
 def test_page_lists_recorded_sessions_and_replays_one(browser: Browser, tmp_path: Path) -> None:
     env = {"WF_ENABLE_PUBLISH": "1", "WF_PERSIST": "1", "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3")}
     with ServerProcess(env=env) as server:
-        recorded = {"tokens": ["recorded ", "words ", "again"], "isComplete": True, "sessionId": "rec-7",
-                    "modelId": "wirthforge-sim"}
+        recorded = {
+            "tokens": ["recorded ", "words ", "again"],
+            "isComplete": True,
+            "sessionId": "rec-7",
+            "modelId": "wirthforge-sim",
+        }
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         try:
             page = context.new_page()
@@ -574,8 +606,9 @@ def test_prompt_box_streams_a_real_answer_and_stop_works(browser: Browser) -> No
         try:
             watch = open_page(page, server)
             wait_state(page, "connected", 5_000)
-            page.wait_for_function("() => document.querySelector('[data-testid=prompt-status]').textContent"
-                                   ".startsWith('models:')")
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=prompt-status]').textContent.startsWith('models:')"
+            )
             page.wait_for_timeout(1_500)  # the energy view fills its 10 s window at rest
             resting = top_row(page, "energy-view", TOTAL_RGB)
 
@@ -583,9 +616,11 @@ def test_prompt_box_streams_a_real_answer_and_stop_works(browser: Browser) -> No
             page.locator('[data-testid="prompt-send"]').click()
             assert page.locator('[data-testid="prompt-send"]').is_disabled()
             page.wait_for_function(
-                "() => document.querySelector('[data-testid=prompt-answer]').textContent.length > 30")
-            page.wait_for_function("() => document.querySelector('[data-testid=prompt-status]').textContent === 'done'",
-                                   timeout=60_000)
+                "() => document.querySelector('[data-testid=prompt-answer]').textContent.length > 30"
+            )
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=prompt-status]').textContent === 'done'", timeout=60_000
+            )
             answer = text(page, "prompt-answer")
             assert answer.startswith("SmolLM2-135M-Instruct: ") and answer.endswith(" ■")
             # the same tokens in the page's token stream panel
@@ -598,10 +633,12 @@ def test_prompt_box_streams_a_real_answer_and_stop_works(browser: Browser) -> No
             page.locator('[data-testid="prompt-input"]').fill("Count from one to one hundred in words.")
             page.locator('[data-testid="prompt-send"]').click()
             page.wait_for_function(
-                "() => document.querySelector('[data-testid=prompt-answer]').textContent.length > 30")
+                "() => document.querySelector('[data-testid=prompt-answer]').textContent.length > 30"
+            )
             page.locator('[data-testid="prompt-stop"]').click()
             page.wait_for_function(
-                "() => document.querySelector('[data-testid=prompt-status]').textContent === 'stopped'")
+                "() => document.querySelector('[data-testid=prompt-status]').textContent === 'stopped'"
+            )
             stopped = text(page, "prompt-answer")
             page.wait_for_timeout(1_000)
             assert text(page, "prompt-answer") == stopped, "no token after Stop"

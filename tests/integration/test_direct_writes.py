@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import urllib.request
-import json
 from typing import Any
 
 import pytest
@@ -26,10 +26,10 @@ from websockets.asyncio.client import connect
 
 from tests.server_process import ServerProcess
 from tests.timing import scaled
-from wirthforge_ws.protocol import messages
 from wirthforge_ws.connection import direct as transport
-from wirthforge_ws.http.app import create_app
 from wirthforge_ws.connection.connection import Connection
+from wirthforge_ws.http.app import create_app
+from wirthforge_ws.protocol import messages
 from wirthforge_ws.settings import Settings
 
 
@@ -70,15 +70,15 @@ class RecordingTransport(asyncio.Transport):
 
 def server_frames(stream: bytes) -> list[bytes]:
     """Split an unmasked server byte stream (after the HTTP response) into whole frames."""
-    stream = stream[stream.index(b"\r\n\r\n") + 4:]
+    stream = stream[stream.index(b"\r\n\r\n") + 4 :]
     frames, at = [], 0
     while at < len(stream):
         length, header = stream[at + 1] & 0x7F, 2
         if length == 126:
-            length, header = int.from_bytes(stream[at + 2:at + 4], "big"), 4
+            length, header = int.from_bytes(stream[at + 2 : at + 4], "big"), 4
         elif length == 127:
-            length, header = int.from_bytes(stream[at + 2:at + 10], "big"), 10
-        frames.append(bytes(stream[at:at + header + length]))
+            length, header = int.from_bytes(stream[at + 2 : at + 10], "big"), 10
+        frames.append(bytes(stream[at : at + header + length]))
         at += header + length
     return frames
 
@@ -97,8 +97,7 @@ async def open_connection(app: Any, server: Any) -> tuple[WebSocketsSansIOProtoc
     key = base64.b64encode(os.urandom(16)).decode()
     protocol.data_received(
         f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8145\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wirthforge.1.1\r\n\r\n"
-        .encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wirthforge.1.1\r\n\r\n".encode()
     )
     before = set(server.connections)
     for _ in range(200):
@@ -135,9 +134,17 @@ def frame_delivery(hub: Any, mode: str) -> Any:
     return contextlib.nullcontext()
 
 
-@pytest.mark.parametrize("mode", ["message", "batch", "frame", "frame-channels", "frame-rate"],
-                         ids=["write-per-message", "write-per-frame", "frame-bundle", "frame-bundle-fewer-channels",
-                              "frame-bundle-decimated"])
+@pytest.mark.parametrize(
+    "mode",
+    ["message", "batch", "frame", "frame-channels", "frame-rate"],
+    ids=[
+        "write-per-message",
+        "write-per-frame",
+        "frame-bundle",
+        "frame-bundle-fewer-channels",
+        "frame-bundle-decimated",
+    ],
+)
 async def test_direct_and_queued_paths_send_identical_bytes(mode: str) -> None:
     app = create_app(Settings(council=False, seed=1, persist=False))
     server = app.app.app.state.server  # ExposeTransport -> OriginHostGuard -> FastAPI
@@ -155,13 +162,20 @@ async def test_direct_and_queued_paths_send_identical_bytes(mode: str) -> None:
             connection.pacer.set_ceiling(20.0)
 
     def energy(n: int) -> messages.Event:
-        return messages.energy_update(frame_number=n, total_energy=0.5, delta_energy=0.0, tokens_generated=1,
-                                      processing_time_ms=0.1, model_id="m",
-                                      distribution={"generation": 0.2, "attention": 0.2, "reasoning": 0.1})
+        return messages.energy_update(
+            frame_number=n,
+            total_energy=0.5,
+            delta_energy=0.0,
+            tokens_generated=1,
+            processing_time_ms=0.1,
+            model_id="m",
+            distribution={"generation": 0.2, "attention": 0.2, "reasoning": 0.1},
+        )
 
     def tokens(n: int) -> messages.Event:
-        return messages.token_stream(tokens=[f" t{n}"], is_complete=False, session_id="s", model_id="m",
-                                     energy_cost=0.01)
+        return messages.token_stream(
+            tokens=[f" t{n}"], is_complete=False, session_id="s", model_id="m", energy_cost=0.01
+        )
 
     frame = 0
     for phase in ("flowing", "stalled", "flowing again", "closing"):

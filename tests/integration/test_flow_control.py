@@ -33,8 +33,10 @@ PUBLISH_BATCH = 5000
 
 
 def rewards(first: int, count: int) -> list[dict[str, Any]]:
-    return [{"type": "reward_event", "payload": {"rewardType": "milestone", "title": f"#{first + i}",
-                                                 "points": first + i}} for i in range(count)]
+    return [
+        {"type": "reward_event", "payload": {"rewardType": "milestone", "title": f"#{first + i}", "points": first + i}}
+        for i in range(count)
+    ]
 
 
 async def publish(server: ServerProcess, batch: list[dict[str, Any]]) -> list[int]:
@@ -62,8 +64,13 @@ async def test_resume_of_3000_messages_completes_in_order(server: ServerProcess)
     epoch, last_seq = startup["payload"]["epoch"], startup["seq"]
     seqs = await publish(server, rewards(0, RESUME_MESSAGES))  # while the client is away
     started = time.monotonic()
-    async with connect(f"{url}&epoch={epoch}&lastSeq={last_seq}", subprotocols=["wirthforge.1.1"],
-                       compression=None, proxy=None, max_size=None) as ws:
+    async with connect(
+        f"{url}&epoch={epoch}&lastSeq={last_seq}",
+        subprotocols=["wirthforge.1.1"],
+        compression=None,
+        proxy=None,
+        max_size=None,
+    ) as ws:
         startup = json.loads(await ws.recv())
         resume = startup["payload"]["resume"]
         assert resume["status"] == "complete", resume
@@ -112,8 +119,13 @@ async def test_a_slow_reader_never_reads_an_energy_frame_older_than_a_second(
     """
     subprotocols = ["wirthforge.1.1"] if protocol == "1.1" else None
     reads: list[tuple[float, float]] = []  # (seconds since start, age ms) of each energy_update read
-    async with connect(server.ws_url, subprotocols=subprotocols, compression=None, proxy=None,  # type: ignore[arg-type]
-                       ping_interval=None) as ws:
+    async with connect(
+        server.ws_url,
+        subprotocols=subprotocols,
+        compression=None,
+        proxy=None,  # type: ignore[arg-type]
+        ping_interval=None,
+    ) as ws:
         start = next_read = time.monotonic()
         while (elapsed := time.monotonic() - start) < SLOW_READ_SECONDS:
             message = json.loads(await asyncio.wait_for(ws.recv(), scaled(5)))
@@ -121,8 +133,9 @@ async def test_a_slow_reader_never_reads_an_energy_frame_older_than_a_second(
             if message["type"] == "energy_update":
                 reads.append((elapsed, now_ms - message["timestamp"]))
             elif message["type"] == "heartbeat":
-                await ws.send(json.dumps({"type": "heartbeat_response",
-                                          "payload": {"sequence": message["payload"]["sequence"]}}))
+                await ws.send(
+                    json.dumps({"type": "heartbeat_response", "payload": {"sequence": message["payload"]["sequence"]}})
+                )
             # At most READS_PER_SECOND: time spent waiting for a message is not saved up for a burst.
             next_read = max(next_read, time.monotonic() - 1 / READS_PER_SECOND) + 1 / READS_PER_SECOND
             delay = next_read - time.monotonic()
@@ -132,8 +145,10 @@ async def test_a_slow_reader_never_reads_an_energy_frame_older_than_a_second(
     worst_at, worst = max(reads, key=lambda read: read[1])
     last_seconds = [at for at, _ in reads if at >= SLOW_READ_SECONDS - 5.0]
     ages = [age for _, age in reads]
-    summary = (f"{len(reads)} frames in {SLOW_READ_SECONDS:g} s, age p50 {sorted(ages)[len(ages) // 2]:.0f} ms, "
-               f"worst {worst:.0f} ms at {worst_at:.1f} s")
+    summary = (
+        f"{len(reads)} frames in {SLOW_READ_SECONDS:g} s, age p50 {sorted(ages)[len(ages) // 2]:.0f} ms, "
+        f"worst {worst:.0f} ms at {worst_at:.1f} s"
+    )
     print(f"slow reader {protocol}: {summary}")
     assert worst <= max(MAX_FRAME_AGE_MS, scaled(MAX_FRAME_AGE_MS)), summary
     # Fresh frames keep coming: pacing slows the stream down, it does not stop it.

@@ -25,7 +25,8 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -36,7 +37,11 @@ from wirthforge_ws.protocol.schemas import SchemaSet
 
 SCHEMAS = SchemaSet()
 MAX_EXAMPLES = 150
-VARIANTS = {"none": (None, "1.0"), "wirthforge.1.0": ("wirthforge.1.0", "1.0"), "wirthforge.1.1": ("wirthforge.1.1", "1.1")}
+VARIANTS = {
+    "none": (None, "1.0"),
+    "wirthforge.1.0": ("wirthforge.1.0", "1.0"),
+    "wirthforge.1.1": ("wirthforge.1.1", "1.1"),
+}
 PROBE = "\x00probe"  # invalid JSON: its INVALID_JSON answer shows the server has handled what came before
 
 
@@ -46,13 +51,27 @@ def inbound_schemas() -> dict[str, dict[str, Any]]:
 
 INBOUND = inbound_schemas()
 
-json_scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False,
-                                                                                   allow_infinity=False) | st.text()
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
 # Values that a schema is likely to accept, so that near-valid messages get past the first check.
-plausible = (st.integers(-5, 2**53) | st.floats(-1, 120, allow_nan=False) | st.sampled_from(CHANNELS)
-             | st.lists(st.sampled_from((*CHANNELS, "nope")), max_size=6) | st.just({}) | json_values)
+plausible = (
+    st.integers(-5, 2**53)
+    | st.floats(-1, 120, allow_nan=False)
+    | st.sampled_from(CHANNELS)
+    | st.lists(st.sampled_from((*CHANNELS, "nope")), max_size=6)
+    | st.just({})
+    | json_values
+)
 
 
 @st.composite
@@ -114,9 +133,16 @@ class Client:
     def connection(self) -> ClientConnection:
         if self.ws is None:
             self._stack.close()
-            self.ws = self._stack.enter_context(connect(
-                self.url, compression=None, proxy=None, open_timeout=scaled(5), max_size=None,
-                subprotocols=[self.subprotocol] if self.subprotocol else None))  # type: ignore[list-item]
+            self.ws = self._stack.enter_context(
+                connect(
+                    self.url,
+                    compression=None,
+                    proxy=None,
+                    open_timeout=scaled(5),
+                    max_size=None,
+                    subprotocols=[self.subprotocol] if self.subprotocol else None,
+                )
+            )  # type: ignore[list-item]
         return self.ws
 
     def check(self, text: str | bytes) -> dict[str, Any]:
@@ -167,8 +193,12 @@ def _parses(text: str | bytes) -> bool:
 def test_fuzzed_inbound_never_breaks_the_server(fuzz_server: ServerProcess, variant: str) -> None:
     client = Client(fuzz_server, variant)
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
     @given(frame=frames)
     def fuzz(frame: tuple[str, str | bytes]) -> None:
         client.exchange(*frame)

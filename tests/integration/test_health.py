@@ -33,8 +33,17 @@ async def in_process() -> AsyncIterator[InProcessServer]:
     settings = Settings(port=free_port(), loop="asyncio", persist=False)
     app = create_app(settings)
     server = app.app.app.state.server  # ExposeTransport -> OriginHostGuard -> FastAPI
-    uv = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, ws="websockets-sansio",
-                                       lifespan="on", log_level="critical", loop="asyncio"))
+    uv = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ws="websockets-sansio",
+            lifespan="on",
+            log_level="critical",
+            loop="asyncio",
+        )
+    )
     task = asyncio.create_task(uv.serve())
     async with asyncio.timeout(scaled(10)):
         while not uv.started:

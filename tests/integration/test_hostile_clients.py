@@ -77,8 +77,11 @@ async def flood_while_watching(server: ServerProcess, frame_watcher: Any, kind: 
     async with frame_watcher(server.ws_url, server=server) as watcher:
         await asyncio.sleep(0.5)
         baseline = server.rss_kib()
-        attacker = subprocess.Popen([sys.executable, "-m", "tests.hostile", kind, server.host, str(server.port),
-                                     str(seconds)], cwd=ROOT, stdout=subprocess.PIPE)
+        attacker = subprocess.Popen(
+            [sys.executable, "-m", "tests.hostile", kind, server.host, str(server.port), str(seconds)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
         try:
             start = watcher.mark()
             cpu_before, wait_before = cpu_seconds(server), cpu_wait_seconds(server)
@@ -100,8 +103,9 @@ async def flood_while_watching(server: ServerProcess, frame_watcher: Any, kind: 
             "seconds": round(end - start, 2),
             "rateHz": round(len(frames) / (end - start), 1),
             "frameGaps": sum(1 for a, b in zip(numbers, numbers[1:]) if b != a + 1),
-            "gapsAtSeconds": [round(t - start, 2) for (t, a, _), (_, b, _) in zip(frames, frames[1:])
-                              if b != a + 1][:10],
+            "gapsAtSeconds": [round(t - start, 2) for (t, a, _), (_, b, _) in zip(frames, frames[1:]) if b != a + 1][
+                :10
+            ],
             "maxStallMs": round(max_stall(frames) * 1000, 1),
             "rssDeltaMB": round((peak - baseline) / 1024, 1),
             "serverCpuPercent": round(100 * cpu / (end - start), 1),
@@ -139,8 +143,9 @@ async def test_read_ping_flood_is_throttled_then_closed(server: ServerProcess, f
     result = await flood_while_watching(server, frame_watcher, "read-ping-flood")
     after = server.health()
     assert after["connections"]["inboundThrottled"] > before["connections"]["inboundThrottled"]
-    closed_1008 = [health["messages"]["connectionsClosedByCode"]["sentByServer"].get("1008", 0)
-                   for health in (before, after)]
+    closed_1008 = [
+        health["messages"]["connectionsClosedByCode"]["sentByServer"].get("1008", 0) for health in (before, after)
+    ]
     assert closed_1008[1] > closed_1008[0], result
 
 
@@ -208,8 +213,9 @@ def test_connections_beyond_the_cap_get_503_with_a_reason() -> None:
 # Malformed messages: the right answer, never a 1011 or a traceback
 
 
-@pytest.mark.parametrize("sent", ['{"type": []}', '{"type": {}}', '{"type": [], "payload": {}}',
-                                  '{"type": {"a": 1}, "payload": {}}'])
+@pytest.mark.parametrize(
+    "sent", ['{"type": []}', '{"type": {}}', '{"type": [], "payload": {}}', '{"type": {"a": 1}, "payload": {}}']
+)
 async def test_unhashable_type_on_1_0_is_invalid_message(server: ServerProcess, sent: str) -> None:
     ws = await open_client(server.ws_url)
     try:
@@ -237,7 +243,7 @@ async def test_invalid_utf8_closes_1007_with_a_reason_and_one_log_line(server: S
     assert ws.close_code == 1007
     assert ws.close_reason and "UTF-8" in ws.close_reason
     await asyncio.sleep(0.3)
-    new = log_lines(server)[len(before):]
+    new = log_lines(server)[len(before) :]
     assert not any("Traceback" in line or "ERROR" in line for line in new), new
     assert len([line for line in new if "1007" in line]) <= 1, new
     assert server.health()["messages"]["connectionsClosedByCode"]["sentByServer"]["1007"] == closed_before + 1
@@ -280,8 +286,10 @@ async def test_client_close_is_counted_and_logged_by_code(server: ServerProcess)
     await asyncio.sleep(0.3)
     after = server.health()["messages"]["connectionsClosedByCode"]["sentByClient"].get("4321", 0)
     assert after == before + 1
-    assert any(" INFO wirthforge.connection: connection conn-" in line and "closed: code 4321" in line
-               for line in log_lines(server))
+    assert any(
+        " INFO wirthforge.connection: connection conn-" in line and "closed: code 4321" in line
+        for line in log_lines(server)
+    )
 
 
 def test_uvicorn_still_has_what_the_wire_layer_subclasses() -> None:

@@ -18,17 +18,19 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from tests.fake_ollama import TOKENS, FakeOllama
 from tests.server_process import free_port
 from tests.timing import scaled
-from wirthforge_ws.protocol import messages
-from wirthforge_ws.sources.backends.adapters import OllamaBackend, OpenAIBackend, Piece, SourceError, model_id_for
 from wirthforge_ws.energy.meter import DECAY_HALF_LIFE_S, EnergyMeter, jensen_shannon
-from wirthforge_ws.sources.live import Busy, LiveSource
+from wirthforge_ws.protocol import messages
 from wirthforge_ws.protocol.codes import ErrorCode
 from wirthforge_ws.protocol.schemas import SchemaSet
+from wirthforge_ws.sources.backends.adapters import OllamaBackend, OpenAIBackend, Piece, SourceError, model_id_for
+from wirthforge_ws.sources.live import Busy, LiveSource
 
 FRAME = 1 / 60
 PROMPT = "a private prompt that must never leave the server"
@@ -40,8 +42,9 @@ class ScriptedBackend:
 
     kind = "scripted"
 
-    def __init__(self, model_id: str, pieces: Sequence[Piece], interval: float = 0.02,
-                 fail: SourceError | None = None) -> None:
+    def __init__(
+        self, model_id: str, pieces: Sequence[Piece], interval: float = 0.02, fail: SourceError | None = None
+    ) -> None:
         self.model_id = model_id
         self.pieces = list(pieces)
         self.interval = interval
@@ -161,7 +164,8 @@ async def test_cancel_stops_tokens_at_once() -> None:
     assert all(not a.tokens for _, a in after), "no token after cancel() returned"
     closing = events_of(after, "token_stream")
     assert [(e.payload["tokens"], e.payload["isComplete"], e.payload["sessionId"]) for e in closing] == [
-        ([], True, session_id)], "the next frame closes the answer, once"
+        ([], True, session_id)
+    ], "the next frame closes the answer, once"
     assert closing[0] in after[0][1].events
     assert model.cancelled, "the model's stream was closed"
 
@@ -209,8 +213,13 @@ def test_model_ids_are_wire_safe() -> None:
 # The energy engine on scripted token timelines
 
 
-def play(meter: EnergyMeter, token_times: Sequence[float], end: float, top_k: Sequence[float] | None = None,
-         start: float = 0.0) -> list[tuple[float, Any]]:
+def play(
+    meter: EnergyMeter,
+    token_times: Sequence[float],
+    end: float,
+    top_k: Sequence[float] | None = None,
+    start: float = 0.0,
+) -> list[tuple[float, Any]]:
     """Feed *token_times* to *meter* frame by frame from *start* to *end*; returns (time, reading) per frame."""
     readings = []
     pending = sorted(token_times)
@@ -265,21 +274,34 @@ def test_energy_stays_in_range_and_every_frame_is_valid(times: list[float], top_
         assert 0.0 <= reading.level <= 1.0
         assert reading.certainty is None or 0.0 <= reading.certainty <= 1.0
         if number % 15 == 0:  # validating every frame would make the test slow, not stronger
-            validate(messages.energy_update(frame_number=number, total_energy=reading.level,
-                                            delta_energy=reading.delta, tokens_generated=3, processing_time_ms=0.1,
-                                            model_id="m", distribution=reading.distribution()))
+            validate(
+                messages.energy_update(
+                    frame_number=number,
+                    total_energy=reading.level,
+                    delta_energy=reading.delta,
+                    tokens_generated=3,
+                    processing_time_ms=0.1,
+                    model_id="m",
+                    distribution=reading.distribution(),
+                )
+            )
 
 
 @hypothesis_settings(max_examples=40, deadline=None)
-@given(a=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=6),
-       b=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=6))
+@given(
+    a=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=6),
+    b=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=6),
+)
 def test_council_coherence_is_valid_for_any_distributions(a: list[float], b: list[float]) -> None:
     if sum(a) == 0 or sum(b) == 0:
         return
     divergence = jensen_shannon([a, b])
     assert 0.0 <= divergence <= 1.0
-    validate(messages.interference_event(frame_number=1, pattern_type="neutral", models=["m-a", "m-b"],
-                                         intensity=0.5, coherence=1.0 - divergence))
+    validate(
+        messages.interference_event(
+            frame_number=1, pattern_type="neutral", models=["m-a", "m-b"], intensity=0.5, coherence=1.0 - divergence
+        )
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -310,11 +332,14 @@ async def test_ollama_streams_tokens_with_their_probabilities(fake_ollama: FakeO
     assert sent["options"]["num_predict"] == 64
 
 
-@pytest.mark.parametrize(("model", "code"), [
-    ("missing", ErrorCode.MODEL_NOT_FOUND),
-    ("cut", ErrorCode.MODEL_STREAM_CUT),
-    ("fails", ErrorCode.MODEL_FAILED),
-])
+@pytest.mark.parametrize(
+    ("model", "code"),
+    [
+        ("missing", ErrorCode.MODEL_NOT_FOUND),
+        ("cut", ErrorCode.MODEL_STREAM_CUT),
+        ("fails", ErrorCode.MODEL_FAILED),
+    ],
+)
 async def test_ollama_errors_become_source_errors(fake_ollama: FakeOllama, model: str, code: ErrorCode) -> None:
     with pytest.raises(SourceError) as failed:
         await collect(OllamaBackend(fake_ollama.url, model, timeout=scaled(5.0)))
@@ -337,10 +362,20 @@ async def test_a_server_that_is_not_running_is_unavailable(backend_class: type) 
     assert failed.value.code == ErrorCode.MODEL_UNAVAILABLE
 
 
-@pytest.mark.parametrize("changes", [
-    {"source": "gpt"}, {"council_with": ("sim",)}, {"council_with": ("embedded/poet",)}, {"model_threads": 0},
-    {"model_nice": 20}, {"model_sched": "fifo"}, {"model_cpus": "one"}, {"top_logprobs": 0}, {"max_tokens": 0},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"source": "gpt"},
+        {"council_with": ("sim",)},
+        {"council_with": ("embedded/poet",)},
+        {"model_threads": 0},
+        {"model_nice": 20},
+        {"model_sched": "fifo"},
+        {"model_cpus": "one"},
+        {"top_logprobs": 0},
+        {"max_tokens": 0},
+    ],
+)
 def test_model_settings_are_checked(changes: dict[str, Any]) -> None:
     from wirthforge_ws.settings import Settings
 

@@ -32,8 +32,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.fake_ollama import TOKENS, FakeOllama
 from tests.server_process import LOOPBACK, ServerProcess, free_port
 from tests.timing import scaled
-from wirthforge_ws.sources.backends.adapters import embedded_model_path
 from wirthforge_ws.protocol.schemas import SchemaSet
+from wirthforge_ws.sources.backends.adapters import embedded_model_path
 
 PROMPT = "Tell me a short story about a lighthouse keeper."
 FRAME = 1 / 60
@@ -111,8 +111,9 @@ def coalesced(server: ServerProcess) -> int:
     return int(server.health()["messages"]["coalesced"].get("latest_wins", 0))
 
 
-async def answer(server: ServerProcess, prompt: str = PROMPT, seconds: float = 60.0,
-                 **fields: Any) -> tuple[Recorder, Recorder, str]:
+async def answer(
+    server: ServerProcess, prompt: str = PROMPT, seconds: float = 60.0, **fields: Any
+) -> tuple[Recorder, Recorder, str]:
     """Two clients watch one prompt until every model's isComplete; returns them and the sessionId.
 
     ``first.frames_coalesced`` says whether the server coalesced energy
@@ -145,8 +146,9 @@ def check_answer(client: Recorder, other: Recorder, session_id: str, model_id: s
     assert seqs == sorted(seqs)
     assert [m["payload"]["isComplete"] for m in streams].count(True) == 1 and streams[-1]["payload"]["isComplete"]
     assert {m["payload"]["modelId"] for m in streams} == {model_id}
-    counted = sum(m["payload"]["tokensGenerated"] for m in client.of("energy_update")
-                  if m["payload"]["modelId"] == model_id)
+    counted = sum(
+        m["payload"]["tokensGenerated"] for m in client.of("energy_update") if m["payload"]["modelId"] == model_id
+    )
     # A frame the clock skipped (CPU starvation) counts its tokens in the next
     # one; only frames coalesced in the client's queue can drop them.
     if client.frames_coalesced:
@@ -216,8 +218,11 @@ async def test_cancel_stops_tokens_within_a_frame(embedded: ServerProcess) -> No
         await asyncio.sleep(0.5)
         # When the server published them (their timestamp), not when this
         # client read them: the sync POST above held this loop meanwhile.
-        late = [m["timestamp"] - answered_ms for m in client.streams(session_id)
-                if m["payload"]["tokens"] and m["timestamp"] > answered_ms]
+        late = [
+            m["timestamp"] - answered_ms
+            for m in client.streams(session_id)
+            if m["payload"]["tokens"] and m["timestamp"] > answered_ms
+        ]
         assert all(ms <= scaled(FRAME) * 1000 for ms in late), f"tokens published {late} ms after the cancel answer"
         assert [m["payload"]["isComplete"] for m in client.streams(session_id)].count(True) == 1
     assert post(embedded, f"/api/prompt/{session_id}/cancel").status_code == 404
@@ -230,8 +235,9 @@ def _worker_pids(server: ServerProcess) -> list[int]:
         return [int(p) for p in children.read().split()]
 
 
-async def test_a_worker_dying_mid_stream_gives_one_error_and_frames_go_on(embedded: ServerProcess,
-                                                                          frame_watcher: Any) -> None:
+async def test_a_worker_dying_mid_stream_gives_one_error_and_frames_go_on(
+    embedded: ServerProcess, frame_watcher: Any
+) -> None:
     async with Recorder(embedded.ws_url) as client, frame_watcher(embedded.ws_url, server=embedded) as watcher:
         session_id = post(embedded, "/api/prompt", {"prompt": "Describe the ocean at length."}).json()["sessionId"]
         await client.wait(lambda: any(m["payload"]["tokens"] for m in client.streams(session_id)), 30)
@@ -259,9 +265,25 @@ async def test_a_worker_dying_mid_stream_gives_one_error_and_frames_go_on(embedd
 def llama_server() -> Iterator[str]:
     """``python -m llama_cpp.server`` serving the embedded GGUF on a free loopback port; yields its /v1 URL."""
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_model_path()),
-               "--model_alias", "smollm2", "--host", LOOPBACK, "--port", str(port),
-               "--n_threads", "1", "--logits_all", "true", "--verbose", "false"]
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(embedded_model_path()),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--n_threads",
+        "1",
+        "--logits_all",
+        "true",
+        "--verbose",
+        "false",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://{LOOPBACK}:{port}/v1"
     try:
@@ -300,8 +322,12 @@ def fake_ollama() -> Iterator[FakeOllama]:
 
 @pytest.fixture(scope="module")
 def ollama(fake_ollama: FakeOllama) -> Iterator[ServerProcess]:
-    env = {"WF_SOURCE": "ollama", "WF_OLLAMA_URL": fake_ollama.url, "WF_OLLAMA_MODEL": "tiny",
-           "WF_COUNCIL_WITH": "ollama/critic"}
+    env = {
+        "WF_SOURCE": "ollama",
+        "WF_OLLAMA_URL": fake_ollama.url,
+        "WF_OLLAMA_MODEL": "tiny",
+        "WF_COUNCIL_WITH": "ollama/critic",
+    }
     with ServerProcess(env=env) as server:
         yield server
 
@@ -312,14 +338,18 @@ async def test_ollama_answers_a_prompt(ollama: ServerProcess) -> None:
     assert len(certainties(first)) >= 3
 
 
-@pytest.mark.parametrize(("model", "url", "code"), [
-    ("missing", None, "MODEL_NOT_FOUND"),
-    ("cut", None, "MODEL_STREAM_CUT"),
-    ("fails", None, "MODEL_FAILED"),
-    ("tiny", "not-running", "MODEL_UNAVAILABLE"),
-])
+@pytest.mark.parametrize(
+    ("model", "url", "code"),
+    [
+        ("missing", None, "MODEL_NOT_FOUND"),
+        ("cut", None, "MODEL_STREAM_CUT"),
+        ("fails", None, "MODEL_FAILED"),
+        ("tiny", "not-running", "MODEL_UNAVAILABLE"),
+    ],
+)
 async def test_ollama_failures_give_one_error_event_and_frames_go_on(
-        fake_ollama: FakeOllama, frame_watcher: Any, model: str, url: str | None, code: str) -> None:
+    fake_ollama: FakeOllama, frame_watcher: Any, model: str, url: str | None, code: str
+) -> None:
     base = f"http://{LOOPBACK}:{free_port()}" if url else fake_ollama.url
     env = {"WF_SOURCE": "ollama", "WF_OLLAMA_URL": base, "WF_OLLAMA_MODEL": model}
     with ServerProcess(env=env) as server:
@@ -355,27 +385,35 @@ async def test_a_second_prompt_gets_409_and_cancel_answers(ollama: ServerProcess
     third = post(ollama, "/api/prompt", {"prompt": PROMPT})
     assert third.status_code == 202, "cancel frees the model at once"
     models = httpx.get(ollama.http_url + "/api/models", trust_env=False).json()
-    assert models == {"source": "ollama", "models": ["tiny", "tiny-critic"], "running": third.json()["sessionId"],
-                      "prompts": True}
+    assert models == {
+        "source": "ollama",
+        "models": ["tiny", "tiny-critic"],
+        "running": third.json()["sessionId"],
+        "prompts": True,
+    }
     assert post(ollama, f"/api/prompt/{third.json()['sessionId']}/cancel").status_code == 200
 
 
-@pytest.mark.parametrize(("body", "headers", "status", "says"), [
-    ({"prompt": ""}, {}, 422, "empty"),
-    ({"prompt": "   \n"}, {}, 422, "empty"),
-    ({"prompt": "x" * (8 * 1024 + 1)}, {}, 413, "longer than"),
-    ({"prompt": "é" * 4097}, {}, 413, "longer than"),
-    ({"prompt": 42}, {}, 422, "string"),
-    ({"text": "hi"}, {}, 422, "unknown fields"),
-    ({"prompt": "hi", "council": "yes"}, {}, 422, "council"),
-    ({"prompt": "hi", "model": "nope"}, {}, 422, "unknown model"),
-    (["hi"], {}, 422, "JSON object"),
-    (b"{not json", {"Content-Type": "application/json"}, 400, "not JSON"),
-    (b'{"prompt": "hi"}', {"Content-Type": "text/plain"}, 415, "application/json"),
-    (b"x" * 20_000, {"Content-Type": "application/json"}, 413, "larger than"),
-])
-def test_bad_prompts_get_a_clear_4xx(ollama: ServerProcess, body: Any, headers: dict[str, str], status: int,
-                                     says: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "says"),
+    [
+        ({"prompt": ""}, {}, 422, "empty"),
+        ({"prompt": "   \n"}, {}, 422, "empty"),
+        ({"prompt": "x" * (8 * 1024 + 1)}, {}, 413, "longer than"),
+        ({"prompt": "é" * 4097}, {}, 413, "longer than"),
+        ({"prompt": 42}, {}, 422, "string"),
+        ({"text": "hi"}, {}, 422, "unknown fields"),
+        ({"prompt": "hi", "council": "yes"}, {}, 422, "council"),
+        ({"prompt": "hi", "model": "nope"}, {}, 422, "unknown model"),
+        (["hi"], {}, 422, "JSON object"),
+        (b"{not json", {"Content-Type": "application/json"}, 400, "not JSON"),
+        (b'{"prompt": "hi"}', {"Content-Type": "text/plain"}, 415, "application/json"),
+        (b"x" * 20_000, {"Content-Type": "application/json"}, 413, "larger than"),
+    ],
+)
+def test_bad_prompts_get_a_clear_4xx(
+    ollama: ServerProcess, body: Any, headers: dict[str, str], status: int, says: str
+) -> None:
     if isinstance(body, bytes):
         response = httpx.post(ollama.http_url + "/api/prompt", content=body, headers=headers, trust_env=False)
     else:

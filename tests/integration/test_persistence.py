@@ -72,9 +72,12 @@ async def test_graceful_restart_resumes_complete_with_every_message_once(tmp_pat
     """SIGTERM, start again on the same database: nothing lost, nothing twice, in order."""
     with ServerProcess(env=persistent(tmp_path / "events.sqlite3")) as process:
         collector = Collector()
-        async with WirthforgeClient(process.ws_url, channels=["reward"], on_message=collector,
-                                    backoff=quick_backoff()) as client, \
-                httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http:
+        async with (
+            WirthforgeClient(
+                process.ws_url, channels=["reward"], on_message=collector, backoff=quick_backoff()
+            ) as client,
+            httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http,
+        ):
             await client.wait_connected(timeout=scaled(10))
             epoch = client.epoch
             await publish(http, [reward(i) for i in range(100)])
@@ -104,9 +107,12 @@ async def test_graceful_restart_resumes_complete_with_every_message_once(tmp_pat
 async def test_sigkill_mid_stream_never_duplicates_and_reports_server_crashed(tmp_path: Path) -> None:
     with ServerProcess(env=persistent(tmp_path / "events.sqlite3")) as process:
         collector = Collector()
-        async with WirthforgeClient(process.ws_url, channels=["reward"], on_message=collector,
-                                    backoff=quick_backoff()) as client, \
-                httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http:
+        async with (
+            WirthforgeClient(
+                process.ws_url, channels=["reward"], on_message=collector, backoff=quick_backoff()
+            ) as client,
+            httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http,
+        ):
             await client.wait_connected(timeout=scaled(10))
             epoch = client.epoch
             for batch in range(5):
@@ -142,8 +148,10 @@ async def test_sigkill_mid_stream_never_duplicates_and_reports_server_crashed(tm
 async def test_recorded_session_replays_same_tokens_same_order_same_timing(tmp_path: Path) -> None:
     with ServerProcess(env=persistent(tmp_path / "events.sqlite3", WF_SEED="3")) as process:
         collector = Collector()
-        async with WirthforgeClient(process.ws_url, channels=["experience"], on_message=collector) as client, \
-                httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http:
+        async with (
+            WirthforgeClient(process.ws_url, channels=["experience"], on_message=collector) as client,
+            httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http,
+        ):
             await client.wait_connected(timeout=scaled(10))
             recording: dict[str, Any] | None = None
             deadline = time.monotonic() + scaled(40)
@@ -161,14 +169,19 @@ async def test_recorded_session_replays_same_tokens_same_order_same_timing(tmp_p
             assert {m["payload"]["sessionId"] for m in recorded} == {recording["sessionId"]}
             assert sum(len(m["payload"]["tokens"]) for m in recorded) == recording["tokens"]
             assert any(m["type"] == "energy_update" for m in lines)  # frames were recorded too
-            span = await http.get("/api/sessions/range/events",
-                                  params={"from": recording["startedAt"], "to": recording["endedAt"]})
+            span = await http.get(
+                "/api/sessions/range/events", params={"from": recording["startedAt"], "to": recording["endedAt"]}
+            )
             in_span = [json.loads(line) for line in span.text.splitlines()]
             assert [m for m in in_span if m["type"] == "token_stream"] == recorded  # a time range, same tokens
 
             label = "replay-" + recording["sessionId"]
-            finished = client.wait_for(lambda m: m["type"] == "token_stream" and m["payload"]["sessionId"] == label
-                                       and m["payload"]["isComplete"], timeout=scaled(60))
+            finished = client.wait_for(
+                lambda m: (
+                    m["type"] == "token_stream" and m["payload"]["sessionId"] == label and m["payload"]["isComplete"]
+                ),
+                timeout=scaled(60),
+            )
             started = await http.post("/api/replay", json={"session": recording["id"], "speed": 1})
             assert started.status_code == 202, started.text
             await finished
@@ -215,14 +228,19 @@ def test_sessions_api_says_when_persistence_is_off() -> None:
 
 async def _stream_goes_on_and_fault_is_reported(process: ServerProcess, *, publish_load: bool) -> dict[str, Any]:
     collector = Collector()
-    async with WirthforgeClient(process.ws_url, channels=["energy", "reward"], on_message=collector) as client, \
-            httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http:
+    async with (
+        WirthforgeClient(process.ws_url, channels=["energy", "reward"], on_message=collector) as client,
+        httpx.AsyncClient(base_url=process.http_url, timeout=scaled(10)) as http,
+    ):
         await client.wait_connected(timeout=scaled(10))
         if publish_load:
             for batch in range(10):
                 await publish(http, [reward(i, "x" * 400) for i in range(batch * 100, (batch + 1) * 100)])
-        await wait_until(lambda: any(m["payload"]["code"] == "PERSISTENCE_DEGRADED"
-                                     for m in collector.of_type("error_event")), 10, "a PERSISTENCE_DEGRADED error_event")
+        await wait_until(
+            lambda: any(m["payload"]["code"] == "PERSISTENCE_DEGRADED" for m in collector.of_type("error_event")),
+            10,
+            "a PERSISTENCE_DEGRADED error_event",
+        )
         frames_before = len(collector.of_type("energy_update"))
         await asyncio.sleep(1.0)
         assert len(collector.of_type("energy_update")) - frames_before >= 30, "the energy stream stopped"

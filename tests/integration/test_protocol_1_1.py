@@ -58,7 +58,9 @@ class Collector:
 
     def latencies_between(self, kind: str, start: float, end: float) -> list[float]:
         return [
-            lat for m, at, lat in zip(self.messages, self.arrivals, self.latencies) if m["type"] == kind and start <= at < end
+            lat
+            for m, at, lat in zip(self.messages, self.arrivals, self.latencies)
+            if m["type"] == kind and start <= at < end
         ]
 
 
@@ -107,9 +109,7 @@ async def abrupt_run(server: ServerProcess) -> dict[str, Any]:
     subprotocol, and ``wirthforge.1.0``) stay connected throughout.
     """
     modern, legacy_plain, legacy_named = Collector(), Collector(), Collector()
-    client = WirthforgeClient(
-        server.ws_url, on_message=modern, backoff=Backoff(0.5, 0.5, rng=SlowestRandom())
-    )
+    client = WirthforgeClient(server.ws_url, on_message=modern, backoff=Backoff(0.5, 0.5, rng=SlowestRandom()))
     plain = WirthforgeClient(server.ws_url, protocol=None, on_message=legacy_plain)
     named = WirthforgeClient(server.ws_url, protocol="1.0", on_message=legacy_named)
     away_states: list[str] = []
@@ -138,7 +138,9 @@ async def abrupt_run(server: ServerProcess) -> dict[str, Any]:
             await asyncio.sleep(0.05)
         for collector in (modern, legacy_plain, legacy_named):
             await wait_until(
-                lambda c=collector: any(m["payload"].get("points") == TOTAL_RELIABLE - 1 for m in c.of_type("reward_event")),
+                lambda c=collector: any(
+                    m["payload"].get("points") == TOTAL_RELIABLE - 1 for m in c.of_type("reward_event")
+                ),
                 15,
                 "the last reward",
             )
@@ -279,12 +281,16 @@ async def test_server_restart_reconnects_and_reports_epoch_changed() -> None:
 
 async def test_subscriptions_filter_channels(server: ServerProcess) -> None:
     collector = Collector()
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=scaled(10)) as http, WirthforgeClient(
-        server.ws_url, channels=["reward"], on_message=collector
-    ) as client:
+    async with (
+        httpx.AsyncClient(base_url=server.http_url, timeout=scaled(10)) as http,
+        WirthforgeClient(server.ws_url, channels=["reward"], on_message=collector) as client,
+    ):
         session = await client.wait_connected(timeout=scaled(10))
         assert session["subscriptions"] == ["reward", "system"]
-        token = {"type": "token_stream", "payload": {"tokens": ["hi"], "isComplete": False, "sessionId": "s", "modelId": "m"}}
+        token = {
+            "type": "token_stream",
+            "payload": {"tokens": ["hi"], "isComplete": False, "sessionId": "s", "modelId": "m"},
+        }
         got = client.wait_for(lambda m: m["type"] == "reward_event" and m["payload"]["points"] == 1, timeout=scaled(5))
         await publish(http, [token, reward(1)])
         await got
@@ -308,9 +314,10 @@ def _per_second_counts(collector: Collector, kind: str, start: float, seconds: i
 
 async def test_energy_rate_newest_frames_and_pause_resume(server: ServerProcess) -> None:
     collector = Collector()
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=scaled(10)) as http, WirthforgeClient(
-        server.ws_url, channels=["energy"], on_message=collector
-    ) as client:
+    async with (
+        httpx.AsyncClient(base_url=server.http_url, timeout=scaled(10)) as http,
+        WirthforgeClient(server.ws_url, channels=["energy"], on_message=collector) as client,
+    ):
         session = await client.wait_connected(timeout=scaled(10))
         assert session["energyRateHz"] == 60
 
@@ -326,8 +333,11 @@ async def test_energy_rate_newest_frames_and_pause_resume(server: ServerProcess)
         assert sorted(latencies)[len(latencies) // 2] < scaled(10), latencies  # newest state: fresh timestamps
         # One scheduler or GC hiccup on a busy 2-core machine can hold a frame ~100 ms; a backlog would hold all.
         assert max(latencies) < scaled(250), latencies
-        frames = [m["frameNumber"] for m, at in zip(collector.messages, collector.arrivals)
-                  if m["type"] == "energy_update" and start <= at < start + 3]
+        frames = [
+            m["frameNumber"]
+            for m, at in zip(collector.messages, collector.arrivals)
+            if m["type"] == "energy_update" and start <= at < start + 3
+        ]
         steps = {b - a for a, b in zip(frames, frames[1:])}
         assert steps <= {4, 5}, steps  # 60/15: every 4th frame (5 only when the server skipped a tick)
         assert client.stats.gaps.gaps == 0
@@ -367,7 +377,9 @@ async def test_energy_rate_from_the_connect_url(server: ServerProcess) -> None:
 # Bad client messages
 
 
-async def _expect_error(client: WirthforgeClient, send: Callable[[], Coroutine[Any, Any, Any]], code: str) -> dict[str, Any]:
+async def _expect_error(
+    client: WirthforgeClient, send: Callable[[], Coroutine[Any, Any, Any]], code: str
+) -> dict[str, Any]:
     got = client.wait_for(lambda m: m["type"] == "error_event", timeout=scaled(3))
     await send()
     message = await got
@@ -451,7 +463,9 @@ async def test_1_1_request_on_a_1_0_connection(server: ServerProcess) -> None:
     async with WirthforgeClient(server.ws_url, protocol="1.0") as client:
         await client.wait_connected(timeout=scaled(10))
         await _expect_error(
-            client, lambda: client.send({"type": "subscribe", "payload": {"channels": ["energy"]}}), "UNSUPPORTED_BY_PROTOCOL"
+            client,
+            lambda: client.send({"type": "subscribe", "payload": {"channels": ["energy"]}}),
+            "UNSUPPORTED_BY_PROTOCOL",
         )
         assert client.state == "open"
 

@@ -224,8 +224,9 @@ async def test_unknown_only_subprotocol_is_400(server: ServerProcess) -> None:
     ],
     ids=["nothing", "1.0", "unknown+1.0", "1.1", "both", "both-reversed"],
 )
-async def test_subprotocol_negotiation(server: ServerProcess, offered: list[str] | None, answered: str | None,
-                                       protocol: str) -> None:
+async def test_subprotocol_negotiation(
+    server: ServerProcess, offered: list[str] | None, answered: str | None, protocol: str
+) -> None:
     subprotocol, first = await accepted(server.ws_url, subprotocols=offered)
     assert subprotocol == answered
     if protocol == "1.1":
@@ -258,8 +259,10 @@ async def test_token_text_never_appears_in_the_log() -> None:
         ws, _ = await handshake(debug_server.ws_url)
         try:
             # Key order puts the token at the end, where a truncated frame dump would still show it.
-            token_stream = {"type": "token_stream", "payload": {
-                "isComplete": False, "sessionId": "s-log", "modelId": "m", "tokens": [" hello", SECRET]}}
+            token_stream = {
+                "type": "token_stream",
+                "payload": {"isComplete": False, "sessionId": "s-log", "modelId": "m", "tokens": [" hello", SECRET]},
+            }
             result = await asyncio.to_thread(debug_server.publish, [token_stream])
             assert result["published"] == 1
             # A refused publish (invalid payload) carrying the secret.
@@ -297,8 +300,12 @@ def raw_status(server: ServerProcess, target: str, headers: list[tuple[str, str]
 
     lines = [f"GET {target} HTTP/1.1"]
     if target == "/ws":
-        lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
-                  f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}"]
+        lines += [
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+        ]
     else:
         lines += ["Connection: close"]
     lines += [f"{name}: {value}" for name, value in headers]
@@ -333,17 +340,23 @@ HEADER_MATRIX = [
     ("two hosts, evil last", lambda s: [("Host", s.netloc), ("Host", "evil.example")], 400, 400),
     ("two hosts, evil first", lambda s: [("Host", "evil.example"), ("Host", s.netloc)], 400, 400),
     ("two equal hosts", lambda s: [("Host", s.netloc), ("Host", s.netloc)], 400, 400),
-    ("two origins, evil last", lambda s: [("Host", s.netloc), ("Origin", s.origin),
-                                          ("Origin", "https://evil.example")], 400, 400),
+    (
+        "two origins, evil last",
+        lambda s: [("Host", s.netloc), ("Origin", s.origin), ("Origin", "https://evil.example")],
+        400,
+        400,
+    ),
     ("two equal origins", lambda s: [("Host", s.netloc), ("Origin", s.origin), ("Origin", s.origin)], 400, 400),
 ]
 
 
 @pytest.mark.parametrize("target", ["/health", "/ws"])
-@pytest.mark.parametrize(("name", "headers", "http_status", "ws_status"), HEADER_MATRIX,
-                         ids=[row[0] for row in HEADER_MATRIX])
-def test_host_and_origin_header_matrix(server: ServerProcess, target: str, name: str, headers: Any,
-                                       http_status: int, ws_status: int) -> None:
+@pytest.mark.parametrize(
+    ("name", "headers", "http_status", "ws_status"), HEADER_MATRIX, ids=[row[0] for row in HEADER_MATRIX]
+)
+def test_host_and_origin_header_matrix(
+    server: ServerProcess, target: str, name: str, headers: Any, http_status: int, ws_status: int
+) -> None:
     status, body = raw_status(server, target, headers(server))
     assert status == (http_status if target == "/health" else ws_status), (name, body)
     if status == 400:  # ours, or the websockets library's own check of the upgrade request

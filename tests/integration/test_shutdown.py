@@ -53,8 +53,9 @@ async def shut_down(sig: signal.Signals) -> Shutdown:
 
         clients = [
             await connect(server.ws_url, compression=None, proxy=None, open_timeout=scaled(5)),
-            await connect(server.ws_url, compression=None, proxy=None, open_timeout=scaled(5),
-                          subprotocols=["wirthforge.1.1"]),
+            await connect(
+                server.ws_url, compression=None, proxy=None, open_timeout=scaled(5), subprotocols=["wirthforge.1.1"]
+            ),
         ]
         for ws in clients:  # connected and streaming
             for _ in range(5):
@@ -64,15 +65,17 @@ async def shut_down(sig: signal.Signals) -> Shutdown:
         closes = list(await asyncio.gather(*(until_closed(ws) for ws in clients)))
         try:
             returncode: int | None = await asyncio.to_thread(
-                process.wait, max(signalled + EXIT_WITHIN - time.monotonic(), 0.01))
+                process.wait, max(signalled + EXIT_WITHIN - time.monotonic(), 0.01)
+            )
             exit_seconds: float | None = time.monotonic() - signalled
         except subprocess.TimeoutExpired:
             returncode, exit_seconds = None, None  # ServerProcess.__exit__ stops it the hard way
         return Shutdown(closes, exit_seconds, returncode, server.log_text())
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=[signal.SIGTERM, signal.SIGINT],
-                        ids=["SIGTERM", "SIGINT"])
+@pytest_asyncio.fixture(
+    scope="module", loop_scope="module", params=[signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"]
+)
 async def shutdown(request: pytest.FixtureRequest) -> Shutdown:
     return await shut_down(request.param)
 
@@ -96,8 +99,10 @@ def test_exits_promptly_with_a_stalled_client(stalled_client: Any) -> None:
     with ServerProcess(env={"WF_ENABLE_PUBLISH": "1"}) as server:
         assert server.process is not None
         stalled_client(server)
-        big = {"type": "reward_event", "payload": {"rewardType": "feedback", "title": "t", "points": 1,
-                                                   "description": "能" * 500}}
+        big = {
+            "type": "reward_event",
+            "payload": {"rewardType": "feedback", "title": "t", "points": 1, "description": "能" * 500},
+        }
         for _ in range(40):  # about 4 MB: more than the socket buffers take, so a send blocks
             server.publish([big] * 50)
         assert server.health()["connections"]["clients"][0]["queued"] > 0, "the stalled client's writer is not blocked"

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from wirthforge_ws import settings as settings_module
-from wirthforge_ws.stream.clock import FrameClock, Tick
-from wirthforge_ws.energy.meter import DECAY_HALF_LIFE_S, EnergyMeter, certainty, jensen_shannon
 from wirthforge_ws.connection.outbox import Outbox
-from wirthforge_ws.protocol.codes import negotiate
 from wirthforge_ws.connection.security import InvalidMessageWindow, OriginHostGuard, TokenBucket, host_name
+from wirthforge_ws.energy.meter import DECAY_HALF_LIFE_S, EnergyMeter, certainty, jensen_shannon
+from wirthforge_ws.protocol.codes import negotiate
 from wirthforge_ws.settings import Settings
+from wirthforge_ws.stream.clock import FrameClock, Tick
 
 # ---------------------------------------------------------------------------
 # Outbox
@@ -237,21 +237,32 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
 
 
 def guard(**kwargs: Any) -> OriginHostGuard:
-    options: dict[str, Any] = {"allowed_origins": ["http://127.0.0.1:8145", "http://localhost:8145/"],
-                               "allowed_hosts": ["wf.lan"]}
+    options: dict[str, Any] = {
+        "allowed_origins": ["http://127.0.0.1:8145", "http://localhost:8145/"],
+        "allowed_hosts": ["wf.lan"],
+    }
     options.update(kwargs)
     return OriginHostGuard(_app, **options)
 
 
-def scope(kind: str = "websocket", host: str | None = "127.0.0.1:8145", origin: str | None = None,
-          method: str = "GET", extensions: dict[str, Any] | None = None) -> dict[str, Any]:
+def scope(
+    kind: str = "websocket",
+    host: str | None = "127.0.0.1:8145",
+    origin: str | None = None,
+    method: str = "GET",
+    extensions: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     headers = []
     if host is not None:
         headers.append((b"host", host.encode()))
     if origin is not None:
         headers.append((b"origin", origin.encode()))
-    result: dict[str, Any] = {"type": kind, "path": "/ws" if kind == "websocket" else "/publish",
-                              "headers": headers, "client": ("127.0.0.1", 50000)}
+    result: dict[str, Any] = {
+        "type": kind,
+        "path": "/ws" if kind == "websocket" else "/publish",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+    }
     if kind == "http":
         result["method"] = method
     if extensions is not None:
@@ -376,8 +387,18 @@ def test_settings_tuples() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "value"),
-    [("1", True), ("true", True), ("TRUE", True), ("yes", True), (" on ", True),
-     ("0", False), ("false", False), ("No", False), ("off", False), ("", False)],
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        (" on ", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+        ("", False),
+    ],
 )
 def test_settings_bool_from_env(raw: str, value: bool) -> None:
     assert settings_module.load([], environ={"WF_ALLOW_NULL_ORIGIN": raw}).allow_null_origin is value
@@ -410,16 +431,18 @@ INVALID_ENV = [
 ]
 
 
-@pytest.mark.parametrize(("env", "named"), INVALID_ENV, ids=[next(iter(env)) + "=" + next(iter(env.values()))
-                                                            for env, _ in INVALID_ENV])
+@pytest.mark.parametrize(
+    ("env", "named"), INVALID_ENV, ids=[next(iter(env)) + "=" + next(iter(env.values())) for env, _ in INVALID_ENV]
+)
 def test_settings_invalid_env_raises(env: dict[str, str], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         settings_module.from_env(env)
 
 
 @pytest.mark.parametrize(("env", "named"), INVALID_ENV[:3], ids=["bool", "float", "int"])
-def test_settings_invalid_env_is_a_usage_error(env: dict[str, str], named: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_settings_invalid_env_is_a_usage_error(
+    env: dict[str, str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Loading for the command line turns a bad value into a usage error that names the setting."""
     with pytest.raises(SystemExit) as exited:
         settings_module.load([], environ=env)
@@ -429,11 +452,16 @@ def test_settings_invalid_env_is_a_usage_error(env: dict[str, str], named: str,
 
 @pytest.mark.parametrize(
     ("argv", "named"),
-    [(["--port", "http"], "port"), (["--frame-rate", "0"], "frame_rate"), (["--tier", "Top"], "tier"),
-     (["--enable-publish", "yes"], "unrecognized")],
+    [
+        (["--port", "http"], "port"),
+        (["--frame-rate", "0"], "frame_rate"),
+        (["--tier", "Top"], "tier"),
+        (["--enable-publish", "yes"], "unrecognized"),
+    ],
 )
-def test_settings_invalid_flag_is_a_usage_error(argv: list[str], named: str,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_settings_invalid_flag_is_a_usage_error(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exited:
         settings_module.load(argv, environ={})
     assert exited.value.code == 2

@@ -131,9 +131,17 @@ async def test_resume_and_dedupe(case: dict[str, Any]) -> None:
 
 
 def _startup(frame_rate: float, energy_rate: float, seq: int) -> bytes:
-    payload = {"protocol": "1.1", "epoch": "e1", "frameRate": frame_rate, "energyRateHz": energy_rate,
-               "heartbeatIntervalMs": 1000, "resume": {"status": "none"}}
-    return orjson.dumps({"type": "startup_complete", "channel": "system", "timestamp": 0.0, "seq": seq, "payload": payload})
+    payload = {
+        "protocol": "1.1",
+        "epoch": "e1",
+        "frameRate": frame_rate,
+        "energyRateHz": energy_rate,
+        "heartbeatIntervalMs": 1000,
+        "resume": {"status": "none"},
+    }
+    return orjson.dumps(
+        {"type": "startup_complete", "channel": "system", "timestamp": 0.0, "seq": seq, "payload": payload}
+    )
 
 
 @pytest.mark.parametrize("case", GAPS["cases"], ids=case_ids(GAPS["cases"]))
@@ -146,8 +154,14 @@ async def test_frame_gaps(case: dict[str, Any]) -> None:
         if frame == "startup":
             await client.handle_raw(_startup(case["frame_rate"], case["energy_rate"], seq))
             continue
-        message = {"type": "energy_update", "channel": "energy", "timestamp": 0.0, "seq": seq, "frameNumber": frame,
-                   "payload": {}}
+        message = {
+            "type": "energy_update",
+            "channel": "energy",
+            "timestamp": 0.0,
+            "seq": seq,
+            "frameNumber": frame,
+            "payload": {},
+        }
         await client.handle_raw(orjson.dumps(message))
     assert (client.stats.gaps.gaps, client.stats.gaps.frames_missed) == (case["gaps"], case["missed"])
 

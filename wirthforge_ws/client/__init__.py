@@ -32,12 +32,12 @@ Everything public is importable from this package.
 
 from __future__ import annotations
 
+from . import rules
 from .backoff import Backoff
 from .cli import StatsPrinter, build_arg_parser, main
 from .core import ABNORMAL_CLOSURE, DEFAULT_URL, Message, MessageCallback, Predicate, WirthforgeClient
 from .exceptions import ClientClosedError, PolicyCloseError, UnsupportedByProtocolError, WirthforgeClientError
 from .session import ResumeCursor, SeqVerdict, SessionOptions, build_url
-from . import rules
 from .stats import ArrivalRate, ClientState, ClientStats, FrameGapCounter, LatencyWindow, percentile
 
 __all__ = [

@@ -65,7 +65,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"WebSocket URL (default {DEFAULT_URL})")
     parser.add_argument("--protocol", choices=("1.0", "1.1"), default="1.1", help="protocol to offer (default 1.1)")
     parser.add_argument(
-        "--channels", nargs="+", metavar="CHANNEL", help=f"channels to receive (1.1), space or comma separated: {', '.join(CHANNELS)}"
+        "--channels",
+        nargs="+",
+        metavar="CHANNEL",
+        help=f"channels to receive (1.1), space or comma separated: {', '.join(CHANNELS)}",
     )
     parser.add_argument("--energy-rate", type=float, metavar="HZ", help="energy frames per second (1.1)")
     parser.add_argument("--duration", type=float, metavar="S", help="exit after S seconds with a summary")

@@ -78,7 +78,9 @@ def session_was_stable(duration_s: float) -> bool:
 
 def dead_after(heartbeat_interval_s: float | None) -> float:
     """Seconds without any inbound frame after which an open session is dead."""
-    interval = heartbeat_interval_s if heartbeat_interval_s and heartbeat_interval_s > 0 else DEFAULT_HEARTBEAT_INTERVAL_S
+    interval = (
+        heartbeat_interval_s if heartbeat_interval_s and heartbeat_interval_s > 0 else DEFAULT_HEARTBEAT_INTERVAL_S
+    )
     return DEAD_LINK_INTERVALS * interval
 
 

@@ -48,18 +48,17 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..protocol import messages
-
-from . import direct as transport
-from ..stream.hub import FrameBundle, Hub, Outbound, Recall, ResumeRequest, ResumeResult
+from ..protocol.codes import ALWAYS_ON_CHANNEL, CHANNELS, REQUESTS_1_1, CloseCode, ErrorCode
 from ..protocol.messages import Event
+from ..protocol.schemas import MessageValidationError
+from ..settings import Settings
+from ..stream.hub import FrameBundle, Hub, Outbound, Recall, ResumeRequest, ResumeResult
 from ..stream.rolling import RollingSamples
+from ..stream.throttle import Throttle
+from . import direct as transport
 from .outbox import Outbox
 from .pacing import EARLY_HEARTBEATS, EnergyPacer
-from ..protocol.codes import ALWAYS_ON_CHANNEL, CHANNELS, REQUESTS_1_1, CloseCode, ErrorCode
-from ..protocol.schemas import MessageValidationError
 from .security import InvalidMessageWindow, TokenBucket
-from ..settings import Settings
-from ..stream.throttle import Throttle
 
 log = logging.getLogger("wirthforge.connection")
 
@@ -108,14 +107,22 @@ class ConnectOptions:
             names = {name.strip() for name in query["channels"].split(",") if name.strip()}
             unknown = sorted(names - set(CHANNELS))
             if unknown:
-                options.errors.append(_error(ErrorCode.UNKNOWN_CHANNEL, "Unknown channel in the connect URL.",
-                                             {"unknown": unknown[:10], "channels": list(CHANNELS)}))
+                options.errors.append(
+                    _error(
+                        ErrorCode.UNKNOWN_CHANNEL,
+                        "Unknown channel in the connect URL.",
+                        {"unknown": unknown[:10], "channels": list(CHANNELS)},
+                    )
+                )
             options.channels = (names & set(CHANNELS)) | {ALWAYS_ON_CHANNEL}
         if "energyRate" in query:
             rate = _parse_rate(query["energyRate"], settings.frame_rate)
             if rate is None:
-                options.errors.append(_error(ErrorCode.INVALID_ENERGY_RATE,
-                                             f"energyRate must be a number from 1 to {settings.frame_rate:g}."))
+                options.errors.append(
+                    _error(
+                        ErrorCode.INVALID_ENERGY_RATE, f"energyRate must be a number from 1 to {settings.frame_rate:g}."
+                    )
+                )
             else:
                 options.energy_rate = rate
         if "epoch" in query or "lastSeq" in query:
@@ -124,9 +131,12 @@ class ConnectOptions:
                 options.resume = ResumeRequest(epoch, int(last_seq))
             else:
                 options.resume_invalid = True
-                options.errors.append(_error(ErrorCode.INVALID_RESUME,
-                                             "Resume needs both epoch and lastSeq (a non-negative integer); "
-                                             "starting a fresh session."))
+                options.errors.append(
+                    _error(
+                        ErrorCode.INVALID_RESUME,
+                        "Resume needs both epoch and lastSeq (a non-negative integer); starting a fresh session.",
+                    )
+                )
         return options
 
 
@@ -157,8 +167,9 @@ class Connection:
         self.rtt = RollingSamples(32)
         self.connected_at = time.monotonic()
         self.state = State.CONNECTING
-        self.pacer = EnergyPacer(options.energy_rate, now=self.connected_at,
-                                 nominal_rates=tuple(nominal_rates.values()))
+        self.pacer = EnergyPacer(
+            options.energy_rate, now=self.connected_at, nominal_rates=tuple(nominal_rates.values())
+        )
         self._options = options
         self._nominal_rates = nominal_rates
         # At or above this energy rate every energy type goes out at its own rate (see _energy_due).
@@ -241,8 +252,13 @@ class Connection:
             return
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
         self._writer.add_done_callback(self._writer_done)
-        log.info("connection %s open (protocol %s, resume %s, %d replayed)",
-                 self.id, self.version, result.status, result.replayed)
+        log.info(
+            "connection %s open (protocol %s, resume %s, %d replayed)",
+            self.id,
+            self.version,
+            result.status,
+            result.replayed,
+        )
 
     def _session_fields(self, resume: dict[str, object]) -> dict[str, Any]:
         s = self.settings
@@ -319,8 +335,11 @@ class Connection:
             self._send_reliable(outbound)
             return
         pacer = self.pacer
-        if (self.energy_paused or (pacer.answering and pacer.holding_at(time.monotonic()))
-                or not self._energy_due(outbound.event.type)):
+        if (
+            self.energy_paused
+            or (pacer.answering and pacer.holding_at(time.monotonic()))
+            or not self._energy_due(outbound.event.type)
+        ):
             return
         if self._write_now(outbound, energy=True):
             return
@@ -450,8 +469,12 @@ class Connection:
     def _warn_slow_send(self, blocked: float) -> None:
         suppressed = _slow_send_warnings.ready(time.monotonic())
         if suppressed is not None:
-            log.warning("connection %s: one send blocked %.0f ms (the client reads slowly)%s",
-                        self.id, blocked * 1000, f"; {suppressed} similar suppressed" if suppressed else "")
+            log.warning(
+                "connection %s: one send blocked %.0f ms (the client reads slowly)%s",
+                self.id,
+                blocked * 1000,
+                f"; {suppressed} similar suppressed" if suppressed else "",
+            )
 
     # -- heartbeat ----------------------------------------------------------
 
@@ -512,8 +535,10 @@ class Connection:
         if not isinstance(kind, str):
             kind = None  # a list or object is unhashable; validation below reports it as INVALID_MESSAGE
         if self.version != "1.1" and kind in REQUESTS_1_1:
-            self._reject(ErrorCode.UNSUPPORTED_BY_PROTOCOL,
-                         f"'{kind}' needs protocol 1.1; connect with subprotocol wirthforge.1.1.")
+            self._reject(
+                ErrorCode.UNSUPPORTED_BY_PROTOCOL,
+                f"'{kind}' needs protocol 1.1; connect with subprotocol wirthforge.1.1.",
+            )
             return
         try:
             self.hub.schemas.validate_inbound(request)
@@ -528,16 +553,23 @@ class Connection:
     def _reject_invalid(self, error: MessageValidationError) -> None:
         """Answer a schema failure with the most specific code the client can act on."""
         if error.unknown_type:
-            self._reject(ErrorCode.UNKNOWN_MESSAGE_TYPE, "Unknown message type.",
-                         {"accepted": sorted(self.hub.schemas.inbound_types())})
+            self._reject(
+                ErrorCode.UNKNOWN_MESSAGE_TYPE,
+                "Unknown message type.",
+                {"accepted": sorted(self.hub.schemas.inbound_types())},
+            )
         elif error.path.startswith("/payload/channels/") and error.keyword == "enum":
             self._reject(ErrorCode.UNKNOWN_CHANNEL, "Unknown channel.", {"channels": list(CHANNELS)})
         elif error.path == "/payload/rateHz":
-            self._reject(ErrorCode.INVALID_ENERGY_RATE,
-                         f"rateHz must be a number from 1 to {self.settings.frame_rate:g}.")
+            self._reject(
+                ErrorCode.INVALID_ENERGY_RATE, f"rateHz must be a number from 1 to {self.settings.frame_rate:g}."
+            )
         else:
-            self._reject(ErrorCode.INVALID_MESSAGE, "The message does not match its schema.",
-                         {"reason": error.reason, "path": error.path})
+            self._reject(
+                ErrorCode.INVALID_MESSAGE,
+                "The message does not match its schema.",
+                {"reason": error.reason, "path": error.path},
+            )
 
     def _reject(self, code: ErrorCode, text: str, details: dict[str, Any] | None = None) -> None:
         self._send_own(_error(code, text, details))
@@ -573,8 +605,9 @@ class Connection:
     def _on_set_energy_rate(self, payload: dict[str, Any]) -> None:
         rate = _parse_rate(payload["rateHz"], self.settings.frame_rate)
         if rate is None:
-            self._reject(ErrorCode.INVALID_ENERGY_RATE,
-                         f"rateHz must be a number from 1 to {self.settings.frame_rate:g}.")
+            self._reject(
+                ErrorCode.INVALID_ENERGY_RATE, f"rateHz must be a number from 1 to {self.settings.frame_rate:g}."
+            )
             return
         self.energy_rate = rate
         self.pacer.set_ceiling(rate)

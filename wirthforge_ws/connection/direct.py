@@ -154,11 +154,7 @@ class DirectWriter:
 
     def ready(self) -> bool:
         protocol = self._protocol
-        return (
-            self._writable.is_set()
-            and not protocol.close_sent
-            and not self._transport.is_closing()
-        )
+        return self._writable.is_set() and not protocol.close_sent and not self._transport.is_closing()
 
     def write(self, frame: bytes) -> None:
         batch = self._batch

@@ -68,8 +68,9 @@ class OriginHostGuard:
                 status, reason = refusal
                 self.refused += 1
                 client = scope.get("client")
-                log.warning("refused %s %s from %s: %s", scope["type"], scope.get("path"),
-                            client[0] if client else "?", reason)
+                log.warning(
+                    "refused %s %s from %s: %s", scope["type"], scope.get("path"), client[0] if client else "?", reason
+                )
                 await _deny(scope, send, status, reason)
                 return
         await self.app(scope, receive, send)

@@ -187,8 +187,11 @@ class FlowControlledWebSocketProtocol(WebSocketsSansIOProtocol):
             self._throttled_since = now
             self.stats.throttled += 1
         elif now - self._throttled_since > THROTTLE_GRACE_S:
-            log.info("websocket %s: inbound frame budget exceeded for %.0f s, closing",
-                     _peer(self.client), now - self._throttled_since)
+            log.info(
+                "websocket %s: inbound frame budget exceeded for %.0f s, closing",
+                _peer(self.client),
+                now - self._throttled_since,
+            )
             self._fail(CloseCode.POLICY_VIOLATION, "inbound frame rate exceeded")
             return
         self._resume_timer = self.loop.call_later(self._budget.seconds_until(self._budget.burst / 2), self._resume)
@@ -363,10 +366,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         now = time.monotonic()
         if now - GuardedHttpProtocol._last_capacity_warning > 10.0:
             GuardedHttpProtocol._last_capacity_warning = now
-            log.warning("refusing connections: %d open, max_connections is %d", len(self.connections) - 1,
-                        self.max_connections)
-        body = (f"server at its connection limit (max_connections={self.max_connections}); "
-                "retry later\n").encode()
+            log.warning(
+                "refusing connections: %d open, max_connections is %d", len(self.connections) - 1, self.max_connections
+            )
+        body = (f"server at its connection limit (max_connections={self.max_connections}); retry later\n").encode()
         self.transport.write(
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\nretry-after: 5\r\nconnection: close\r\n\r\n" + body
@@ -374,19 +377,28 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_classes(settings: Settings, stats: WireStats) -> tuple[type[GuardedHttpProtocol],
-                                                                    type[FlowControlledWebSocketProtocol]]:
+def protocol_classes(
+    settings: Settings, stats: WireStats
+) -> tuple[type[GuardedHttpProtocol], type[FlowControlledWebSocketProtocol]]:
     """The (http, ws) protocol classes for ``uvicorn.Config``, configured from *settings*."""
     check_uvicorn()
-    http = type("GuardedHttpProtocol", (GuardedHttpProtocol,), {
-        "handshake_timeout": settings.handshake_timeout,
-        "max_connections": settings.max_connections,
-        "stats": stats,
-    })
-    ws = type("FlowControlledWebSocketProtocol", (FlowControlledWebSocketProtocol,), {
-        "frame_rate": settings.inbound_frame_rate,
-        "stats": stats,
-    })
+    http = type(
+        "GuardedHttpProtocol",
+        (GuardedHttpProtocol,),
+        {
+            "handshake_timeout": settings.handshake_timeout,
+            "max_connections": settings.max_connections,
+            "stats": stats,
+        },
+    )
+    ws = type(
+        "FlowControlledWebSocketProtocol",
+        (FlowControlledWebSocketProtocol,),
+        {
+            "frame_rate": settings.inbound_frame_rate,
+            "stats": stats,
+        },
+    )
     return http, ws
 
 
@@ -407,32 +419,70 @@ def ensure_fd_limit(max_connections: int) -> None:
         log.warning("cannot raise the open-file limit to %d: %s", target, error)
         target = soft
     if target < needed:
-        log.warning("open-file limit %d is below max_connections %d: beyond ~%d connections accepts fail "
-                    "(raise it with ulimit -n)", target, max_connections, target - 64)
+        log.warning(
+            "open-file limit %d is below max_connections %d: beyond ~%d connections accepts fail "
+            "(raise it with ulimit -n)",
+            target,
+            max_connections,
+            target - 64,
+        )
 
 
 # What the subclasses use of uvicorn's classes: methods they override or
 # call, and attributes set in __init__ (checked on a fresh instance).
-_WS_METHODS = ("data_received", "handle_events", "handle_connect", "handle_cont", "handle_text", "handle_bytes",
-               "handle_ping", "handle_pong", "handle_close", "handle_parser_exception", "send_receive_event_to_app",
-               "receive", "send", "resume_writing", "connection_lost")
-_WS_ATTRIBUTES = ("conn", "frames", "curr_msg_data_type", "queue", "read_paused", "writable", "close_sent",
-                  "transport", "client", "loop")
+_WS_METHODS = (
+    "data_received",
+    "handle_events",
+    "handle_connect",
+    "handle_cont",
+    "handle_text",
+    "handle_bytes",
+    "handle_ping",
+    "handle_pong",
+    "handle_close",
+    "handle_parser_exception",
+    "send_receive_event_to_app",
+    "receive",
+    "send",
+    "resume_writing",
+    "connection_lost",
+)
+_WS_ATTRIBUTES = (
+    "conn",
+    "frames",
+    "curr_msg_data_type",
+    "queue",
+    "read_paused",
+    "writable",
+    "close_sent",
+    "transport",
+    "client",
+    "loop",
+)
 _HTTP_METHODS = ("connection_made", "data_received", "on_message_begin", "on_headers_complete", "connection_lost")
 
 
 def check_uvicorn() -> None:
     """Raise if uvicorn no longer has what the subclasses build on (an upgrade changed it)."""
-    missing = [f"WebSocketsSansIOProtocol.{name}" for name in _WS_METHODS
-               if not callable(getattr(WebSocketsSansIOProtocol, name, None))]
-    missing += [f"HttpToolsProtocol.{name}" for name in _HTTP_METHODS
-                if not callable(getattr(HttpToolsProtocol, name, None))]
+    missing = [
+        f"WebSocketsSansIOProtocol.{name}"
+        for name in _WS_METHODS
+        if not callable(getattr(WebSocketsSansIOProtocol, name, None))
+    ]
+    missing += [
+        f"HttpToolsProtocol.{name}" for name in _HTTP_METHODS if not callable(getattr(HttpToolsProtocol, name, None))
+    ]
     source = WebSocketsSansIOProtocol.__init__.__code__.co_names
-    missing += [f"WebSocketsSansIOProtocol().{name}" for name in (*_WS_ATTRIBUTES, *UVICORN_PROTOCOL_ATTRIBUTES)
-                if name not in source]
+    missing += [
+        f"WebSocketsSansIOProtocol().{name}"
+        for name in (*_WS_ATTRIBUTES, *UVICORN_PROTOCOL_ATTRIBUTES)
+        if name not in source
+    ]
     if missing:
-        raise RuntimeError("this uvicorn version is not the one wirthforge_ws.connection.uvicorn_protocols was written for; missing: "
-                           + ", ".join(missing))
+        raise RuntimeError(
+            "this uvicorn version is not the one wirthforge_ws.connection.uvicorn_protocols was written for; missing: "
+            + ", ".join(missing)
+        )
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -33,30 +33,27 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from .. import __version__
-
-from ..protocol import messages
-
-from . import sessions_api
-
 from .. import settings as settings_module
+from ..connection.connection import Connection, ConnectOptions, State
+from ..connection.direct import ExposeTransport
+from ..connection.security import OriginHostGuard
+from ..connection.uvicorn_protocols import WireStats, ensure_fd_limit, protocol_classes
+from ..protocol import messages
+from ..protocol.codes import CHANNEL_OF, FRAME_BOUND_TYPES, SUBPROTOCOLS, ErrorCode, negotiate
+from ..protocol.messages import Event
+from ..protocol.schemas import MessageValidationError, SchemaSet
+from ..settings import Settings
 from ..sources.backends.adapters import build_backend
-from ..connection.connection import ConnectOptions, Connection, State
+from ..sources.live import LiveSource
+from ..sources.replay import Replayer
+from ..sources.simulated import EnergySource, SimulatedModel
+from ..storage.event_log import EventLog, PersistenceLocked, default_path
 from ..stream.frame_loop import FrameLoop
 from ..stream.hub import Hub
-from ..protocol.messages import Event
-from ..storage.event_log import EventLog, PersistenceLocked, default_path
+from . import sessions_api
 from .prometheus import MetricCounters, ServerMetrics
-from ..protocol.codes import CHANNEL_OF, FRAME_BOUND_TYPES, SUBPROTOCOLS, ErrorCode, negotiate
-from ..sources.replay import Replayer
-from ..protocol.schemas import MessageValidationError, SchemaSet
-from ..connection.security import OriginHostGuard
-from ..settings import Settings
-from ..sources.live import LiveSource
 from .prompt_api import router as prompt_router
-from ..sources.simulated import EnergySource, SimulatedModel
 from .supervisor import Supervisor
-from ..connection.direct import ExposeTransport
-from ..connection.uvicorn_protocols import WireStats, ensure_fd_limit, protocol_classes
 
 log = logging.getLogger("wirthforge.app")
 
@@ -81,15 +78,20 @@ class Server:
         self.wire_stats = wire_stats or WireStats()  # filled by the wire layer (wire.py) under uvicorn
         self.schemas = SchemaSet()
         self.event_log = _open_event_log(settings)
-        self.hub = Hub(self.schemas, history_messages=settings.history_messages,
-                       history_seconds=settings.history_seconds, durable=self.event_log)
+        self.hub = Hub(
+            self.schemas,
+            history_messages=settings.history_messages,
+            history_seconds=settings.history_seconds,
+            durable=self.event_log,
+        )
         self.source: EnergySource = build_source(settings)
         if isinstance(self.source, LiveSource) and settings.model_id == Settings.model_id:
             # startup_complete announces the real model, not the simulator's name
             self.settings = settings = dataclasses.replace(settings, model_id=self.source.model_id)
         self.metrics = ServerMetrics(self.metric_counters)
-        self.frame_loop = FrameLoop(settings, self.hub, self.source, on_frame=self.metrics.observe_frame,
-                                    before_frame=self._heartbeats_in_frame)
+        self.frame_loop = FrameLoop(
+            settings, self.hub, self.source, on_frame=self.metrics.observe_frame, before_frame=self._heartbeats_in_frame
+        )
         self.hub.on_attach = self.frame_loop.clock.wake
         self.replayer = Replayer(self.frame_loop)
         self._faults_reported = 0
@@ -162,16 +164,19 @@ class Server:
         if log_ is None:
             return
         dropped = log_.stats.dropped
-        if (log_.available and dropped == self._faults_reported) or now - self._fault_reported_at < PERSISTENCE_REPORT_INTERVAL:
+        if (
+            log_.available and dropped == self._faults_reported
+        ) or now - self._fault_reported_at < PERSISTENCE_REPORT_INTERVAL:
             return  # healthy, or reported recently; an unavailable log is reported every interval
         self._faults_reported, self._fault_reported_at = dropped, now
-        self.hub.publish(messages.error_event(
-            ErrorCode.PERSISTENCE_DEGRADED,
-            "Event persistence is degraded: messages are streamed live but may not be recorded "
-            "for resume after a restart or for replay.",
-            details={"reason": (log_.stats.error or "")[:300], "dropped": log_.stats.dropped},
-        ))
-
+        self.hub.publish(
+            messages.error_event(
+                ErrorCode.PERSISTENCE_DEGRADED,
+                "Event persistence is degraded: messages are streamed live but may not be recorded "
+                "for resume after a restart or for replay.",
+                details={"reason": (log_.stats.error or "")[:300], "dropped": log_.stats.dropped},
+            )
+        )
 
     def add_connection(self, connection: Connection) -> None:
         self.connections.add(connection)
@@ -233,8 +238,7 @@ class Server:
         events: list[Event] = []
         for index, item in enumerate(items):
             if not isinstance(item, dict) or item.get("type") not in PUBLISHABLE_TYPES:
-                return 422, {"error": "unknown or missing type", "index": index,
-                             "accepted": sorted(PUBLISHABLE_TYPES)}
+                return 422, {"error": "unknown or missing type", "index": index, "accepted": sorted(PUBLISHABLE_TYPES)}
             frame_number = item.get("frameNumber")
             if item["type"] in FRAME_BOUND_TYPES and frame_number is None:
                 frame_number = self.frame_loop.frame_number
@@ -269,7 +273,7 @@ class Server:
             for start in range(0, len(events), chunk):
                 if start:
                     await self._wait_for_room(chunk)
-                published = await self.frame_loop.publish_in_next_frame(events[start:start + chunk])
+                published = await self.frame_loop.publish_in_next_frame(events[start : start + chunk])
                 seqs.extend(outbound.seq if outbound else None for outbound in published)
         return seqs
 
@@ -310,12 +314,16 @@ def _open_event_log(settings: Settings) -> EventLog | None:
     return event_log
 
 
-
 def build_source(settings: Settings) -> EnergySource:
     """The energy source that settings.source names: a real model (with its council) or the simulator."""
     if settings.source == "sim":
-        return SimulatedModel(settings.model_id, council=settings.council, seed=settings.seed,
-                              frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
+        return SimulatedModel(
+            settings.model_id,
+            council=settings.council,
+            seed=settings.seed,
+            frame_rate=settings.frame_rate,
+            field_every_frames=settings.field_every_frames,
+        )
     primary = build_backend(settings.source, settings)
     council = []
     for member in settings.council_with:
@@ -327,8 +335,14 @@ def build_source(settings: Settings) -> EnergySource:
         if backend.model_id in seen:
             backend.model_id = f"{backend.model_id}-{index}"
         seen.add(backend.model_id)
-    return LiveSource(primary, council, max_tokens=settings.max_tokens, top_k=settings.top_logprobs,
-                      frame_rate=settings.frame_rate, field_every_frames=settings.field_every_frames)
+    return LiveSource(
+        primary,
+        council,
+        max_tokens=settings.max_tokens,
+        top_k=settings.top_logprobs,
+        frame_rate=settings.frame_rate,
+        field_every_frames=settings.field_every_frames,
+    )
 
 
 def create_app(settings: Settings | None = None, wire_stats: WireStats | None = None) -> ASGIApp:
@@ -348,8 +362,14 @@ def create_app(settings: Settings | None = None, wire_stats: WireStats | None = 
         finally:
             await server.stop()
 
-    app = FastAPI(title="WIRTHFORGE real-time transport", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="WIRTHFORGE real-time transport",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.server = server
     app.include_router(prompt_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
@@ -387,8 +407,9 @@ def create_app(settings: Settings | None = None, wire_stats: WireStats | None = 
         if chosen is None:
             log.warning("refused websocket: only unknown subprotocols offered")
             await websocket.send_denial_response(
-                PlainTextResponse(f"unsupported subprotocol; offer one of {', '.join(SUBPROTOCOLS)} or none\n",
-                                  status_code=400)
+                PlainTextResponse(
+                    f"unsupported subprotocol; offer one of {', '.join(SUBPROTOCOLS)} or none\n", status_code=400
+                )
             )
             return
         version, subprotocol = chosen
@@ -420,8 +441,11 @@ def create_app(settings: Settings | None = None, wire_stats: WireStats | None = 
 def serve(settings: Settings) -> None:
     """Run the server until SIGINT or SIGTERM."""
     if settings.frame_rate != 60:
-        log.warning("frame rate %g: protocol 1.0 requires 60, so 1.0 clients will not get a valid "
-                    "startup_complete (it fails validation and is not sent); use protocol 1.1", settings.frame_rate)
+        log.warning(
+            "frame rate %g: protocol 1.0 requires 60, so 1.0 clients will not get a valid "
+            "startup_complete (it fails validation and is not sent); use protocol 1.1",
+            settings.frame_rate,
+        )
     ensure_fd_limit(settings.max_connections)
     wire_stats = WireStats()
     # Our subclasses of uvicorn's httptools and websockets-sansio protocols:

@@ -57,12 +57,18 @@ class ServerMetrics:
     def __init__(self, snapshot: Callable[[], MetricCounters]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.tick_lateness = Histogram(
-            "tick_lateness_seconds", "How late each frame tick fired after its deadline (skipped time included).",
-            namespace=NAMESPACE, buckets=LATENESS_BUCKETS, registry=self.registry,
+            "tick_lateness_seconds",
+            "How late each frame tick fired after its deadline (skipped time included).",
+            namespace=NAMESPACE,
+            buckets=LATENESS_BUCKETS,
+            registry=self.registry,
         )
         self.frame_processing = Histogram(
-            "frame_processing_seconds", "Time to build, validate, serialise and fan out one frame.",
-            namespace=NAMESPACE, buckets=PROCESSING_BUCKETS, registry=self.registry,
+            "frame_processing_seconds",
+            "Time to build, validate, serialise and fan out one frame.",
+            namespace=NAMESPACE,
+            buckets=PROCESSING_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(_ServerCollector(snapshot))
 
@@ -90,26 +96,52 @@ class _ServerCollector:
         stats = counters.stats
         yield _gauge("connections", "Open WebSocket connections.", "protocol", counters.connections_by_protocol)
         yield _counter("messages_published", "Messages published by the hub, by type.", "type", stats.published)
-        yield _counter("messages_coalesced", "Energy frames replaced by a newer one in a client's queue.",
-                       "reason", stats.coalesced)
+        yield _counter(
+            "messages_coalesced",
+            "Energy frames replaced by a newer one in a client's queue.",
+            "reason",
+            stats.coalesced,
+        )
         yield _counter("messages_dropped", "Messages not sent, by reason.", "reason", stats.dropped)
         yield _counter("connections_closed", "Connections closed by the server, by reason.", "reason", stats.closed)
         closed_by_code: Mapping[str, int] = getattr(stats, "closed_by_code", {})
-        yield _counter("connections_closed_by_code", "Connections closed, by WebSocket close code.", "code",
-                       {str(code): n for code, n in closed_by_code.items()})
-        yield _counter("validation_failures", "Outbound messages that failed schema validation.", None,
-                       {"": stats.validation_failures})
-        yield _counter("refused_requests", "HTTP requests and WebSocket handshakes refused by the Origin/Host guard.",
-                       None, {"": counters.refused_requests})
+        yield _counter(
+            "connections_closed_by_code",
+            "Connections closed, by WebSocket close code.",
+            "code",
+            {str(code): n for code, n in closed_by_code.items()},
+        )
+        yield _counter(
+            "validation_failures",
+            "Outbound messages that failed schema validation.",
+            None,
+            {"": stats.validation_failures},
+        )
+        yield _counter(
+            "refused_requests",
+            "HTTP requests and WebSocket handshakes refused by the Origin/Host guard.",
+            None,
+            {"": counters.refused_requests},
+        )
         yield _counter("frames_built", "Energy frames built.", None, {"": counters.frames_built})
-        yield _counter("frames_skipped", "Frame ticks skipped because the loop fell a period behind.", None,
-                       {"": counters.frames_skipped})
-        yield _counter("frame_budget_overruns", "Frames whose processing exceeded the frame budget.", None,
-                       {"": counters.budget_overruns})
+        yield _counter(
+            "frames_skipped",
+            "Frame ticks skipped because the loop fell a period behind.",
+            None,
+            {"": counters.frames_skipped},
+        )
+        yield _counter(
+            "frame_budget_overruns",
+            "Frames whose processing exceeded the frame budget.",
+            None,
+            {"": counters.budget_overruns},
+        )
         depths = counters.queued_messages
-        queue = GaugeMetricFamily(f"{NAMESPACE}_send_queue_messages",
-                                  "Messages waiting in client send queues: total and the deepest one.",
-                                  labels=["aggregate"])
+        queue = GaugeMetricFamily(
+            f"{NAMESPACE}_send_queue_messages",
+            "Messages waiting in client send queues: total and the deepest one.",
+            labels=["aggregate"],
+        )
         queue.add_metric(["total"], sum(depths))
         queue.add_metric(["max"], max(depths, default=0))
         yield queue

@@ -75,7 +75,7 @@ async def start_prompt(request: Request) -> JSONResponse:
     except orjson.JSONDecodeError:
         return _error(400, "the body is not JSON")
     if not isinstance(data, dict):
-        return _error(422, "send a JSON object: {\"prompt\": \"...\"}")
+        return _error(422, 'send a JSON object: {"prompt": "..."}')
     unknown = sorted(set(data) - FIELDS)
     if unknown:
         return _error(422, "unknown fields", fields=unknown, accepted=sorted(FIELDS))

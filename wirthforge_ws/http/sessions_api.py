@@ -25,8 +25,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..protocol import messages
-from ..storage.event_log import EventLog, Recording, StoredMessage
 from ..sources.replay import MAX_SPEED, ReplaySource
+from ..storage.event_log import EventLog, Recording, StoredMessage
 
 router = APIRouter(prefix="/api")
 
@@ -52,8 +52,9 @@ async def list_sessions(request: Request, limit: int = 100, before: float | None
     return JSONResponse({"sessions": [r.as_json() for r in recordings], "recording": True})
 
 
-async def _selection(log: EventLog, key: str, start: float | None, end: float | None
-                     ) -> tuple[Recording | None, tuple[float, float] | None] | None:
+async def _selection(
+    log: EventLog, key: str, start: float | None, end: float | None
+) -> tuple[Recording | None, tuple[float, float] | None] | None:
     """A recording by id, or a time range; None when neither exists."""
     if key == "range":
         if start is None or end is None or end < start:
@@ -65,8 +66,9 @@ async def _selection(log: EventLog, key: str, start: float | None, end: float | 
     return None if recording is None else (recording, None)
 
 
-def _reader(log: EventLog, recording: Recording | None,
-            span: tuple[float, float] | None) -> Callable[[int], list[StoredMessage]]:
+def _reader(
+    log: EventLog, recording: Recording | None, span: tuple[float, float] | None
+) -> Callable[[int], list[StoredMessage]]:
     """A pager over the selection: fetch(after_seq) gives the next rows, [] at the end (call in a thread)."""
 
     def fetch(after: int) -> list[StoredMessage]:
@@ -95,8 +97,7 @@ async def export_session(request: Request, key: str) -> Response:
             page = await asyncio.to_thread(fetch, after)
             if not page:
                 return
-            yield b"".join(orjson.dumps(messages.envelope("1.1", m.event, m.timestamp_ms, m.seq)) + b"\n"
-                           for m in page)
+            yield b"".join(orjson.dumps(messages.envelope("1.1", m.event, m.timestamp_ms, m.seq)) + b"\n" for m in page)
             after = page[-1].seq
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
@@ -139,8 +140,10 @@ async def start_replay(request: Request) -> Response:
     model_id = recording.model_id if recording is not None and recording.model_id else server.settings.model_id
     source = ReplaySource(recorded, speed=float(speed), model_id=model_id, label=f"replay-{original}"[:200])
     await server.replayer.start(source, key if recording is not None else f"range:{selected[1]}")
-    return JSONResponse({"replaying": key, "messages": len(recorded), "speed": speed,
-                         "durationSeconds": round(source.duration, 3)}, status_code=202)
+    return JSONResponse(
+        {"replaying": key, "messages": len(recorded), "speed": speed, "durationSeconds": round(source.duration, 3)},
+        status_code=202,
+    )
 
 
 @router.post("/replay/stop")

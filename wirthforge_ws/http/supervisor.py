@@ -124,6 +124,8 @@ class Supervisor:
             elif ago is not None and ago < DEGRADED_FOR:
                 if status == "ok":
                     status = "degraded"
-                problems.append(f"{supervised.name} task died ({supervised.reason}) {ago:.0f} s ago "
-                                f"and was restarted ({supervised.deaths} deaths)")
+                problems.append(
+                    f"{supervised.name} task died ({supervised.reason}) {ago:.0f} s ago "
+                    f"and was restarted ({supervised.deaths} deaths)"
+                )
         return status, problems, details

@@ -143,9 +143,7 @@ class SchemaSet:
 
         self._outbound = {version: compile_dir(version) for version in PROTOCOL_VERSIONS}
         self._inbound = compile_dir(INBOUND)
-        self._outbound_types = {
-            version: frozenset(validators) for version, validators in self._outbound.items()
-        }
+        self._outbound_types = {version: frozenset(validators) for version, validators in self._outbound.items()}
         self._inbound_types = frozenset(self._inbound)
         # Names that may appear in an error path: anything else came from the
         # message (a stray key) and is masked.
@@ -217,9 +215,7 @@ class SchemaSet:
         if not isinstance(message["type"], str):
             return MessageValidationError("type must be string", "/type", keyword="type")
         where = f"protocol {version}" if version else "client messages"
-        return MessageValidationError(
-            f"unknown message type for {where}", "/type", keyword="type", unknown_type=True
-        )
+        return MessageValidationError(f"unknown message type for {where}", "/type", keyword="type", unknown_type=True)
 
     def _translate(self, exc: JsonSchemaValueException) -> MessageValidationError:
         parts: list[str | int] = []
@@ -230,9 +226,7 @@ class SchemaSet:
                 parts.append(part)
             else:
                 parts.append("*")
-        pointer = "".join(
-            "/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts
-        )
+        pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
         location = ""
         for p in parts:
             location += f"[{p}]" if isinstance(p, int) else (f".{p}" if location else p)
@@ -305,15 +299,13 @@ def _load_documents(schema_dir: Path) -> dict[str, dict[str, Any]]:
     return documents
 
 
-def _message_schemas(
-    documents: Mapping[str, dict[str, Any]], subdir: str
-) -> Iterator[tuple[str, str]]:
+def _message_schemas(documents: Mapping[str, dict[str, Any]], subdir: str) -> Iterator[tuple[str, str]]:
     """Yield ``(message type, $id)`` for each file of ``schemas/<subdir>/``."""
     prefix = f"{BASE_URI}{subdir}/"
     for uri, document in sorted(documents.items()):
-        if not uri.startswith(prefix) or "/" in uri[len(prefix):]:
+        if not uri.startswith(prefix) or "/" in uri[len(prefix) :]:
             continue
-        message_type = uri[len(prefix):].removesuffix(".json")
+        message_type = uri[len(prefix) :].removesuffix(".json")
         declared = document.get("properties", {}).get("type", {}).get("const")
         if declared != message_type:
             raise ValueError(f"{uri}: properties.type.const must be {message_type!r}")
@@ -384,6 +376,5 @@ def _reference_registry(schema_dir: Path) -> Any:
 
     documents = _load_documents(schema_dir)
     return Registry(retrieve=refuse).with_resources(  # type: ignore[call-arg]
-        (uri, Resource.from_contents(document, default_specification=DRAFT7))
-        for uri, document in documents.items()
+        (uri, Resource.from_contents(document, default_specification=DRAFT7)) for uri, document in documents.items()
     )

@@ -32,11 +32,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..protocol import messages
-from .backends.adapters import ModelBackend, Piece, SourceError
 from ..energy.meter import EnergyMeter, EnergyReading, jensen_shannon
-from ..protocol.messages import Event
+from ..protocol import messages
 from ..protocol.codes import ErrorCode
+from ..protocol.messages import Event
+from .backends.adapters import ModelBackend, Piece, SourceError
 from .simulated import FrameActivity, energy_field_wave
 
 log = logging.getLogger("wirthforge.live")
@@ -97,8 +97,16 @@ class Generation:
 class LiveSource:
     """Real models behind the frame loop's ``step()``; see the module docstring."""
 
-    def __init__(self, primary: ModelBackend, council: Sequence[ModelBackend] = (), *, max_tokens: int = 256,
-                 top_k: int = 5, frame_rate: float = 60.0, field_every_frames: int = 6) -> None:
+    def __init__(
+        self,
+        primary: ModelBackend,
+        council: Sequence[ModelBackend] = (),
+        *,
+        max_tokens: int = 256,
+        top_k: int = 5,
+        frame_rate: float = 60.0,
+        field_every_frames: int = 6,
+    ) -> None:
         self.backends = [primary, *council]
         self.max_tokens = max_tokens
         self.top_k = top_k
@@ -222,8 +230,15 @@ class LiveSource:
             for member in closing.members:
                 _, ended = self._drain(member, now, events, closing.session_id)
                 if ended:
-                    events.append(messages.token_stream(tokens=[], is_complete=True, session_id=closing.session_id,
-                                                        model_id=member.model_id, energy_cost=0.0))
+                    events.append(
+                        messages.token_stream(
+                            tokens=[],
+                            is_complete=True,
+                            session_id=closing.session_id,
+                            model_id=member.model_id,
+                            energy_cost=0.0,
+                        )
+                    )
         self._closing = [g for g in self._closing if not all(member.ended for member in g.members)]
         generation = self._current
         if generation is not None:
@@ -232,12 +247,23 @@ class LiveSource:
                 if index == 0:
                     tokens, complete = texts, ended
                 elif texts or ended:
-                    events.append(messages.token_stream(tokens=texts, is_complete=ended, session_id=session_id,
-                                                        model_id=member.model_id, energy_cost=0.01 * len(texts)))
+                    events.append(
+                        messages.token_stream(
+                            tokens=texts,
+                            is_complete=ended,
+                            session_id=session_id,
+                            model_id=member.model_id,
+                            energy_cost=0.01 * len(texts),
+                        )
+                    )
             if all(member.ended for member in generation.members):
                 self._current = None
         reading = self._meters[self._primary_id].update(now, len(tokens))
-        wave = energy_field_wave(frame_number, reading, self._primary_id) if frame_number % self._field_every == 0 else None
+        wave = (
+            energy_field_wave(frame_number, reading, self._primary_id)
+            if frame_number % self._field_every == 0
+            else None
+        )
         if generation is not None and len(generation.members) > 1 and frame_number % self._council_every == 0:
             events += self._council_events(frame_number, now, generation, reading)
         events += self._rewards(tokens, complete)
@@ -268,12 +294,17 @@ class LiveSource:
     def _error_event(member: Member, error: SourceError, session_id: str) -> Event:
         log.warning("model source %s (%s) failed: %s", member.backend.kind, member.model_id, error.code.value)
         return messages.error_event(
-            error.code, error.message, severity="error", recoverable=True, component="model",
+            error.code,
+            error.message,
+            severity="error",
+            recoverable=True,
+            component="model",
             details={"source": member.backend.kind, "modelId": member.model_id, "sessionId": session_id},
         )
 
-    def _council_events(self, frame_number: int, now: float, generation: Generation,
-                        reading: EnergyReading) -> list[Event]:
+    def _council_events(
+        self, frame_number: int, now: float, generation: Generation, reading: EnergyReading
+    ) -> list[Event]:
         """Interference from the members' real disagreement; resonance when they agree at one rhythm."""
         voices = [member for member in generation.members if member.latest_top_k and not member.ended]
         if len(voices) < 2:
@@ -287,17 +318,30 @@ class LiveSource:
         coherence = 1.0 - divergence
         models = [member.model_id for member in voices]
         pattern = "constructive" if divergence < 0.2 else "destructive" if divergence > 0.5 else "neutral"
-        events = [messages.interference_event(frame_number=frame_number, pattern_type=pattern, models=models,
-                                              intensity=reading.level * coherence, coherence=coherence)]
+        events = [
+            messages.interference_event(
+                frame_number=frame_number,
+                pattern_type=pattern,
+                models=models,
+                intensity=reading.level * coherence,
+                coherence=coherence,
+            )
+        ]
         rates = [member.tokens_per_second(now) for member in voices]
         in_rhythm = min(rates) > 0 and min(rates) / max(rates) >= RESONANCE_RHYTHM
         if coherence >= RESONANCE_COHERENCE and in_rhythm and now - self._last_resonance > RESONANCE_GAP_S:
             self._last_resonance = now
             kind = "fundamental" if coherence > 0.95 else "harmonic" if coherence > 0.9 else "overtone"
-            events.append(messages.resonance_event(
-                frame_number=frame_number, resonance_type=kind, frequency=sum(rates) / len(rates),
-                amplitude=reading.level, participants=models, phase=(frame_number * 6.0) % 360.0,
-            ))
+            events.append(
+                messages.resonance_event(
+                    frame_number=frame_number,
+                    resonance_type=kind,
+                    frequency=sum(rates) / len(rates),
+                    amplitude=reading.level,
+                    participants=models,
+                    phase=(frame_number * 6.0) % 360.0,
+                )
+            )
         return events
 
     def _rewards(self, tokens: list[str], complete: bool) -> list[Event]:
@@ -306,10 +350,22 @@ class LiveSource:
         self._tokens_total += len(tokens)
         if tokens and self._tokens_total // 100 > before // 100:
             count = (self._tokens_total // 100) * 100
-            events.append(messages.reward_event(reward_type="milestone", title=f"{count} tokens", points=10,
-                                                energy_bonus=0.05,
-                                                description=f"The model has produced {count} tokens since the server started."))
+            events.append(
+                messages.reward_event(
+                    reward_type="milestone",
+                    title=f"{count} tokens",
+                    points=10,
+                    energy_bonus=0.05,
+                    description=f"The model has produced {count} tokens since the server started.",
+                )
+            )
         if complete and self._responses == 1 and self._tokens_total:
-            events.append(messages.reward_event(reward_type="achievement", title="First response", points=5,
-                                                description="A real model's answer flowed through the field."))
+            events.append(
+                messages.reward_event(
+                    reward_type="achievement",
+                    title="First response",
+                    points=5,
+                    description="A real model's answer flowed through the field.",
+                )
+            )
         return events

@@ -20,9 +20,9 @@ import logging
 from collections.abc import Sequence
 
 from ..energy.meter import EnergyReading
-from ..stream.frame_loop import FrameLoop
 from ..protocol.messages import Event
 from ..storage.event_log import StoredMessage
+from ..stream.frame_loop import FrameLoop
 from .simulated import EnergySource, FrameActivity
 
 log = logging.getLogger("wirthforge.replay")
@@ -77,8 +77,9 @@ class ReplaySource:
                 events.append(Event(event.type, event.payload, frame_number))  # the loop's own frame numbers
             else:
                 events.append(event)
-        self.finished = self._next >= len(messages) and cursor_ms >= (self._frame_times[-1] if self._frame_times
-                                                                        else self._origin_ms)
+        self.finished = self._next >= len(messages) and cursor_ms >= (
+            self._frame_times[-1] if self._frame_times else self._origin_ms
+        )
         return FrameActivity(tokens, self._reading(cursor_ms), session_id, complete, events)
 
     def _reading(self, cursor_ms: float) -> EnergyReading:
@@ -100,12 +101,19 @@ class ReplaySource:
         delta, self._level = level - self._level, level
         # Choose speed, certainty and friction so that EnergyReading.distribution()
         # gives back the recorded split: its weights are 0.5 s, 0.3 c and 0.2 f.
-        gen, att, rea = ((shares.get("generation", 0.0), shares.get("attention", 0.0), shares.get("reasoning", 0.0))
-                         if isinstance(shares, dict) else (level, 0.0, 0.0))
+        gen, att, rea = (
+            (shares.get("generation", 0.0), shares.get("attention", 0.0), shares.get("reasoning", 0.0))
+            if isinstance(shares, dict)
+            else (level, 0.0, 0.0)
+        )
         scale = level / (gen + att + rea) if gen + att + rea > 0 else 0.0
         return EnergyReading(
-            level=level, delta=delta, speed=gen * scale / 0.5, certainty=att * scale / 0.3,
-            friction=rea * scale / 0.2, tokens_per_second=0.0,
+            level=level,
+            delta=delta,
+            speed=gen * scale / 0.5,
+            certainty=att * scale / 0.3,
+            friction=rea * scale / 0.2,
+            tokens_per_second=0.0,
         )
 
 
@@ -149,5 +157,10 @@ class Replayer:
         source = self.current
         if source is None:
             return {"active": False}
-        return {"active": True, "recording": self.recording_id, "speed": source.speed,
-                "durationSeconds": round(source.duration, 3), "progress": round(source.progress, 4)}
+        return {
+            "active": True,
+            "recording": self.recording_id,
+            "speed": source.speed,
+            "durationSeconds": round(source.duration, 3),
+            "progress": round(source.progress, 4),
+        }

@@ -16,8 +16,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..protocol import messages
 from ..energy.meter import EnergyMeter, EnergyReading, jensen_shannon
+from ..protocol import messages
 from ..protocol.messages import Event
 
 TOP_K = 5
@@ -52,7 +52,11 @@ def energy_field_wave(frame_number: int, reading: EnergyReading, model_id: str) 
         x = i / 11
         wave = math.sin(2 * math.pi * x + phase)
         points.append(
-            {"x": round(x, 4), "y": round(0.5 + 0.4 * reading.level * wave, 4), "energy": round(reading.level * (0.6 + 0.4 * abs(wave)), 4)}
+            {
+                "x": round(x, 4),
+                "y": round(0.5 + 0.4 * reading.level * wave, 4),
+                "energy": round(reading.level * (0.6 + 0.4 * abs(wave)), 4),
+            }
         )
     kind = "lightning" if reading.is_burst else "stream"
     return messages.energy_field(
@@ -62,10 +66,45 @@ def energy_field_wave(frame_number: int, reading: EnergyReading, model_id: str) 
 
 # A small vocabulary, Unicode included, so clients see realistic token text.
 _WORDS = (
-    " the", " energy", " flows", " through", " a", " local", " model", ",", " and", " every",
-    " token", " lights", " up", " the", " field", ".", " Resonance", " builds", " when",
-    " minds", " agree", ";", " interference", " when", " they", " don't", " —", " café",
-    " naïve", " 東京", " → ", " ✨", " λ", " of", " thought", " in", " real", " time", "\n",
+    " the",
+    " energy",
+    " flows",
+    " through",
+    " a",
+    " local",
+    " model",
+    ",",
+    " and",
+    " every",
+    " token",
+    " lights",
+    " up",
+    " the",
+    " field",
+    ".",
+    " Resonance",
+    " builds",
+    " when",
+    " minds",
+    " agree",
+    ";",
+    " interference",
+    " when",
+    " they",
+    " don't",
+    " —",
+    " café",
+    " naïve",
+    " 東京",
+    " → ",
+    " ✨",
+    " λ",
+    " of",
+    " thought",
+    " in",
+    " real",
+    " time",
+    "\n",
 )
 
 
@@ -209,18 +248,27 @@ class SimulatedModel:
             count = (self._tokens_total // 100) * 100
             events.append(
                 messages.reward_event(
-                    reward_type="milestone", title=f"{count} tokens", points=10, energy_bonus=0.05,
+                    reward_type="milestone",
+                    title=f"{count} tokens",
+                    points=10,
+                    energy_bonus=0.05,
                     description=f"The model has produced {count} tokens in this run.",
                 )
             )
         if tokens and self._tokens_total // 500 > before // 500 and self._level < 5:
             self._level += 1
             events.append(
-                messages.reward_event(reward_type="level_up", title=f"Level {self._level}", points=50, level=self._level)
+                messages.reward_event(
+                    reward_type="level_up", title=f"Level {self._level}", points=50, level=self._level
+                )
             )
         if complete and self._responses == 1:
             events.append(
-                messages.reward_event(reward_type="achievement", title="First response", points=5,
-                                      description="A full response flowed through the field.")
+                messages.reward_event(
+                    reward_type="achievement",
+                    title="First response",
+                    points=5,
+                    description="A full response flowed through the field.",
+                )
             )
         return events

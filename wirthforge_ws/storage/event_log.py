@@ -47,8 +47,8 @@ from typing import Any
 
 import orjson
 
-from ..protocol.messages import Event
 from ..protocol.codes import CHANNEL_OF, LATEST_WINS_CHANNEL
+from ..protocol.messages import Event
 
 try:  # POSIX only; elsewhere two servers on one file are not detected
     import fcntl
@@ -206,7 +206,9 @@ class EventLog:
         self._lock_file: int | None = None
         self._thread: threading.Thread | None = None
         self._writer: sqlite3.Connection | None = None
-        self._open_recordings: dict[str, list[Any]] = {}  # session_id -> [id, model, start, end, tokens, msgs, complete]
+        self._open_recordings: dict[
+            str, list[Any]
+        ] = {}  # session_id -> [id, model, start, end, tokens, msgs, complete]
 
     # -- opening ------------------------------------------------------------
 
@@ -263,8 +265,7 @@ class EventLog:
             if isinstance(error, sqlite3.OperationalError) and not _is_corruption(error):
                 raise  # unreadable or read-only: moving it would not help
             aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-            log.error("event log %s is unusable (%s); moved it to %s and starting a fresh one",
-                      self.path, error, aside)
+            log.error("event log %s is unusable (%s); moved it to %s and starting a fresh one", self.path, error, aside)
             for suffix in ("", "-wal", "-shm"):
                 source = Path(f"{self.path}{suffix}")
                 if source.exists():
@@ -322,16 +323,24 @@ class EventLog:
         self.lost_through = int(meta.get("lost_through", 0))
         self.committed_through = base
         self._reserved = self._reserve_requested = base + SEQ_BLOCK
-        self._write_meta(connection, {
-            "epoch": self.epoch, "seq_reserved": self._reserved, "clean_shutdown": 0, "crash_seq": self.crash_seq,
-        })
+        self._write_meta(
+            connection,
+            {
+                "epoch": self.epoch,
+                "seq_reserved": self._reserved,
+                "clean_shutdown": 0,
+                "crash_seq": self.crash_seq,
+            },
+        )
         if self.previous_run_crashed:
             log.warning("the previous run did not shut down cleanly; messages after seq %d may be lost", newest)
 
     @staticmethod
     def _write_meta(connection: sqlite3.Connection, values: dict[str, object]) -> None:
-        connection.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                               [(key, str(value)) for key, value in values.items()])
+        connection.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [(key, str(value)) for key, value in values.items()],
+        )
 
     def _unavailable(self, reason: str) -> None:
         log.error("event log unavailable, running without persistence: %s", reason)
@@ -453,8 +462,19 @@ class EventLog:
             connection.executemany(
                 "INSERT OR IGNORE INTO events (seq, type, channel, reliable, frame_number, timestamp_ms, recording, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.seq, r.type, CHANNEL_OF[r.type], int(r.reliable), r.frame_number, r.timestamp_ms,
-                  self._recording_of(connection, r), orjson.dumps(r.payload)) for r in batch],
+                [
+                    (
+                        r.seq,
+                        r.type,
+                        CHANNEL_OF[r.type],
+                        int(r.reliable),
+                        r.frame_number,
+                        r.timestamp_ms,
+                        self._recording_of(connection, r),
+                        orjson.dumps(r.payload),
+                    )
+                    for r in batch
+                ],
             )
             meta: dict[str, object] = {"seq_reserved": reserve}
             if self.lost_through:
@@ -482,8 +502,9 @@ class EventLog:
         current[4] += tokens
         current[5] += 1
         current[6] = int(complete)
-        connection.execute("INSERT OR REPLACE INTO recordings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (current[0], session_id, *current[1:]))
+        connection.execute(
+            "INSERT OR REPLACE INTO recordings VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (current[0], session_id, *current[1:])
+        )
         if complete:
             del self._open_recordings[session_id]
         return int(current[0])
@@ -500,8 +521,9 @@ class EventLog:
                 count = connection.execute("SELECT count(*) FROM events").fetchone()[0]
                 if not count:
                     break
-                boundary = connection.execute("SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?",
-                                              (max(count // 10, 1) - 1,)).fetchone()[0]
+                boundary = connection.execute(
+                    "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (max(count // 10, 1) - 1,)
+                ).fetchone()[0]
                 deleted += self._delete_where(connection, "seq <= ?", (boundary,))
             if deleted:
                 self.stats.pruned += deleted
@@ -514,10 +536,13 @@ class EventLog:
         connection.execute("BEGIN IMMEDIATE")
         try:
             newest_gone = connection.execute(
-                f"SELECT max(seq) FROM events WHERE reliable = 1 AND {condition}", args).fetchone()[0]
+                f"SELECT max(seq) FROM events WHERE reliable = 1 AND {condition}", args
+            ).fetchone()[0]
             deleted = connection.execute(f"DELETE FROM events WHERE {condition}", args).rowcount
-            connection.execute("DELETE FROM recordings WHERE id NOT IN (SELECT DISTINCT recording FROM events "
-                               "WHERE recording IS NOT NULL)")
+            connection.execute(
+                "DELETE FROM recordings WHERE id NOT IN (SELECT DISTINCT recording FROM events "
+                "WHERE recording IS NOT NULL)"
+            )
             if newest_gone:
                 self.pruned_through = max(self.pruned_through, newest_gone)
                 self._write_meta(connection, {"pruned_through": self.pruned_through})
@@ -542,8 +567,9 @@ class EventLog:
     def _finish(self, connection: sqlite3.Connection) -> None:
         try:
             connection.execute("BEGIN IMMEDIATE")
-            self._write_meta(connection, {"clean_shutdown": 1, "seq_reserved": self._reserved,
-                                          "lost_through": self.lost_through})
+            self._write_meta(
+                connection, {"clean_shutdown": 1, "seq_reserved": self._reserved, "lost_through": self.lost_through}
+            )
             connection.execute("COMMIT")
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             log.info("event log closed cleanly (%d rows written this run)", self.stats.written)
@@ -558,13 +584,15 @@ class EventLog:
     # -- reading (from worker threads) --------------------------------------
 
     def _reader(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                     check_same_thread=False)
+        connection = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
         connection.execute("PRAGMA query_only=1")
         return connection
 
-    def read_reliable(self, after_seq: int, through_seq: int, channels: Iterable[str],
-                      limit: int) -> tuple[list[StoredMessage], bool]:
+    def read_reliable(
+        self, after_seq: int, through_seq: int, channels: Iterable[str], limit: int
+    ) -> tuple[list[StoredMessage], bool]:
         """Reliable messages with after_seq < seq <= through_seq on *channels*: the newest *limit*, oldest first.
 
         The flag says whether older ones were left out by the limit.
@@ -599,7 +627,9 @@ class EventLog:
         with closing(self._reader()) as connection:
             row = connection.execute(
                 "SELECT id, session_id, model_id, started_ms, ended_ms, tokens, messages, complete FROM recordings "
-                "WHERE id = ?", (recording_id,)).fetchone()
+                "WHERE id = ?",
+                (recording_id,),
+            ).fetchone()
         return None if row is None else Recording(*row[:7], bool(row[7]))
 
     def session_events(self, recording: Recording, *, after_seq: int = 0, limit: int = 1000) -> list[StoredMessage]:
@@ -620,8 +650,9 @@ class EventLog:
             ).fetchall()
         return [_stored(row) for row in rows]
 
-    def events_between(self, start_ms: float, end_ms: float, *, after_seq: int = 0,
-                       limit: int = 1000) -> list[StoredMessage]:
+    def events_between(
+        self, start_ms: float, end_ms: float, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[StoredMessage]:
         """Every recorded message of a time range except system messages, in seq order."""
         if not self.available:
             return []
@@ -660,7 +691,8 @@ class EventLog:
             "dropped": stats.dropped,
             "pruned": stats.pruned,
             "commits": stats.commits,
-            "lastCommitAgoMs": None if stats.last_commit is None
+            "lastCommitAgoMs": None
+            if stats.last_commit is None
             else round((time.monotonic() - stats.last_commit) * 1000.0, 1),
             "error": stats.error,
             "diskBytes": self.disk_bytes() if self.available else 0,

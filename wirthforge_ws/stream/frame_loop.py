@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..protocol import messages
-from .clock import FrameClock, Tick
-from .hub import Hub, Outbound
-from ..protocol.messages import Event
-from .rolling import RollingSamples
 from ..protocol.codes import ErrorCode
+from ..protocol.messages import Event
 from ..settings import Settings
 from ..sources.simulated import EnergySource
+from .clock import FrameClock, Tick
+from .hub import Hub, Outbound
+from .rolling import RollingSamples
 from .throttle import Throttle
 
 log = logging.getLogger("wirthforge.frame_loop")
@@ -95,8 +95,13 @@ class FrameLoop:
                 self.budget_overruns += 1
                 suppressed = self._overrun_warnings.ready(time.monotonic())
                 if suppressed is not None:
-                    log.warning("frame %d took %.1f ms (budget %.2f ms)%s", tick.frame_number, elapsed * 1000,
-                                budget * 1000, _folded(suppressed))
+                    log.warning(
+                        "frame %d took %.1f ms (budget %.2f ms)%s",
+                        tick.frame_number,
+                        elapsed * 1000,
+                        budget * 1000,
+                        _folded(suppressed),
+                    )
             if self._on_frame is not None and len(hub):  # idle ticks are not frames
                 self._on_frame(tick.lateness, elapsed)
 
@@ -106,8 +111,9 @@ class FrameLoop:
         late_ms = (tick.skipped * self.clock.period + tick.lateness) * 1000
         suppressed = self._skip_warnings.ready(now)
         if suppressed is not None:
-            log.warning("frame loop fell %.0f ms behind and skipped %d frames%s", late_ms, tick.skipped,
-                        _folded(suppressed))
+            log.warning(
+                "frame loop fell %.0f ms behind and skipped %d frames%s", late_ms, tick.skipped, _folded(suppressed)
+            )
         self._skipped_unreported += tick.skipped
         if self._skipped_unreported < NOTICE_MIN_SKIPPED or self._skip_notices.ready(now) is None:
             return
@@ -116,8 +122,11 @@ class FrameLoop:
             messages.error_event(
                 ErrorCode.FRAME_OVERRUN,
                 f"The server fell behind and skipped {skipped} energy frames.",
-                details={"framesSkipped": skipped, "lastDelayMs": round(late_ms, 1),
-                         "frameRate": self.settings.frame_rate},
+                details={
+                    "framesSkipped": skipped,
+                    "lastDelayMs": round(late_ms, 1),
+                    "frameRate": self.settings.frame_rate,
+                },
             )
         )
 

@@ -32,12 +32,12 @@ from typing import Protocol
 import orjson
 from websockets.frames import Frame, Opcode
 
-from ..protocol import messages
-from ..protocol.messages import Event
-from ..storage.event_log import EventLog
-from ..protocol.codes import LATEST_WINS_CHANNEL, ErrorCode
-from ..protocol.schemas import MessageValidationError, SchemaSet
 from ..connection.direct import WriteBatch
+from ..protocol import messages
+from ..protocol.codes import LATEST_WINS_CHANNEL, ErrorCode
+from ..protocol.messages import Event
+from ..protocol.schemas import MessageValidationError, SchemaSet
+from ..storage.event_log import EventLog
 
 log = logging.getLogger("wirthforge.hub")
 
@@ -185,8 +185,9 @@ class ResumePlan:
 class Hub:
     """Validates, serialises and fans out messages; remembers what resume needs."""
 
-    def __init__(self, schemas: SchemaSet, *, history_messages: int, history_seconds: float,
-                 durable: EventLog | None = None) -> None:
+    def __init__(
+        self, schemas: SchemaSet, *, history_messages: int, history_seconds: float, durable: EventLog | None = None
+    ) -> None:
         self.schemas = schemas
         self.epoch = secrets.token_hex(8)
         self.stats = HubStats()
@@ -224,17 +225,24 @@ class Hub:
         when memory suffices or there is no log.
         """
         durable = self.durable
-        if (durable is None or resume is None or resume.epoch != self.epoch
-                or resume.last_seq >= self._evicted_through or resume.last_seq > self._seq):
+        if (
+            durable is None
+            or resume is None
+            or resume.epoch != self.epoch
+            or resume.last_seq >= self._evicted_through
+            or resume.last_seq > self._seq
+        ):
             return None
         # Read before the query: every row up to it is committed, hence visible to the query.
         through = durable.committed_through
-        stored, cut = await asyncio.to_thread(durable.read_reliable, resume.last_seq, through, tuple(channels),
-                                              self._history_limit)
+        stored, cut = await asyncio.to_thread(
+            durable.read_reliable, resume.last_seq, through, tuple(channels), self._history_limit
+        )
         return Recall(through, [Outbound(m.event, m.seq, m.timestamp_ms, 0.0) for m in stored], cut)
 
-    def plan_resume(self, channels: Iterable[str], resume: ResumeRequest | None,
-                    recalled: Recall | None = None) -> ResumePlan:
+    def plan_resume(
+        self, channels: Iterable[str], resume: ResumeRequest | None, recalled: Recall | None = None
+    ) -> ResumePlan:
         """Work out what a (re)connecting client missed, without delivering anything yet.
 
         The caller sends startup_complete (which carries the result), queues
@@ -273,9 +281,14 @@ class Hub:
     def _recall_covers(self, last_seq: int, recalled: Recall | None) -> bool:
         """Whether the durable log held every reliable message from *last_seq* to the memory history."""
         durable = self.durable
-        return (durable is not None and recalled is not None and not recalled.cut
-                and recalled.through >= self._evicted_through
-                and last_seq >= durable.pruned_through and last_seq >= durable.lost_through)
+        return (
+            durable is not None
+            and recalled is not None
+            and not recalled.cut
+            and recalled.through >= self._evicted_through
+            and last_seq >= durable.pruned_through
+            and last_seq >= durable.lost_through
+        )
 
     def attach(self, subscriber: Subscriber, plan: ResumePlan | None = None) -> None:
         """Deliver the plan's replay and newest frames in seq order (if given), then the live stream.
@@ -429,8 +442,13 @@ class Hub:
         self.stats.validation_failures += 1
         self.stats.dropped["validation_failed"] += 1
         # The reason names a path, never a value: token text stays out of the log.
-        log.error("outbound %s (protocol %s) failed validation at %s: %s; not sent",
-                  message_type, version, error.path or "/", error.reason)
+        log.error(
+            "outbound %s (protocol %s) failed validation at %s: %s; not sent",
+            message_type,
+            version,
+            error.path or "/",
+            error.reason,
+        )
         if self._reporting_failure or message_type == "error_event":
             return
         self._reporting_failure = True

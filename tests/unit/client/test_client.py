@@ -19,7 +19,6 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Response
 
 from tests.timing import scaled
-
 from wirthforge_ws.client import (
     ArrivalRate,
     Backoff,
@@ -310,9 +309,15 @@ def test_handle_raw_dedupes_answers_heartbeats_and_counts() -> None:
                 _msg(type="energy_update", channel="energy", timestamp=now, seq=seq, frameNumber=frame, payload={}),
                 ws,  # type: ignore[arg-type]
             )
-        await client.handle_raw(_msg(type="reward_event", channel="reward", timestamp=now, seq=6, payload={"points": 1}))
-        await client.handle_raw(_msg(type="reward_event", channel="reward", timestamp=now, seq=6, payload={"points": 1}))
-        await client.handle_raw(_msg(type="reward_event", channel="reward", timestamp=now, seq=7, payload={"points": 2}))
+        await client.handle_raw(
+            _msg(type="reward_event", channel="reward", timestamp=now, seq=6, payload={"points": 1})
+        )
+        await client.handle_raw(
+            _msg(type="reward_event", channel="reward", timestamp=now, seq=6, payload={"points": 1})
+        )
+        await client.handle_raw(
+            _msg(type="reward_event", channel="reward", timestamp=now, seq=7, payload={"points": 2})
+        )
         heartbeat = {"sequence": 4, "serverTime": 1, "connectionId": "c"}
         await client.handle_raw(_msg(type="heartbeat", channel="system", timestamp=now, seq=8, payload=heartbeat), ws)  # type: ignore[arg-type]
         await client.handle_raw(b"not json")
@@ -624,8 +629,14 @@ async def test_dead_link_rule_is_three_announced_heartbeat_intervals_of_any_fram
         if len(sessions) == 1:
             for i in range(int(kept_alive_s / 0.05)):
                 await asyncio.sleep(0.05)
-                frame = {"type": "energy_update", "channel": "energy", "timestamp": 1.0, "seq": 101 + i,
-                         "frameNumber": i, "payload": {}}
+                frame = {
+                    "type": "energy_update",
+                    "channel": "energy",
+                    "timestamp": 1.0,
+                    "seq": 101 + i,
+                    "frameNumber": i,
+                    "payload": {},
+                }
                 await ws.send(orjson.dumps(frame).decode())
         await ws.wait_closed()  # then silence
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from wirthforge_ws.connection.connection import Connection, ConnectOptions, InvalidTransition, State
 from wirthforge_ws.protocol import messages
-from wirthforge_ws.connection.connection import ConnectOptions, Connection, InvalidTransition, State
-from wirthforge_ws.stream.hub import Hub
 from wirthforge_ws.protocol.schemas import SchemaSet
 from wirthforge_ws.settings import Settings
+from wirthforge_ws.stream.hub import Hub
 
 SCHEMAS = SchemaSet()
 NOMINAL = {"energy_update": 60.0, "energy_field": 10.0}
@@ -63,15 +63,22 @@ class FakeWebSocket:
         return [message["type"] for message in self.sent]
 
 
-def make(settings: Settings | None = None, *, query: dict[str, str] | None = None,
-         hub: Hub | None = None) -> tuple[Connection, FakeWebSocket, Hub]:
+def make(
+    settings: Settings | None = None, *, query: dict[str, str] | None = None, hub: Hub | None = None
+) -> tuple[Connection, FakeWebSocket, Hub]:
     settings = settings or Settings()
     if hub is None:
         hub = Hub(SCHEMAS, history_messages=settings.history_messages, history_seconds=settings.history_seconds)
     websocket = FakeWebSocket()
-    connection = Connection(websocket, hub=hub, settings=settings, version="1.1",  # type: ignore[arg-type]
-                            subprotocol="wirthforge.1.1",
-                            options=ConnectOptions.parse(query or {}, settings, "1.1"), nominal_rates=NOMINAL)
+    connection = Connection(
+        websocket,
+        hub=hub,
+        settings=settings,
+        version="1.1",  # type: ignore[arg-type]
+        subprotocol="wirthforge.1.1",
+        options=ConnectOptions.parse(query or {}, settings, "1.1"),
+        nominal_rates=NOMINAL,
+    )
     return connection, websocket, hub
 
 
@@ -174,8 +181,9 @@ async def test_a_replay_longer_than_the_send_queue_completes_in_order() -> None:
     settings = Settings(send_queue_limit=8, history_messages=1000)
     hub = Hub(SCHEMAS, history_messages=1000, history_seconds=120)
     published = [hub.publish(reward(i)) for i in range(100)]
-    connection, websocket, _ = make(settings, hub=hub,
-                                    query={"epoch": hub.epoch, "lastSeq": "0", "channels": "reward,system"})
+    connection, websocket, _ = make(
+        settings, hub=hub, query={"epoch": hub.epoch, "lastSeq": "0", "channels": "reward,system"}
+    )
     serving = asyncio.create_task(connection.serve())
     await settle(5)
     assert len(connection.outbox) <= 1, "the replay was copied into the queue instead of fed lazily"

@@ -29,10 +29,7 @@ from wirthforge_ws.protocol.schemas import (
     reference_validator,
 )
 
-UPSTREAM_SCHEMA = (
-    Path(__file__).resolve().parents[3].parent
-    / "shared/reference/WF-TECH-003-event-schemas.json"
-)
+UPSTREAM_SCHEMA = Path(__file__).resolve().parents[3].parent / "shared/reference/WF-TECH-003-event-schemas.json"
 
 OUTBOUND_TYPES = {
     "startup_complete",
@@ -75,66 +72,109 @@ TS = 1764101234567
 
 VALID_1_0: dict[str, dict[str, Any]] = {
     "startup_complete": {
-        "type": "startup_complete", "channel": "system", "timestamp": TS,
+        "type": "startup_complete",
+        "channel": "system",
+        "timestamp": TS,
         "payload": {
-            "model": "wirthforge-sim", "tier": "Mid-Tier", "version": "1.1.0",
-            "frameRate": 60, "capabilities": ["council", "visualization"],
+            "model": "wirthforge-sim",
+            "tier": "Mid-Tier",
+            "version": "1.1.0",
+            "frameRate": 60,
+            "capabilities": ["council", "visualization"],
         },
     },
     "energy_update": {
-        "type": "energy_update", "channel": "energy", "timestamp": TS + 17, "frameNumber": 1042,
+        "type": "energy_update",
+        "channel": "energy",
+        "timestamp": TS + 17,
+        "frameNumber": 1042,
         "payload": {
-            "totalEnergy": 0.62, "deltaEnergy": 0.013, "tokensGenerated": 1,
-            "processingTime": 0.05, "modelId": "wirthforge-sim",
+            "totalEnergy": 0.62,
+            "deltaEnergy": 0.013,
+            "tokensGenerated": 1,
+            "processingTime": 0.05,
+            "modelId": "wirthforge-sim",
             "energyDistribution": {"generation": 0.4, "attention": 0.12, "reasoning": 0.1},
         },
     },
     "energy_field": {
-        "type": "energy_field", "channel": "energy", "timestamp": TS + 100, "frameNumber": 1044,
+        "type": "energy_field",
+        "channel": "energy",
+        "timestamp": TS + 100,
+        "frameNumber": 1044,
         "payload": {
-            "fieldType": "lightning", "intensity": 0.7, "modelId": "wirthforge-sim",
+            "fieldType": "lightning",
+            "intensity": 0.7,
+            "modelId": "wirthforge-sim",
             "coordinates": [{"x": 0.1, "y": -2, "energy": 0.3}, {"x": 5, "y": 5, "energy": 0}],
         },
     },
     "token_stream": {
-        "type": "token_stream", "channel": "experience", "timestamp": TS + 20,
+        "type": "token_stream",
+        "channel": "experience",
+        "timestamp": TS + 20,
         "payload": {
             "tokens": ["Hello", ",", " w\u00f6rld \U0001f30d", "<b>not html</b>"],
-            "isComplete": False, "sessionId": "session-1", "modelId": "llama3_2-1b",
+            "isComplete": False,
+            "sessionId": "session-1",
+            "modelId": "llama3_2-1b",
             "energyCost": 0.02,
         },
     },
     "interference_event": {
-        "type": "interference_event", "channel": "council", "timestamp": TS + 30,
+        "type": "interference_event",
+        "channel": "council",
+        "timestamp": TS + 30,
         "frameNumber": 1050,
         "payload": {
-            "patternType": "constructive", "models": ["llama3_2-1b", "qwen2_5-0_5b"],
-            "intensity": 0.4, "coherenceScore": 0.8,
+            "patternType": "constructive",
+            "models": ["llama3_2-1b", "qwen2_5-0_5b"],
+            "intensity": 0.4,
+            "coherenceScore": 0.8,
         },
     },
     "resonance_event": {
-        "type": "resonance_event", "channel": "council", "timestamp": TS + 40, "frameNumber": 1051,
+        "type": "resonance_event",
+        "channel": "council",
+        "timestamp": TS + 40,
+        "frameNumber": 1051,
         "payload": {
-            "resonanceType": "harmonic", "frequency": 2.5, "amplitude": 0.6,
-            "participants": ["llama3_2-1b", "qwen2_5-0_5b", "phi3"], "phase": 90,
+            "resonanceType": "harmonic",
+            "frequency": 2.5,
+            "amplitude": 0.6,
+            "participants": ["llama3_2-1b", "qwen2_5-0_5b", "phi3"],
+            "phase": 90,
         },
     },
     "reward_event": {
-        "type": "reward_event", "channel": "reward", "timestamp": TS + 50,
+        "type": "reward_event",
+        "channel": "reward",
+        "timestamp": TS + 50,
         "payload": {
-            "rewardType": "milestone", "title": "First flow", "description": "Ten tokens in a row",
-            "points": 10, "level": 2, "energyBonus": 0.1,
+            "rewardType": "milestone",
+            "title": "First flow",
+            "description": "Ten tokens in a row",
+            "points": 10,
+            "level": 2,
+            "energyBonus": 0.1,
         },
     },
     "heartbeat": {
-        "type": "heartbeat", "channel": "system", "timestamp": TS + 1000,
+        "type": "heartbeat",
+        "channel": "system",
+        "timestamp": TS + 1000,
         "payload": {"sequence": 0, "serverTime": TS + 1000, "frameRate": 59.9, "connectionId": "c-1"},
     },
     "error_event": {
-        "type": "error_event", "channel": "system", "timestamp": TS + 60,
+        "type": "error_event",
+        "channel": "system",
+        "timestamp": TS + 60,
         "payload": {
-            "severity": "warning", "code": "INVALID_JSON", "message": "inbound frame is not JSON",
-            "component": "websocket", "details": {"reason": "x", "nested": [1, {"a": None}]},
+            "severity": "warning",
+            "code": "INVALID_JSON",
+            "message": "inbound frame is not JSON",
+            "component": "websocket",
+            "details": {"reason": "x", "nested": [1, {"a": None}]},
             "recoverable": True,
         },
     },
@@ -155,8 +195,12 @@ SESSION_1_1 = {
     "subscriptions": ["energy", "experience", "system"],
     "energyRateHz": 30,
     "limits": {
-        "maxMessageBytes": 65536, "messagesPerSecond": 100, "messageBurst": 200,
-        "sendQueueMessages": 1024, "sendTimeoutMs": 3000, "historyMessages": 10000,
+        "maxMessageBytes": 65536,
+        "messagesPerSecond": 100,
+        "messageBurst": 200,
+        "sendQueueMessages": 1024,
+        "sendTimeoutMs": 3000,
+        "historyMessages": 10000,
         "historySeconds": 120,
     },
     "resume": {"status": "none"},
@@ -199,8 +243,13 @@ def mutate(message: dict[str, Any], *ops: tuple[str, Any]) -> dict[str, Any]:
 # Payload mutations, per type: (label, ops, verdict). The same payloads are
 # used in both protocol versions, so each applies to 1.0 and 1.1.
 BAD_MODEL_IDS = [
-    ("dot", "llama3.2"), ("colon", "llama3:1b"), ("ollama name", "llama3.2:1b"),
-    ("space", "my model"), ("empty", ""), ("slash", "org/model"), ("non-ascii", "mod\u00e8le"),
+    ("dot", "llama3.2"),
+    ("colon", "llama3:1b"),
+    ("ollama name", "llama3.2:1b"),
+    ("space", "my model"),
+    ("empty", ""),
+    ("slash", "org/model"),
+    ("non-ascii", "mod\u00e8le"),
     ("trailing newline", "wirthforge-sim\n"),
 ]
 
@@ -412,8 +461,10 @@ def _envelope_cases(
     for key in valid:
         yield f"missing {key}", mutate(valid, (key, DELETE)), False
     for key in valid["payload"]:
-        yield f"missing payload.{key}", mutate(valid, (f"payload.{key}", DELETE)), not _required(
-            version, message_type, key
+        yield (
+            f"missing payload.{key}",
+            mutate(valid, (f"payload.{key}", DELETE)),
+            not _required(version, message_type, key),
         )
     yield "extra top-level key", mutate(valid, ("extra", 1)), False
     yield "extra payload key", mutate(valid, ("payload.extra", 1)), False
@@ -448,19 +499,13 @@ def _envelope_cases(
 
 _REQUIRED_PAYLOAD: dict[str, dict[str, set[str]]] = {
     version: {
-        t: set(
-            json.loads((SCHEMA_DIR / "1.0" / f"{t}.json").read_text())["definitions"]["payload"][
-                "required"
-            ]
-        )
+        t: set(json.loads((SCHEMA_DIR / "1.0" / f"{t}.json").read_text())["definitions"]["payload"]["required"])
         for t in OUTBOUND_TYPES
     }
     for version in PROTOCOL_VERSIONS
 }
 _REQUIRED_PAYLOAD["1.1"]["startup_complete"] = set(
-    json.loads((SCHEMA_DIR / "1.1" / "startup_complete.json").read_text())["definitions"][
-        "payload"
-    ]["required"]
+    json.loads((SCHEMA_DIR / "1.1" / "startup_complete.json").read_text())["definitions"]["payload"]["required"]
 )
 
 
@@ -493,62 +538,105 @@ OUTBOUND_CORPUS = list(_outbound_corpus())
 
 INBOUND_CORPUS: list[tuple[str, str, Any, bool]] = [
     # (label, type, message, verdict)
-    ("heartbeat_response valid", "heartbeat_response",
-     {"type": "heartbeat_response", "payload": {"sequence": 3}}, True),
-    ("heartbeat_response with clientTime and timestamp", "heartbeat_response",
-     {"type": "heartbeat_response", "payload": {"sequence": 3, "clientTime": TS + 0.25},
-      "timestamp": TS}, True),
-    ("heartbeat_response missing payload", "heartbeat_response",
-     {"type": "heartbeat_response"}, False),
-    ("heartbeat_response missing sequence", "heartbeat_response",
-     {"type": "heartbeat_response", "payload": {}}, False),
-    ("heartbeat_response sequence negative", "heartbeat_response",
-     {"type": "heartbeat_response", "payload": {"sequence": -1}}, False),
-    ("heartbeat_response sequence string", "heartbeat_response",
-     {"type": "heartbeat_response", "payload": {"sequence": "3"}}, False),
-    ("heartbeat_response clientTime string", "heartbeat_response",
-     {"type": "heartbeat_response", "payload": {"sequence": 3, "clientTime": "now"}}, False),
-    ("heartbeat_response extra payload key", "heartbeat_response",
-     {"type": "heartbeat_response", "payload": {"sequence": 3, "rtt": 1}}, False),
-    ("heartbeat_response extra top-level key", "heartbeat_response",
-     {"type": "heartbeat_response", "payload": {"sequence": 3}, "channel": "system"}, False),
-    ("heartbeat_response timestamp string", "heartbeat_response",
-     {"type": "heartbeat_response", "payload": {"sequence": 3}, "timestamp": "now"}, False),
-    ("subscribe valid", "subscribe",
-     {"type": "subscribe", "payload": {"channels": ["energy", "council"]}}, True),
-    ("subscribe all five", "subscribe",
-     {"type": "subscribe", "payload": {"channels": ["energy", "experience", "council", "reward", "system"]}},
-     True),
+    (
+        "heartbeat_response valid",
+        "heartbeat_response",
+        {"type": "heartbeat_response", "payload": {"sequence": 3}},
+        True,
+    ),
+    (
+        "heartbeat_response with clientTime and timestamp",
+        "heartbeat_response",
+        {"type": "heartbeat_response", "payload": {"sequence": 3, "clientTime": TS + 0.25}, "timestamp": TS},
+        True,
+    ),
+    ("heartbeat_response missing payload", "heartbeat_response", {"type": "heartbeat_response"}, False),
+    ("heartbeat_response missing sequence", "heartbeat_response", {"type": "heartbeat_response", "payload": {}}, False),
+    (
+        "heartbeat_response sequence negative",
+        "heartbeat_response",
+        {"type": "heartbeat_response", "payload": {"sequence": -1}},
+        False,
+    ),
+    (
+        "heartbeat_response sequence string",
+        "heartbeat_response",
+        {"type": "heartbeat_response", "payload": {"sequence": "3"}},
+        False,
+    ),
+    (
+        "heartbeat_response clientTime string",
+        "heartbeat_response",
+        {"type": "heartbeat_response", "payload": {"sequence": 3, "clientTime": "now"}},
+        False,
+    ),
+    (
+        "heartbeat_response extra payload key",
+        "heartbeat_response",
+        {"type": "heartbeat_response", "payload": {"sequence": 3, "rtt": 1}},
+        False,
+    ),
+    (
+        "heartbeat_response extra top-level key",
+        "heartbeat_response",
+        {"type": "heartbeat_response", "payload": {"sequence": 3}, "channel": "system"},
+        False,
+    ),
+    (
+        "heartbeat_response timestamp string",
+        "heartbeat_response",
+        {"type": "heartbeat_response", "payload": {"sequence": 3}, "timestamp": "now"},
+        False,
+    ),
+    ("subscribe valid", "subscribe", {"type": "subscribe", "payload": {"channels": ["energy", "council"]}}, True),
+    (
+        "subscribe all five",
+        "subscribe",
+        {"type": "subscribe", "payload": {"channels": ["energy", "experience", "council", "reward", "system"]}},
+        True,
+    ),
     ("subscribe empty list", "subscribe", {"type": "subscribe", "payload": {"channels": []}}, False),
-    ("subscribe unknown channel", "subscribe",
-     {"type": "subscribe", "payload": {"channels": ["energy", "bogus"]}}, False),
-    ("subscribe channels string", "subscribe",
-     {"type": "subscribe", "payload": {"channels": "energy"}}, False),
+    (
+        "subscribe unknown channel",
+        "subscribe",
+        {"type": "subscribe", "payload": {"channels": ["energy", "bogus"]}},
+        False,
+    ),
+    ("subscribe channels string", "subscribe", {"type": "subscribe", "payload": {"channels": "energy"}}, False),
     ("subscribe missing channels", "subscribe", {"type": "subscribe", "payload": {}}, False),
     ("subscribe missing payload", "subscribe", {"type": "subscribe"}, False),
-    ("subscribe extra payload key", "subscribe",
-     {"type": "subscribe", "payload": {"channels": ["energy"], "rateHz": 5}}, False),
-    ("unsubscribe valid", "unsubscribe",
-     {"type": "unsubscribe", "payload": {"channels": ["experience"]}, "timestamp": TS}, True),
-    ("unsubscribe system (refused in code, not by the schema)", "unsubscribe",
-     {"type": "unsubscribe", "payload": {"channels": ["system"]}}, True),
+    (
+        "subscribe extra payload key",
+        "subscribe",
+        {"type": "subscribe", "payload": {"channels": ["energy"], "rateHz": 5}},
+        False,
+    ),
+    (
+        "unsubscribe valid",
+        "unsubscribe",
+        {"type": "unsubscribe", "payload": {"channels": ["experience"]}, "timestamp": TS},
+        True,
+    ),
+    (
+        "unsubscribe system (refused in code, not by the schema)",
+        "unsubscribe",
+        {"type": "unsubscribe", "payload": {"channels": ["system"]}},
+        True,
+    ),
     ("unsubscribe empty list", "unsubscribe", {"type": "unsubscribe", "payload": {"channels": []}}, False),
-    ("unsubscribe channel number", "unsubscribe",
-     {"type": "unsubscribe", "payload": {"channels": [1]}}, False),
-    ("set_energy_rate valid", "set_energy_rate",
-     {"type": "set_energy_rate", "payload": {"rateHz": 30}}, True),
-    ("set_energy_rate fraction (range is checked in code)", "set_energy_rate",
-     {"type": "set_energy_rate", "payload": {"rateHz": 0.5}}, True),
-    ("set_energy_rate zero", "set_energy_rate",
-     {"type": "set_energy_rate", "payload": {"rateHz": 0}}, False),
-    ("set_energy_rate negative", "set_energy_rate",
-     {"type": "set_energy_rate", "payload": {"rateHz": -5}}, False),
-    ("set_energy_rate string", "set_energy_rate",
-     {"type": "set_energy_rate", "payload": {"rateHz": "30"}}, False),
-    ("set_energy_rate bool", "set_energy_rate",
-     {"type": "set_energy_rate", "payload": {"rateHz": True}}, False),
-    ("set_energy_rate missing rateHz", "set_energy_rate",
-     {"type": "set_energy_rate", "payload": {}}, False),
+    ("unsubscribe channel number", "unsubscribe", {"type": "unsubscribe", "payload": {"channels": [1]}}, False),
+    ("set_energy_rate valid", "set_energy_rate", {"type": "set_energy_rate", "payload": {"rateHz": 30}}, True),
+    (
+        "set_energy_rate fraction (range is checked in code)",
+        "set_energy_rate",
+        {"type": "set_energy_rate", "payload": {"rateHz": 0.5}},
+        True,
+    ),
+    ("set_energy_rate zero", "set_energy_rate", {"type": "set_energy_rate", "payload": {"rateHz": 0}}, False),
+    ("set_energy_rate negative", "set_energy_rate", {"type": "set_energy_rate", "payload": {"rateHz": -5}}, False),
+    ("set_energy_rate string", "set_energy_rate", {"type": "set_energy_rate", "payload": {"rateHz": "30"}}, False),
+    ("set_energy_rate bool", "set_energy_rate", {"type": "set_energy_rate", "payload": {"rateHz": True}}, False),
+    ("set_energy_rate missing rateHz", "set_energy_rate", {"type": "set_energy_rate", "payload": {}}, False),
 ]
 for _t in ("pause_energy", "resume_energy"):
     INBOUND_CORPUS += [

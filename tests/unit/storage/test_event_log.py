@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from wirthforge_ws.protocol import messages
-
-from wirthforge_ws.storage import event_log as persistence
-from wirthforge_ws.stream.hub import Hub, ResumeRequest
 from wirthforge_ws.protocol.messages import Event
-from wirthforge_ws.storage.event_log import EventLog, PersistenceLocked, StoredMessage
-from wirthforge_ws.sources.replay import ReplaySource
 from wirthforge_ws.protocol.schemas import SchemaSet
+from wirthforge_ws.sources.replay import ReplaySource
+from wirthforge_ws.storage import event_log as persistence
+from wirthforge_ws.storage.event_log import EventLog, PersistenceLocked, StoredMessage
+from wirthforge_ws.stream.hub import Hub, ResumeRequest
 
 MIB = 1024 * 1024
 
@@ -167,8 +166,9 @@ def test_a_second_log_on_the_same_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_full_queue_drops_instead_of_blocking(tmp_path: Path) -> None:
-    log = EventLog(tmp_path / "events.sqlite3", max_bytes=64 * MIB, max_age_seconds=3600.0, energy_rate=2.0,
-                   queue_limit=10)
+    log = EventLog(
+        tmp_path / "events.sqlite3", max_bytes=64 * MIB, max_age_seconds=3600.0, energy_rate=2.0, queue_limit=10
+    )
     log.open()
     log._queue.put(None)  # noqa: SLF001 - stop the writer so nothing drains the queue
     log._thread.join()  # type: ignore[union-attr]
@@ -184,8 +184,9 @@ def test_a_full_queue_drops_instead_of_blocking(tmp_path: Path) -> None:
 
 def test_energy_frames_are_thinned_to_the_recording_rate(tmp_path: Path) -> None:
     log = open_log(tmp_path / "events.sqlite3", energy_rate=2.0)
-    frame = messages.energy_update(frame_number=1, total_energy=0.5, delta_energy=0.0, tokens_generated=0,
-                                   processing_time_ms=1.0, model_id="m")
+    frame = messages.energy_update(
+        frame_number=1, total_energy=0.5, delta_energy=0.0, tokens_generated=0, processing_time_ms=1.0, model_id="m"
+    )
     now_ms = time.time() * 1000.0
     for i in range(120):  # two seconds of 60 Hz frames
         log.append(i + 1, frame, now_ms + i * 1000.0 / 60)
@@ -203,12 +204,27 @@ def test_replay_source_keeps_order_timing_and_uses_the_loops_frame_numbers() -> 
         return messages.token_stream(tokens=words, is_complete=complete, session_id="s1", model_id="m")
 
     recorded = [
-        stored(1, 1000.0, messages.energy_update(frame_number=500, total_energy=0.2, delta_energy=0, tokens_generated=0,
-                                                 processing_time_ms=1, model_id="m",
-                                                 distribution={"generation": 0.1, "attention": 0.06, "reasoning": 0.04})),
+        stored(
+            1,
+            1000.0,
+            messages.energy_update(
+                frame_number=500,
+                total_energy=0.2,
+                delta_energy=0,
+                tokens_generated=0,
+                processing_time_ms=1,
+                model_id="m",
+                distribution={"generation": 0.1, "attention": 0.06, "reasoning": 0.04},
+            ),
+        ),
         stored(2, 1100.0, tokens(["a", "b"])),
-        stored(3, 1150.0, messages.interference_event(frame_number=509, pattern_type="neutral", models=["m", "p"],
-                                                      intensity=0.5, coherence=0.9)),
+        stored(
+            3,
+            1150.0,
+            messages.interference_event(
+                frame_number=509, pattern_type="neutral", models=["m", "p"], intensity=0.5, coherence=0.9
+            ),
+        ),
         stored(4, 1500.0, tokens(["c"], complete=True)),
     ]
     for speed in (1.0, 2.0):

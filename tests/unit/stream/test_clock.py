@@ -26,8 +26,9 @@ def clock_with(fake: FakeTime) -> FrameClock:
     return FrameClock(60.0, time_function=fake, sleep_until=fake.sleep_until)
 
 
-async def run_ticks(clock: FrameClock, fake: FakeTime, count: int, *, freeze_after: int | None = None,
-                    freeze: float = 0.0) -> list[Tick]:
+async def run_ticks(
+    clock: FrameClock, fake: FakeTime, count: int, *, freeze_after: int | None = None, freeze: float = 0.0
+) -> list[Tick]:
     ticks: list[Tick] = []
     async for tick in clock.run():
         ticks.append(tick)

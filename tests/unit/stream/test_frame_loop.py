@@ -12,15 +12,15 @@ import pytest
 
 from tests.timing import scaled
 from tests.unit.stream.test_clock import FakeTime
-from wirthforge_ws.stream import frame_loop
 from wirthforge_ws.protocol import messages
-from wirthforge_ws.stream.clock import FrameClock
-from wirthforge_ws.stream.frame_loop import FrameLoop
-from wirthforge_ws.stream.hub import Hub, Outbound
 from wirthforge_ws.protocol.messages import Event
 from wirthforge_ws.protocol.schemas import SchemaSet
 from wirthforge_ws.settings import Settings
 from wirthforge_ws.sources.simulated import SimulatedModel
+from wirthforge_ws.stream import frame_loop
+from wirthforge_ws.stream.clock import FrameClock
+from wirthforge_ws.stream.frame_loop import FrameLoop
+from wirthforge_ws.stream.hub import Hub, Outbound
 
 
 class Recorder:
@@ -63,8 +63,11 @@ async def run_frames(stalls: dict[int, float], frames: int) -> tuple[FrameLoop, 
 
 
 def overruns(recorder: Recorder) -> list[dict[str, Any]]:
-    return [m["payload"] for m in recorder.messages
-            if m["type"] == "error_event" and m["payload"]["code"] == "FRAME_OVERRUN"]
+    return [
+        m["payload"]
+        for m in recorder.messages
+        if m["type"] == "error_event" and m["payload"]["code"] == "FRAME_OVERRUN"
+    ]
 
 
 async def test_skipped_frames_reach_the_clients_as_a_frame_overrun(caplog: pytest.LogCaptureFixture) -> None:

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from wirthforge_ws.stream import hub as hub_module
 from wirthforge_ws.protocol import messages
-from wirthforge_ws.stream.hub import Hub, Outbound, ResumeRequest
 from wirthforge_ws.protocol.schemas import SchemaSet
+from wirthforge_ws.stream import hub as hub_module
+from wirthforge_ws.stream.hub import Hub, Outbound, ResumeRequest
 
 ALL_CHANNELS = ("energy", "experience", "council", "reward", "system")
 
@@ -66,8 +66,14 @@ def tokens() -> messages.Event:
 
 
 def frame(number: int) -> messages.Event:
-    return messages.energy_update(frame_number=number, total_energy=0.5, delta_energy=0.0, tokens_generated=0,
-                                  processing_time_ms=0.05, model_id="m")
+    return messages.energy_update(
+        frame_number=number,
+        total_energy=0.5,
+        delta_energy=0.0,
+        tokens_generated=0,
+        processing_time_ms=0.05,
+        model_id="m",
+    )
 
 
 async def test_no_resume_request_plans_nothing(schemas: SchemaSet, clock: FakeClock) -> None:
@@ -155,7 +161,9 @@ async def test_a_stale_frame_is_not_handed_over(schemas: SchemaSet, clock: FakeC
     assert hub.plan_resume(ALL_CHANNELS, ResumeRequest(hub.epoch, 0)).newest_frames == []
 
 
-async def test_attach_delivers_replay_and_hand_over_in_seq_order_then_live(schemas: SchemaSet, clock: FakeClock) -> None:
+async def test_attach_delivers_replay_and_hand_over_in_seq_order_then_live(
+    schemas: SchemaSet, clock: FakeClock
+) -> None:
     hub = make_hub(schemas)
     watcher = FakeSubscriber()
     hub.attach(watcher, hub.plan_resume(ALL_CHANNELS, None))

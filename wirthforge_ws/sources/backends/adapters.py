@@ -129,8 +129,17 @@ class EmbeddedBackend:
 
     kind = "embedded"
 
-    def __init__(self, model_path: Path, *, persona: str = "assistant", threads: int = 1, nice: int = 10,
-                 sched: str = "idle", cpus: str = "", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        persona: str = "assistant",
+        threads: int = 1,
+        nice: int = 10,
+        sched: str = "idle",
+        cpus: str = "",
+        timeout: float = 30.0,
+    ) -> None:
         self.model_path = model_path
         self.persona = persona
         self.model_id = model_id_for(model_path.name.split(".")[0], persona)
@@ -155,10 +164,21 @@ class EmbeddedBackend:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wirthforge_ws.sources.backends.llama_worker", "--model", str(self.model_path),
-            "--threads", str(self.threads), "--nice", str(self.nice), "--sched", self.sched,
-            "--cpus", self.cpus,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "wirthforge_ws.sources.backends.llama_worker",
+            "--model",
+            str(self.model_path),
+            "--threads",
+            str(self.threads),
+            "--nice",
+            str(self.nice),
+            "--sched",
+            self.sched,
+            "--cpus",
+            self.cpus,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         self._reader = asyncio.create_task(self._read(self._process, self._ready), name=f"worker-{self.model_id}")
 
@@ -170,7 +190,7 @@ class EmbeddedBackend:
             process.stdin.close()  # the worker exits when its stdin closes
             try:
                 await asyncio.wait_for(process.wait(), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 process.kill()
                 await process.wait()
         if reader is not None:
@@ -195,7 +215,9 @@ class EmbeddedBackend:
         if self._process is process:  # not stopped by us: it died
             log.warning("embedded model worker %s exited with %s", self.model_id, code)
         if not ready.done():
-            ready.set_exception(SourceError(ErrorCode.MODEL_UNAVAILABLE, f"the model worker exited with {code} while loading"))
+            ready.set_exception(
+                SourceError(ErrorCode.MODEL_UNAVAILABLE, f"the model worker exited with {code} while loading")
+            )
         for stream in self._streams.values():
             stream.put_nowait({"error": f"the model worker exited with {code}", "exited": True})
 
@@ -205,7 +227,7 @@ class EmbeddedBackend:
         assert self._ready is not None and self._process is not None and self._process.stdin is not None
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise SourceError(ErrorCode.MODEL_TIMEOUT, "the embedded model did not load in time") from None
         request_id = str(next(self._ids))
         stream: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -214,12 +236,23 @@ class EmbeddedBackend:
         _, temperature = PERSONAS[self.persona]
         finished = False
         try:
-            stdin.write(orjson.dumps({"op": "generate", "id": request_id, "messages": chat_messages(prompt, self.persona),
-                                      "maxTokens": max_tokens, "temperature": temperature, "topK": top_k}) + b"\n")
+            stdin.write(
+                orjson.dumps(
+                    {
+                        "op": "generate",
+                        "id": request_id,
+                        "messages": chat_messages(prompt, self.persona),
+                        "maxTokens": max_tokens,
+                        "temperature": temperature,
+                        "topK": top_k,
+                    }
+                )
+                + b"\n"
+            )
             while True:
                 try:
                     message = await asyncio.wait_for(stream.get(), self.timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise SourceError(ErrorCode.MODEL_TIMEOUT, f"no token for {self.timeout:g} s") from None
                 if "t" in message:
                     yield Piece(message["t"], {str(t): float(p) for t, p in message.get("p") or ()})
@@ -272,13 +305,17 @@ class _HttpBackend:
         try:
             async with self._client.stream("POST", url, json=body) as response:
                 if response.status_code == 404:
-                    raise SourceError(ErrorCode.MODEL_NOT_FOUND,
-                                      f"{self.kind} server at {self.base_url}: model {self.model!r} not found (404)")
+                    raise SourceError(
+                        ErrorCode.MODEL_NOT_FOUND,
+                        f"{self.kind} server at {self.base_url}: model {self.model!r} not found (404)",
+                    )
                 if response.status_code >= 400:
                     raise SourceError(ErrorCode.MODEL_FAILED, f"{self.kind} server answered {response.status_code}")
                 yield response
         except httpx.ConnectError:
-            raise SourceError(ErrorCode.MODEL_UNAVAILABLE, f"{self.kind} server at {self.base_url} is not running") from None
+            raise SourceError(
+                ErrorCode.MODEL_UNAVAILABLE, f"{self.kind} server at {self.base_url} is not running"
+            ) from None
         except httpx.TimeoutException:
             raise SourceError(ErrorCode.MODEL_TIMEOUT, f"{self.kind} server silent for {self.timeout:g} s") from None
         except (httpx.RemoteProtocolError, httpx.ReadError):
@@ -298,8 +335,14 @@ class OpenAIBackend(_HttpBackend):
 
     async def generate(self, prompt: str, *, max_tokens: int, top_k: int) -> AsyncIterator[Piece]:
         _, temperature = PERSONAS[self.persona]
-        body: dict[str, Any] = {"messages": chat_messages(prompt, self.persona), "stream": True, "logprobs": True,
-                                "top_logprobs": top_k, "max_tokens": max_tokens, "temperature": temperature}
+        body: dict[str, Any] = {
+            "messages": chat_messages(prompt, self.persona),
+            "stream": True,
+            "logprobs": True,
+            "top_logprobs": top_k,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
         if self.model:
             body["model"] = self.model
         finished = False
@@ -338,9 +381,14 @@ class OllamaBackend(_HttpBackend):
 
     async def generate(self, prompt: str, *, max_tokens: int, top_k: int) -> AsyncIterator[Piece]:
         _, temperature = PERSONAS[self.persona]
-        body = {"model": self.model, "messages": chat_messages(prompt, self.persona), "stream": True,
-                "logprobs": True, "top_logprobs": top_k,
-                "options": {"temperature": temperature, "num_predict": max_tokens}}
+        body = {
+            "model": self.model,
+            "messages": chat_messages(prompt, self.persona),
+            "stream": True,
+            "logprobs": True,
+            "top_logprobs": top_k,
+            "options": {"temperature": temperature, "num_predict": max_tokens},
+        }
         async with self._stream("/api/chat", body) as response:
             async for line in response.aiter_lines():
                 if not line.strip():
@@ -364,11 +412,21 @@ class OllamaBackend(_HttpBackend):
 def build_backend(kind: str, settings: Any, persona: str = "assistant") -> ModelBackend:
     """The backend of *kind* configured by *settings* (a :class:`~wirthforge_ws.settings.Settings`)."""
     if kind == "embedded":
-        return EmbeddedBackend(embedded_model_path(settings.model_path), persona=persona,
-                               threads=settings.model_threads, nice=settings.model_nice, sched=settings.model_sched,
-                               cpus=settings.model_cpus, timeout=settings.source_timeout)
+        return EmbeddedBackend(
+            embedded_model_path(settings.model_path),
+            persona=persona,
+            threads=settings.model_threads,
+            nice=settings.model_nice,
+            sched=settings.model_sched,
+            cpus=settings.model_cpus,
+            timeout=settings.source_timeout,
+        )
     if kind == "openai":
-        return OpenAIBackend(settings.openai_url, settings.openai_model, persona=persona, timeout=settings.source_timeout)
+        return OpenAIBackend(
+            settings.openai_url, settings.openai_model, persona=persona, timeout=settings.source_timeout
+        )
     if kind == "ollama":
-        return OllamaBackend(settings.ollama_url, settings.ollama_model, persona=persona, timeout=settings.source_timeout)
+        return OllamaBackend(
+            settings.ollama_url, settings.ollama_model, persona=persona, timeout=settings.source_timeout
+        )
     raise ValueError(f"no backend of kind {kind!r}")

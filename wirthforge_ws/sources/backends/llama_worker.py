@@ -34,7 +34,6 @@ from typing import IO, Any
 
 import orjson
 
-
 # Linux scheduling policies a process may choose for itself: "batch" marks it
 # CPU-bound (it never preempts on wake-up), "idle" runs it only on CPU time
 # nothing else wants.
@@ -59,8 +58,14 @@ class Worker:
 
         # logits_all: llama-cpp-python 0.3 refuses logprobs without it.
         # n_ctx: an 8 KiB prompt (about 2,000 tokens) plus a long answer.
-        self.llm = Llama(model_path=model_path, n_ctx=4096, n_threads=threads, n_threads_batch=threads,
-                         logits_all=True, verbose=False)
+        self.llm = Llama(
+            model_path=model_path,
+            n_ctx=4096,
+            n_threads=threads,
+            n_threads_batch=threads,
+            logits_all=True,
+            verbose=False,
+        )
         self.out = out
         self.commands: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.cancelled: set[str] = set()
