@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import signal
 import sys
 import time
@@ -25,7 +24,6 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -34,14 +32,12 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from .. import settings as settings_module
-from ..connection.connection import Connection, ConnectOptions, State
+from ..connection.connection import Connection, ConnectOptions
 from ..connection.direct import ExposeTransport
 from ..connection.security import OriginHostGuard
 from ..connection.uvicorn_protocols import WireStats, ensure_fd_limit, protocol_classes
-from ..protocol import messages
-from ..protocol.codes import CHANNEL_OF, FRAME_BOUND_TYPES, SUBPROTOCOLS, ErrorCode, negotiate
-from ..protocol.messages import Event
-from ..protocol.schemas import MessageValidationError, SchemaSet
+from ..protocol.codes import SUBPROTOCOLS, negotiate
+from ..protocol.schemas import SchemaSet
 from ..settings import Settings
 from ..sources.backends.adapters import build_backend
 from ..sources.live import LiveSource
@@ -49,10 +45,15 @@ from ..sources.replay import Replayer
 from ..sources.simulated import EnergySource, SimulatedModel
 from ..storage.event_log import EventLog, PersistenceLocked, default_path
 from ..stream.frame_loop import FrameLoop
+from ..stream.heartbeats import Heartbeats
 from ..stream.hub import Hub
 from . import sessions_api
+from .bodies import BadBody, json_body
+from .health import health_report
+from .persistence_faults import PersistenceFaults
 from .prometheus import MetricCounters, ServerMetrics
 from .prompt_api import router as prompt_router
+from .publish import Publisher
 from .supervisor import Supervisor
 
 log = logging.getLogger("wirthforge.app")
@@ -61,21 +62,18 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "client-example.html"
 STATIC_DIR = ROOT / "static"
 
-# Messages an orchestrator may inject through POST /publish. startup_complete
-# and heartbeat belong to one connection each and are the server's own.
-PUBLISHABLE_TYPES = frozenset(CHANNEL_OF) - {"startup_complete", "heartbeat"}
-MAX_PUBLISH_BATCH = 5000
-PERSISTENCE_REPORT_INTERVAL = 30.0  # seconds between error_events while persistence stays degraded
-HEARTBEAT_TICK = 0.05  # seconds: how often each connection's heartbeat and send stall are checked
-HEARTBEAT_WATCHDOG = 0.25  # seconds: how often the heartbeat task makes sure frames still do that check
-
 
 class Server:
-    """Everything one running server owns."""
+    """The composition root: builds the parts one running server owns, starts and stops them.
+
+    The parts do the work: the frame loop and hub (stream/), the energy
+    source, the event log, the heartbeat check (:class:`~..stream.heartbeats.Heartbeats`),
+    the publish route's :class:`~.publish.Publisher` and the health report
+    (:func:`~.health.health_report`).
+    """
 
     def __init__(self, settings: Settings, wire_stats: WireStats | None = None) -> None:
-        self.settings = settings
-        self.wire_stats = wire_stats or WireStats()  # filled by the wire layer (wire.py) under uvicorn
+        self.wire_stats = wire_stats or WireStats()  # filled by the wire layer (uvicorn_protocols.py) under uvicorn
         self.schemas = SchemaSet()
         self.event_log = _open_event_log(settings)
         self.hub = Hub(
@@ -87,16 +85,24 @@ class Server:
         self.source: EnergySource = build_source(settings)
         if isinstance(self.source, LiveSource) and settings.model_id == Settings.model_id:
             # startup_complete announces the real model, not the simulator's name
-            self.settings = settings = dataclasses.replace(settings, model_id=self.source.model_id)
+            settings = dataclasses.replace(settings, model_id=self.source.model_id)
+        self.settings = settings
+        self.connections: set[Connection] = set()
+        faults = [PersistenceFaults(self.event_log, self.hub).check] if self.event_log is not None else []
+        self.heartbeats = Heartbeats(self.connections, lambda: self.frame_loop.clock.achieved_rate, also=faults)
         self.metrics = ServerMetrics(self.metric_counters)
         self.frame_loop = FrameLoop(
-            settings, self.hub, self.source, on_frame=self.metrics.observe_frame, before_frame=self._heartbeats_in_frame
+            settings, self.hub, self.source, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
         )
         self.hub.on_attach = self.frame_loop.clock.wake
         self.replayer = Replayer(self.frame_loop)
-        self._faults_reported = 0
-        self._fault_reported_at = -PERSISTENCE_REPORT_INTERVAL
-        self.connections: set[Connection] = set()
+        self.publisher = Publisher(
+            self.schemas,
+            self.frame_loop,
+            self.connections,
+            send_queue_limit=settings.send_queue_limit,
+            send_timeout=settings.send_timeout,
+        )
         self.nominal_rates = {
             "energy_update": settings.frame_rate,
             "energy_field": settings.frame_rate / settings.field_every_frames,
@@ -104,15 +110,12 @@ class Server:
         self.started = time.monotonic()
         self.guard: OriginHostGuard | None = None
         self.supervisor = Supervisor()
-        self._publishing = asyncio.Lock()  # one POST /publish batch at a time, in order
-        self._someone_connected = asyncio.Event()  # wakes the heartbeat task from its idle wait
-        self._heartbeats_checked_at = -math.inf  # time.monotonic() of the last heartbeat check
 
     async def start(self) -> None:
         if isinstance(self.source, LiveSource):
             await self.source.start_backends()
         self.supervisor.start("frame-loop", self.frame_loop.run)
-        self.supervisor.start("heartbeat", self._heartbeats)
+        self.supervisor.start("heartbeat", self.heartbeats.run)
 
     async def stop(self) -> None:
         await self.replayer.stop()
@@ -122,98 +125,13 @@ class Server:
         if self.event_log is not None:
             await asyncio.to_thread(self.event_log.close)  # flush: nothing published before the stop is lost
 
-    async def _heartbeats(self) -> None:
-        """The heartbeat watchdog: checks heartbeats itself when frames stop doing it.
-
-        Every HEARTBEAT_TICK each connection checks its send stall and sends
-        its heartbeat if due (:meth:`_check_heartbeats`). Each keeps its own
-        schedule (the first ones right after it opens, see
-        pacing.py), so the heartbeats of many clients are spread out rather
-        than sent in one burst. Frames do the check
-        (:meth:`_heartbeats_in_frame`), so that heartbeats share the frame's
-        socket write and never run into a tick. If the frame loop stalls or
-        dies, this task does it, every HEARTBEAT_WATCHDOG: clients keep
-        getting heartbeats, whose falling frameRate tells them why energy
-        stopped. With no client it sleeps until one connects: an idle server
-        does not wake for it at all (see docs/PERFORMANCE.md, idle CPU).
-        """
-        while True:
-            if not self.connections:
-                self._someone_connected.clear()
-                await self._someone_connected.wait()
-            await asyncio.sleep(HEARTBEAT_WATCHDOG)
-            now = time.monotonic()
-            if now - self._heartbeats_checked_at >= HEARTBEAT_WATCHDOG:  # no frame did it meanwhile
-                self._check_heartbeats(now)
-
-    def _heartbeats_in_frame(self, now: float) -> None:
-        """FrameLoop's before_frame hook: the heartbeat check, every HEARTBEAT_TICK."""
-        if now - self._heartbeats_checked_at >= HEARTBEAT_TICK:
-            self._check_heartbeats(now)
-
-    def _check_heartbeats(self, now: float) -> None:
-        self._heartbeats_checked_at = now
-        rate = self.frame_loop.clock.achieved_rate
-        for connection in tuple(self.connections):
-            connection.heartbeat(rate, now)
-        self._report_persistence_fault(now)
-
-    def _report_persistence_fault(self, now: float) -> None:
-        """Tell clients (rate-limited) when the event log dropped or failed to write something."""
-        log_ = self.event_log
-        if log_ is None:
-            return
-        dropped = log_.stats.dropped
-        if (
-            log_.available and dropped == self._faults_reported
-        ) or now - self._fault_reported_at < PERSISTENCE_REPORT_INTERVAL:
-            return  # healthy, or reported recently; an unavailable log is reported every interval
-        self._faults_reported, self._fault_reported_at = dropped, now
-        self.hub.publish(
-            messages.error_event(
-                ErrorCode.PERSISTENCE_DEGRADED,
-                "Event persistence is degraded: messages are streamed live but may not be recorded "
-                "for resume after a restart or for replay.",
-                details={"reason": (log_.stats.error or "")[:300], "dropped": log_.stats.dropped},
-            )
-        )
-
     def add_connection(self, connection: Connection) -> None:
         self.connections.add(connection)
-        self._someone_connected.set()
+        self.heartbeats.connected()
 
     def health(self) -> dict[str, Any]:
-        stats = self.hub.stats
-        by_protocol = Counter(c.version for c in self.connections)
-        status, problems, tasks = self.supervisor.health()
-        return {
-            "status": status,
-            "problems": problems,
-            "tasks": tasks,
-            "version": __version__,
-            "epoch": self.hub.epoch,
-            "uptimeSeconds": round(time.monotonic() - self.started, 3),
-            "connections": {
-                "count": len(self.connections),
-                "byProtocol": dict(by_protocol),
-                "clients": [c.info() for c in self.connections],
-                "handshakeTimeouts": self.wire_stats.handshake_timeouts,
-                "refusedOverCapacity": self.wire_stats.refused_over_capacity,
-                "inboundThrottled": self.wire_stats.throttled,
-            },
-            "frameLoop": self.frame_loop.health(),
-            "messages": {
-                "published": dict(stats.published),
-                "validationFailures": stats.validation_failures,
-                "coalesced": dict(stats.coalesced),
-                "dropped": dict(stats.dropped),
-                "connectionsClosed": dict(stats.closed),
-                "connectionsClosedByCode": self.wire_stats.closes(),
-            },
-            "refusedRequests": self.guard.refused if self.guard else 0,
-            "persistence": self.event_log.status() if self.event_log is not None else {"status": "disabled"},
-            "replay": self.replayer.status(),
-        }
+        """The ``/health`` document (see http/health.py)."""
+        return health_report(self)
 
     def metric_counters(self) -> MetricCounters:
         """The counters behind ``GET /metrics``, read when Prometheus scrapes."""
@@ -227,64 +145,6 @@ class Server:
             frames_skipped=loop.clock.frames_skipped,
             budget_overruns=loop.budget_overruns,
         )
-
-    # -- POST /publish --------------------------------------------------------
-
-    async def publish_from_request(self, body: Any) -> tuple[int, dict[str, Any]]:
-        """Validate every message of a publish request first, then publish them all in order."""
-        items = body if isinstance(body, list) else [body]
-        if not items or len(items) > MAX_PUBLISH_BATCH:
-            return 422, {"error": f"send 1 to {MAX_PUBLISH_BATCH} messages"}
-        events: list[Event] = []
-        for index, item in enumerate(items):
-            if not isinstance(item, dict) or item.get("type") not in PUBLISHABLE_TYPES:
-                return 422, {"error": "unknown or missing type", "index": index, "accepted": sorted(PUBLISHABLE_TYPES)}
-            frame_number = item.get("frameNumber")
-            if item["type"] in FRAME_BOUND_TYPES and frame_number is None:
-                frame_number = self.frame_loop.frame_number
-            event = Event(item["type"], item.get("payload"), frame_number)  # type: ignore[arg-type]
-            # Checked at the door so that a bad request gets a 422 and
-            # nothing of it is published.
-            try:
-                self.schemas.validate_outbound("1.1", messages.envelope("1.1", event, messages.now_ms(), 1))
-            except MessageValidationError as error:
-                return 422, {"error": "invalid message", "index": index, "reason": error.reason, "path": error.path}
-            events.append(event)
-        seqs = await self.publish_paced(events)
-        return 202, {"published": len(events), "seqs": seqs}
-
-    async def publish_paced(self, events: Sequence[Event]) -> list[int | None]:
-        """Publish *events* in order, in chunks the clients' send queues can take.
-
-        A batch may be larger than a send queue (MAX_PUBLISH_BATCH against
-        send_queue_limit). Published in one go, it would overflow every
-        subscriber's queue, and close even a fast reader with 1013, before
-        any writer ran. So the batch goes out a quarter of a queue at a time;
-        between chunks we wait until every open connection has room for the
-        next chunk, at most send_timeout per chunk. A client that does not
-        drain within that bound gets the next chunk anyway, overflows and is
-        closed as a slow consumer, exactly as without batching. Each chunk
-        rides with the next frame (FrameLoop.publish_in_next_frame): it
-        shares the frame's one socket write to each client.
-        """
-        chunk = max(self.settings.send_queue_limit // 4, 1)
-        seqs: list[int | None] = []
-        async with self._publishing:
-            for start in range(0, len(events), chunk):
-                if start:
-                    await self._wait_for_room(chunk)
-                published = await self.frame_loop.publish_in_next_frame(events[start : start + chunk])
-                seqs.extend(outbound.seq if outbound else None for outbound in published)
-        return seqs
-
-    async def _wait_for_room(self, free: int) -> None:
-        waits = [c.outbox.wait_for_room(free) for c in self.connections if c.state is State.OPEN]
-        if not waits:
-            await asyncio.sleep(0)  # still let the writers and the frame loop run between chunks
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.send_timeout):
-                await asyncio.gather(*waits)
 
 
 class _DenialLogFilter(logging.Filter):
@@ -394,11 +254,10 @@ def create_app(settings: Settings | None = None, wire_stats: WireStats | None = 
         @app.post("/publish")
         async def publish(request: Request) -> JSONResponse:
             try:
-                # orjson, not json: it refuses NaN and Infinity, which no schema bound catches.
-                body = orjson.loads(await request.body())
-            except orjson.JSONDecodeError:
-                return JSONResponse({"error": "body is not JSON"}, status_code=400)
-            status, result = await server.publish_from_request(body)
+                body = await json_body(request)
+            except BadBody as bad:
+                return bad.response()
+            status, result = await server.publisher.publish_request(body)
             return JSONResponse(result, status_code=status)
 
     @app.websocket("/ws")

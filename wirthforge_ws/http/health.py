@@ -1,0 +1,47 @@
+"""``GET /health``: one JSON document of what the running server is doing (docs/HEALTH.md describes each field)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+
+if TYPE_CHECKING:
+    from .app import Server
+
+
+def health_report(server: Server) -> dict[str, Any]:
+    """The health document, read from the server's parts at the moment of the request."""
+    stats = server.hub.stats
+    wire = server.wire_stats
+    status, problems, tasks = server.supervisor.health()
+    return {
+        "status": status,
+        "problems": problems,
+        "tasks": tasks,
+        "version": __version__,
+        "epoch": server.hub.epoch,
+        "uptimeSeconds": round(time.monotonic() - server.started, 3),
+        "connections": {
+            "count": len(server.connections),
+            "byProtocol": dict(Counter(c.version for c in server.connections)),
+            "clients": [c.info() for c in server.connections],
+            "handshakeTimeouts": wire.handshake_timeouts,
+            "refusedOverCapacity": wire.refused_over_capacity,
+            "inboundThrottled": wire.throttled,
+        },
+        "frameLoop": server.frame_loop.health(),
+        "messages": {
+            "published": dict(stats.published),
+            "validationFailures": stats.validation_failures,
+            "coalesced": dict(stats.coalesced),
+            "dropped": dict(stats.dropped),
+            "connectionsClosed": dict(stats.closed),
+            "connectionsClosedByCode": wire.closes(),
+        },
+        "refusedRequests": server.guard.refused if server.guard else 0,
+        "persistence": server.event_log.status() if server.event_log is not None else {"status": "disabled"},
+        "replay": server.replayer.status(),
+    }
