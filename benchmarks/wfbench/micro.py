@@ -29,7 +29,8 @@ def section_micro(quick: bool) -> dict[str, Any]:
     import jsonschema
     import orjson
 
-    from wirthforge_ws.connection.connection import Connection, ConnectOptions
+    from wirthforge_ws.connection.connection import Connection
+    from wirthforge_ws.connection.options import ConnectOptions
     from wirthforge_ws.protocol import messages
     from wirthforge_ws.protocol.schemas import SchemaSet, reference_validator
     from wirthforge_ws.settings import Settings

@@ -2,8 +2,8 @@
 
 Each connection owns two activities:
 
-- the *reader* (the ASGI handler task itself) parses and answers what the
-  client sends, enforcing the inbound limits;
+- the *reader* (the ASGI handler task itself) enforces the inbound limits
+  and hands each request to :class:`~.requests.Requests`, which answers it;
 - the *writer* task drains the connection's :class:`~.outbox.Outbox` into
   the socket at whatever pace the client reads.
 
@@ -22,15 +22,18 @@ A connection moves through an explicit :class:`State`, like the
 websockets library's: CONNECTING (accepted, greeting and replay being
 queued) -> OPEN (attached to the hub, heartbeats and live traffic) ->
 CLOSING (we or the peer started closing; nothing more is queued) ->
-CLOSED. Each transition is checked, so that the orderings that used to
-race are impossible by construction: a connection that fails while it is
+CLOSED. Each transition is checked, so that racing orderings are
+impossible by construction: a connection that fails while it is
 being set up is never attached; no heartbeat can be queued before
 ``startup_complete``; a writer that dies closes the connection (1011)
 instead of leaving it open with nobody sending.
 
 Energy frames are paced per connection from the client's heartbeat
-answers (:mod:`.pacing`), so a client that reads slower than the frame
-rate gets fewer, fresh frames instead of every frame, ever later.
+answers (:mod:`.pacing`, heartbeats scheduled by :mod:`.heartbeat`), so a
+client that reads slower than the frame rate gets fewer, fresh frames
+instead of every frame, ever later. The connect URL's options are parsed
+by :mod:`.options`; what ``/health`` shows of a connection is built in
+http/health.py.
 """
 
 from __future__ import annotations
@@ -41,24 +44,24 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..protocol import messages
-from ..protocol.codes import ALWAYS_ON_CHANNEL, CHANNELS, REQUESTS_1_1, CloseCode, ErrorCode
+from ..protocol.codes import CloseCode
 from ..protocol.messages import Event
-from ..protocol.schemas import MessageValidationError
 from ..settings import Settings
-from ..stream.hub import FrameBundle, Hub, Outbound, Recall, ResumeRequest, ResumeResult
+from ..stream.hub import FrameBundle, Hub, Outbound, Recall, ResumeResult
 from ..stream.rolling import RollingSamples
 from ..stream.throttle import Throttle
 from . import direct as transport
+from .heartbeat import HeartbeatSchedule
+from .options import ConnectOptions
 from .outbox import Outbox
-from .pacing import EARLY_HEARTBEATS, EnergyPacer
-from .security import InvalidMessageWindow, TokenBucket
+from .pacing import EnergyPacer
+from .requests import Requests
+from .security import TokenBucket
 
 log = logging.getLogger("wirthforge.connection")
 
@@ -86,58 +89,6 @@ _NEXT: Mapping[State, frozenset[State]] = {
 
 class InvalidTransition(RuntimeError):
     """A connection was asked to move to a state it cannot reach from where it is."""
-
-
-@dataclass
-class ConnectOptions:
-    """What a 1.1 client asked for in its connect URL (PROTOCOL.md §6)."""
-
-    channels: set[str]
-    energy_rate: float
-    resume: ResumeRequest | None = None
-    errors: list[Event] = field(default_factory=list)
-    resume_invalid: bool = False
-
-    @classmethod
-    def parse(cls, query: Mapping[str, str], settings: Settings, version: str) -> ConnectOptions:
-        options = cls(set(CHANNELS), settings.frame_rate)
-        if version != "1.1":
-            return options  # 1.0 knows no options; the query is ignored
-        if "channels" in query:
-            names = {name.strip() for name in query["channels"].split(",") if name.strip()}
-            unknown = sorted(names - set(CHANNELS))
-            if unknown:
-                options.errors.append(
-                    _error(
-                        ErrorCode.UNKNOWN_CHANNEL,
-                        "Unknown channel in the connect URL.",
-                        {"unknown": unknown[:10], "channels": list(CHANNELS)},
-                    )
-                )
-            options.channels = (names & set(CHANNELS)) | {ALWAYS_ON_CHANNEL}
-        if "energyRate" in query:
-            rate = _parse_rate(query["energyRate"], settings.frame_rate)
-            if rate is None:
-                options.errors.append(
-                    _error(
-                        ErrorCode.INVALID_ENERGY_RATE, f"energyRate must be a number from 1 to {settings.frame_rate:g}."
-                    )
-                )
-            else:
-                options.energy_rate = rate
-        if "epoch" in query or "lastSeq" in query:
-            epoch, last_seq = query.get("epoch", ""), query.get("lastSeq", "")
-            if epoch and len(epoch) <= 64 and last_seq.isdigit() and len(last_seq) <= 18:
-                options.resume = ResumeRequest(epoch, int(last_seq))
-            else:
-                options.resume_invalid = True
-                options.errors.append(
-                    _error(
-                        ErrorCode.INVALID_RESUME,
-                        "Resume needs both epoch and lastSeq (a non-negative integer); starting a fresh session.",
-                    )
-                )
-        return options
 
 
 class Connection:
@@ -175,12 +126,12 @@ class Connection:
         # At or above this energy rate every energy type goes out at its own rate (see _energy_due).
         self._full_energy_rate = max(nominal_rates.values(), default=settings.frame_rate)
         self._energy_credit: dict[str, float] = {}
-        self._heartbeat_sequence = 0
-        self._next_heartbeat = self.connected_at + EARLY_HEARTBEATS[0]
-        self._last_heartbeat_at = self.connected_at
+        self._heartbeats = HeartbeatSchedule(self.connected_at, settings.heartbeat_interval)
         self._send_started: float | None = None  # time.monotonic() while the writer is inside a send
         self._inbound_bucket = TokenBucket(settings.inbound_rate, settings.inbound_burst)
-        self._invalid = InvalidMessageWindow(settings.max_invalid_messages)
+        self._requests = Requests(
+            self, hub.schemas, frame_rate=settings.frame_rate, max_invalid=settings.max_invalid_messages
+        )
         self._writer: asyncio.Task[None] | None = None
         self._direct: transport.DirectWriter | None = None
         self.direct_writes = 0
@@ -228,7 +179,7 @@ class Connection:
         plan = self.hub.plan_resume(self.subscriptions, self._options.resume, recalled)
         result = ResumeResult("incomplete", 0, "invalid_request") if self._options.resume_invalid else plan.result
         session = self._session_fields(result.as_payload()) if self.version == "1.1" else None
-        self._send_own(
+        self.send_own(
             messages.startup_complete(
                 model_id=self.settings.model_id,
                 tier=self.settings.tier,
@@ -240,14 +191,14 @@ class Connection:
         replay = plan.in_seq_order()
         if replay:
             self.outbox.put_feed(self._replay_feed(replay))
-            self.pacer.queued += len(replay)
+            self.pacer.counted(len(replay))
         if self.state is not State.CONNECTING:
             return  # failed while being set up: the closer owns it now
         self._transition(State.OPEN)
         self.hub.attach(self)
         # After the replay, so that seq keeps increasing after startup_complete.
         for error in self._options.errors:
-            self._send_own(error)
+            self.send_own(error)
         if self.state is not State.OPEN:
             return
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
@@ -349,8 +300,7 @@ class Connection:
         if self.outbox.put_latest(outbound.event.type, text):
             self.hub.stats.coalesced["latest_wins"] += 1  # replaced an unsent frame: nothing more to send
         else:
-            pacer.queued += 1
-            pacer.queued_energy += 1
+            pacer.counted(1, energy=1)
 
     def deliver_frame(self, bundle: FrameBundle) -> None:
         """Called by the hub once per frame with everything the frame published.
@@ -370,8 +320,7 @@ class Connection:
         if sent:
             self._direct.write_last(wire)  # type: ignore[union-attr]  # _takes_whole checked it
             self.direct_writes += sent
-            self.pacer.queued += sent
-            self.pacer.queued_energy += energy
+            self.pacer.counted(sent, energy=energy)
 
     def _takes_whole(self, bundle: FrameBundle) -> bool:
         """Whether :meth:`deliver` would write every message of *bundle* directly, in order.
@@ -400,7 +349,7 @@ class Connection:
         if text is None:
             return
         if self.outbox.put_reliable(text):
-            self.pacer.queued += 1
+            self.pacer.counted(1)
         else:
             self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send queue full")
 
@@ -419,9 +368,7 @@ class Connection:
         if frame is not None:
             direct.write(frame)
             self.direct_writes += 1
-            self.pacer.queued += 1  # the pacer counts positions in the stream, however they were sent
-            if energy:
-                self.pacer.queued_energy += 1
+            self.pacer.counted(1, energy=int(energy))
         return True
 
     def _energy_due(self, message_type: str) -> bool:
@@ -435,7 +382,7 @@ class Connection:
         self._energy_credit[message_type] = credit - 1.0 if due else credit
         return due
 
-    def _send_own(self, event: Event) -> None:
+    def send_own(self, event: Event) -> None:
         """Send a message of this connection's own (startup, heartbeat, replies), not from the fan-out."""
         self._send_reliable(self.hub.stamp(event))
 
@@ -491,16 +438,11 @@ class Connection:
         if self._send_started is not None and now - self._send_started > self.settings.send_timeout:
             self.fail(CloseCode.TRY_AGAIN_LATER, "slow consumer: send stalled")
             return
-        if now < self._next_heartbeat and now < self.pacer.probe_due(self._last_heartbeat_at):
+        schedule = self._heartbeats
+        if not schedule.due(now, self.pacer.probe_due(schedule.last_at)):
             return
-        sequence = self._heartbeat_sequence
-        if sequence + 1 < len(EARLY_HEARTBEATS):
-            self._next_heartbeat = self.connected_at + EARLY_HEARTBEATS[sequence + 1]
-        elif now >= self._next_heartbeat:
-            self._next_heartbeat = max(self._next_heartbeat + self.settings.heartbeat_interval, now)
-        self._last_heartbeat_at = now
-        self._heartbeat_sequence += 1
-        self._send_own(messages.heartbeat(sequence=sequence, frame_rate=achieved_rate, connection_id=self.id))
+        sequence = schedule.take(now)
+        self.send_own(messages.heartbeat(sequence=sequence, frame_rate=achieved_rate, connection_id=self.id))
         self.pacer.probe_sent(sequence, now)  # after queuing: the mark counts the heartbeat itself
 
     # -- inbound ------------------------------------------------------------
@@ -511,7 +453,7 @@ class Connection:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 self.close_code = message.get("code")
-                if self._closer is None:  # not our close: the client's, or the wire layer's (wire.py)
+                if self._closer is None:  # not our close: the client's, or the wire layer's (uvicorn_protocols.py)
                     log.info("connection %s closed: code %s", self.id, self.close_code)
                 return
             if self.state is State.CLOSING:
@@ -523,134 +465,24 @@ class Connection:
             if not self._inbound_bucket.take():
                 self.fail(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
                 continue
-            self._handle_text(text)
+            kind = self._requests.handle_text(text)
+            if kind is not None:
+                log.debug("connection %s: %s", self.id, kind)  # the type only: payloads may hold private text
 
-    def _handle_text(self, text: str) -> None:
-        try:
-            request = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            self._reject(ErrorCode.INVALID_JSON, "The message is not valid JSON.")
-            return
-        kind = request.get("type") if isinstance(request, dict) else None
-        if not isinstance(kind, str):
-            kind = None  # a list or object is unhashable; validation below reports it as INVALID_MESSAGE
-        if self.version != "1.1" and kind in REQUESTS_1_1:
-            self._reject(
-                ErrorCode.UNSUPPORTED_BY_PROTOCOL,
-                f"'{kind}' needs protocol 1.1; connect with subprotocol wirthforge.1.1.",
-            )
-            return
-        try:
-            self.hub.schemas.validate_inbound(request)
-        except MessageValidationError as error:
-            self._reject_invalid(error)
-            return
-        log.debug("connection %s: %s", self.id, kind)  # the type only: payloads may hold private text
-        payload = request.get("payload") or {}
-        handler = getattr(self, "_on_" + kind)
-        handler(payload)
-
-    def _reject_invalid(self, error: MessageValidationError) -> None:
-        """Answer a schema failure with the most specific code the client can act on."""
-        if error.unknown_type:
-            self._reject(
-                ErrorCode.UNKNOWN_MESSAGE_TYPE,
-                "Unknown message type.",
-                {"accepted": sorted(self.hub.schemas.inbound_types())},
-            )
-        elif error.path.startswith("/payload/channels/") and error.keyword == "enum":
-            self._reject(ErrorCode.UNKNOWN_CHANNEL, "Unknown channel.", {"channels": list(CHANNELS)})
-        elif error.path == "/payload/rateHz":
-            self._reject(
-                ErrorCode.INVALID_ENERGY_RATE, f"rateHz must be a number from 1 to {self.settings.frame_rate:g}."
-            )
-        else:
-            self._reject(
-                ErrorCode.INVALID_MESSAGE,
-                "The message does not match its schema.",
-                {"reason": error.reason, "path": error.path},
-            )
-
-    def _reject(self, code: ErrorCode, text: str, details: dict[str, Any] | None = None) -> None:
-        self._send_own(_error(code, text, details))
-        if self._invalid.record():
-            self.fail(CloseCode.POLICY_VIOLATION, "too many invalid messages")
-
-    def _on_heartbeat_response(self, payload: dict[str, Any]) -> None:
-        round_trip = self.pacer.probe_answered(payload["sequence"], time.monotonic())
+    def heartbeat_answered(self, sequence: int) -> None:
+        """The client answered heartbeat *sequence*: a round-trip time and a pacing measure."""
+        round_trip = self.pacer.probe_answered(sequence, time.monotonic())
         if round_trip is not None:
             self.rtt.add(round_trip)
 
-    def _on_subscribe(self, payload: dict[str, Any]) -> None:
-        names = self._known_channels(payload["channels"])
-        if names is not None:
-            self.subscriptions |= names
-
-    def _on_unsubscribe(self, payload: dict[str, Any]) -> None:
-        names = self._known_channels(payload["channels"])
-        if names is None:
-            return
-        if ALWAYS_ON_CHANNEL in names:
-            self._reject(ErrorCode.INVALID_SUBSCRIPTION, "The system channel cannot be unsubscribed.")
-            return
-        self.subscriptions -= names
-
-    def _known_channels(self, names: list[str]) -> set[str] | None:
-        unknown = sorted(set(names) - set(CHANNELS))
-        if unknown:
-            self._reject(ErrorCode.UNKNOWN_CHANNEL, "Unknown channel.", {"channels": list(CHANNELS)})
-            return None
-        return set(names)
-
-    def _on_set_energy_rate(self, payload: dict[str, Any]) -> None:
-        rate = _parse_rate(payload["rateHz"], self.settings.frame_rate)
-        if rate is None:
-            self._reject(
-                ErrorCode.INVALID_ENERGY_RATE, f"rateHz must be a number from 1 to {self.settings.frame_rate:g}."
-            )
-            return
+    def set_energy_rate(self, rate: float) -> None:
+        """The client's energy rate (a number from 1 to the frame rate, checked by the caller)."""
         self.energy_rate = rate
         self.pacer.set_ceiling(rate)
         self._energy_credit.clear()
 
-    def _on_pause_energy(self, payload: dict[str, Any]) -> None:
-        self.energy_paused = True
-
-    def _on_resume_energy(self, payload: dict[str, Any]) -> None:
-        self.energy_paused = False
-        self._energy_credit.clear()  # the next frame goes out at once
-
-    # -- reporting ----------------------------------------------------------
-
-    def info(self) -> dict[str, Any]:
-        rtt = self.rtt.summary(scale=1000.0)
-        last_rtt = self.rtt.last()
-        return {
-            "id": self.id,
-            "protocol": self.version,
-            "connectedSeconds": round(time.monotonic() - self.connected_at, 1),
-            "rttMs": {"last": None if last_rtt is None else round(last_rtt * 1000, 3), "p50": rtt["p50"]},
-            "state": self.state.value,
-            "queued": len(self.outbox),
-            "directWrites": self.direct_writes,
-            "replaying": self.outbox.feeding,
-            "pacedEnergyRateHz": round(min(self.energy_rate, self.pacer.effective_rate), 3),
-            "energyRateCuts": self.pacer.reductions,
-            "subscriptions": sorted(self.subscriptions),
-            "energyRateHz": self.energy_rate,
-            "energyPaused": self.energy_paused,
-        }
-
-
-def _error(code: ErrorCode, text: str, details: dict[str, Any] | None = None) -> Event:
-    return messages.error_event(code, text, details=details)
-
-
-def _parse_rate(raw: object, maximum: float) -> float | None:
-    try:
-        rate = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    if not (1.0 <= rate <= maximum):
-        return None
-    return rate
+    def pause_energy(self, paused: bool) -> None:
+        """Stop or restart energy frames; after a resume the next frame goes out at once."""
+        self.energy_paused = paused
+        if not paused:
+            self._energy_credit.clear()

@@ -92,9 +92,9 @@ class _Mark:
 class EnergyPacer:
     """The energy rate one connection's client has shown it can read.
 
-    The connection counts what it queues in :attr:`queued` and
-    :attr:`queued_energy` (a replaced, never-sent frame is not counted),
-    reports each heartbeat it queues (:meth:`probe_sent`) and each answer
+    The connection counts what it queues or writes with :meth:`counted`
+    (into :attr:`queued` and :attr:`queued_energy`; a replaced, never-sent
+    frame is not counted), reports each heartbeat it queues (:meth:`probe_sent`) and each answer
     (:meth:`probe_answered`), and asks :meth:`holding_at` before queuing
     an energy frame.
     """
@@ -114,6 +114,14 @@ class EnergyPacer:
         self._last_answer = _Mark(now, 0, 0, 0)  # the connection opened with nothing read
 
     # -- what the connection reports ------------------------------------------
+
+    def counted(self, messages: int, energy: int = 0) -> None:
+        """*messages* more went into the stream (queued or written), *energy* of them energy frames.
+
+        The pacer counts positions in the stream, however they were sent.
+        """
+        self.queued += messages
+        self.queued_energy += energy
 
     def probe_sent(self, sequence: int, now: float) -> None:
         """Heartbeat *sequence* was queued (after everything counted so far)."""

@@ -32,8 +32,9 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from .. import settings as settings_module
-from ..connection.connection import Connection, ConnectOptions
+from ..connection.connection import Connection
 from ..connection.direct import ExposeTransport
+from ..connection.options import ConnectOptions
 from ..connection.security import OriginHostGuard
 from ..connection.uvicorn_protocols import WireStats, ensure_fd_limit, protocol_classes
 from ..protocol.codes import SUBPROTOCOLS, negotiate
@@ -308,7 +309,7 @@ def serve(settings: Settings) -> None:
     ensure_fd_limit(settings.max_connections)
     wire_stats = WireStats()
     # Our subclasses of uvicorn's httptools and websockets-sansio protocols:
-    # handshake timeout, connection cap and inbound flow control (wire.py).
+    # handshake timeout, connection cap and inbound flow control (uvicorn_protocols.py).
     http_protocol, ws_protocol = protocol_classes(settings, wire_stats)
     config = uvicorn.Config(
         create_app(settings, wire_stats),

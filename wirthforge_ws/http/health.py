@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 
 if TYPE_CHECKING:
+    from ..connection.connection import Connection
     from .app import Server
 
 
@@ -27,7 +28,7 @@ def health_report(server: Server) -> dict[str, Any]:
         "connections": {
             "count": len(server.connections),
             "byProtocol": dict(Counter(c.version for c in server.connections)),
-            "clients": [c.info() for c in server.connections],
+            "clients": [client_info(c) for c in server.connections],
             "handshakeTimeouts": wire.handshake_timeouts,
             "refusedOverCapacity": wire.refused_over_capacity,
             "inboundThrottled": wire.throttled,
@@ -44,4 +45,26 @@ def health_report(server: Server) -> dict[str, Any]:
         "refusedRequests": server.guard.refused if server.guard else 0,
         "persistence": server.event_log.status() if server.event_log is not None else {"status": "disabled"},
         "replay": server.replayer.status(),
+    }
+
+
+def client_info(connection: Connection) -> dict[str, Any]:
+    """One entry of ``connections.clients``: what one connection is doing."""
+    rtt = connection.rtt.summary(scale=1000.0)
+    last_rtt = connection.rtt.last()
+    pacer = connection.pacer
+    return {
+        "id": connection.id,
+        "protocol": connection.version,
+        "connectedSeconds": round(time.monotonic() - connection.connected_at, 1),
+        "rttMs": {"last": None if last_rtt is None else round(last_rtt * 1000, 3), "p50": rtt["p50"]},
+        "state": connection.state.value,
+        "queued": len(connection.outbox),
+        "directWrites": connection.direct_writes,
+        "replaying": connection.outbox.feeding,
+        "pacedEnergyRateHz": round(min(connection.energy_rate, pacer.effective_rate), 3),
+        "energyRateCuts": pacer.reductions,
+        "subscriptions": sorted(connection.subscriptions),
+        "energyRateHz": connection.energy_rate,
+        "energyPaused": connection.energy_paused,
     }

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from wirthforge_ws.connection.connection import Connection, ConnectOptions, InvalidTransition, State
+from wirthforge_ws.connection.connection import Connection, InvalidTransition, State
+from wirthforge_ws.connection.options import ConnectOptions
 from wirthforge_ws.protocol import messages
 from wirthforge_ws.protocol.schemas import SchemaSet
 from wirthforge_ws.settings import Settings

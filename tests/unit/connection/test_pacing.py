@@ -153,7 +153,8 @@ def test_after_a_cut_the_rate_climbs_fast_to_the_threshold_then_slowly() -> None
     assert reached <= 3, (cut, threshold, rates)
     above = rates[reached:]
     assert all(
-        math.isclose(b, min(60.0, a + max(PROBE_STEP_HZ, a * PROBE_INCREASE))) for a, b in zip(above, above[1:])
+        math.isclose(b, min(60.0, a + max(PROBE_STEP_HZ, a * PROBE_INCREASE)))
+        for a, b in zip(above, above[1:], strict=False)
     ), rates
     assert rates[-1] == 60.0 and pacer.threshold == 60.0, "back at its ceiling, the old threshold is forgotten"
 
