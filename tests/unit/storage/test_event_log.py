@@ -12,7 +12,7 @@ from wirthforge_ws.protocol import messages
 from wirthforge_ws.protocol.messages import Event
 from wirthforge_ws.protocol.schemas import SchemaSet
 from wirthforge_ws.sources.replay import ReplaySource
-from wirthforge_ws.storage import event_log as persistence
+from wirthforge_ws.storage import migrations
 from wirthforge_ws.storage.event_log import EventLog, PersistenceLocked, StoredMessage
 from wirthforge_ws.stream.hub import Hub, ResumeRequest
 
@@ -135,8 +135,7 @@ def test_forward_migration_keeps_the_data(tmp_path: Path, monkeypatch: pytest.Mo
     hub_on(log).publish(reward(1))
     log.close()
     step = ("ALTER TABLE recordings ADD COLUMN note TEXT",)
-    monkeypatch.setattr(persistence, "MIGRATIONS", (*persistence.MIGRATIONS, step))
-    monkeypatch.setattr(persistence, "SCHEMA_VERSION", len(persistence.MIGRATIONS))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, step))
     log = open_log(db)
     assert log.available
     log.close()
@@ -243,7 +242,7 @@ def test_replay_source_keeps_order_timing_and_uses_the_loops_frame_numbers() -> 
             events += activity.events
         assert [t for _, words, _ in emitted for t in words] == ["a", "b", "c"]
         # 100 ms and 500 ms after the start at 60 Hz: 6 and 30 frames after it (halved at 2x), within a frame.
-        late = [f - 7 - expected for (f, _, _), expected in zip(emitted, (6 / speed, 30 / speed))]
+        late = [f - 7 - expected for (f, _, _), expected in zip(emitted, (6 / speed, 30 / speed), strict=True)]
         assert all(0 <= frames <= 1 for frames in late), late
         assert emitted[-1][2] is True
         assert len(events) == 1 and 0 <= events[0].frame_number - 7 - 9 / speed <= 1  # the loop's number, not 509

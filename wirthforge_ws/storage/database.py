@@ -1,0 +1,116 @@
+"""The event log's file: one server per file, opening, and moving an unusable file aside.
+
+A ``.lock`` sidecar holds an ``flock`` for as long as a server uses the
+file, so a second server on the same file is refused instead of writing
+over the first. A file SQLite reports as not a database, malformed or from
+a newer server is renamed to ``<name>.corrupt-<time>`` (with its WAL and
+SHM) and a fresh one created; an unreadable or read-only file is left
+alone (moving it would not help) and the error goes to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from .migrations import migrate
+
+try:  # POSIX only; elsewhere two servers on one file are not detected
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("wirthforge.persistence")
+
+PAGE_SIZE = 4096
+SIDE_FILES = ("", "-wal", "-shm")
+
+
+class PersistenceLocked(RuntimeError):
+    """Another server holds the database: refuse to start rather than corrupt it."""
+
+
+class FileLock:
+    """An exclusive, non-blocking ``flock`` on ``<path>.lock``, held until :meth:`release`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; raise :class:`PersistenceLocked` if another process holds it."""
+        if fcntl is None:
+            return
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PersistenceLocked(
+                f"another server is using {self.path}; stop it, or give this one its own "
+                "--persist-path (or --no-persist)"
+            ) from None
+        self._fd = fd
+
+    @property
+    def fd(self) -> int | None:
+        return self._fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def connect_checked(path: Path, max_bytes: int) -> sqlite3.Connection:
+    """Open and migrate; a file that is not a usable database is moved aside once."""
+    try:
+        return connect_and_migrate(path, max_bytes)
+    except sqlite3.DatabaseError as error:
+        if isinstance(error, sqlite3.OperationalError) and not is_corruption(error):
+            raise  # unreadable or read-only: moving it would not help
+        move_aside(path, str(error))
+        return connect_and_migrate(path, max_bytes)
+
+
+def connect_and_migrate(path: Path, max_bytes: int) -> sqlite3.Connection:
+    """The writer's connection: WAL, a hard page cap a little above the retention target, current schema."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL").fetchone()
+        connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, consistent always
+        connection.execute("PRAGMA journal_size_limit=4194304")
+        connection.execute(f"PRAGMA max_page_count={max(max_bytes // PAGE_SIZE, 1)}")
+        migrate(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def move_aside(path: Path, reason: str) -> Path:
+    """Rename the file (and its WAL and SHM) to ``<name>.corrupt-<time>``; return the new name."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    log.error("event log %s is unusable (%s); moved it to %s and starting a fresh one", path, reason, aside)
+    for suffix in SIDE_FILES:
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(Path(f"{aside}{suffix}"))
+    return aside
+
+
+def is_corruption(error: sqlite3.Error) -> bool:
+    text = str(error).lower()
+    return "not a database" in text or "malformed" in text or "corrupt" in text or "newer than" in text
+
+
+def rollback(connection: sqlite3.Connection) -> None:
+    """Roll back an open transaction, ignoring a connection that cannot."""
+    try:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
