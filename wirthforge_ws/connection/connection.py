@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -64,6 +65,7 @@ log = logging.getLogger("wirthforge.connection")
 
 _CLOSE_TIMEOUT = 1.0  # seconds to deliver a close frame before aborting the TCP connection
 _SLOW_SEND_WARNING = 0.5  # seconds one send may block before it is worth a (rate-limited) warning
+_RESUME_SEQ = re.compile(r"[0-9]{1,18}")  # lastSeq: ASCII digits, at most 18 (fits a signed 64-bit integer)
 _slow_send_warnings = Throttle(10.0)  # shared by all connections: one line per 10 s at most
 
 
@@ -127,7 +129,8 @@ class ConnectOptions:
                 options.energy_rate = rate
         if "epoch" in query or "lastSeq" in query:
             epoch, last_seq = query.get("epoch", ""), query.get("lastSeq", "")
-            if epoch and len(epoch) <= 64 and last_seq.isdigit() and len(last_seq) <= 18:
+            # ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses.
+            if epoch and len(epoch) <= 64 and _RESUME_SEQ.fullmatch(last_seq):
                 options.resume = ResumeRequest(epoch, int(last_seq))
             else:
                 options.resume_invalid = True

@@ -36,7 +36,7 @@ from .. import __version__
 from .. import settings as settings_module
 from ..connection.connection import Connection, ConnectOptions, State
 from ..connection.direct import ExposeTransport
-from ..connection.security import OriginHostGuard
+from ..connection.security import OriginHostGuard, refusals
 from ..connection.uvicorn_protocols import WireStats, ensure_fd_limit, protocol_classes
 from ..protocol import messages
 from ..protocol.codes import CHANNEL_OF, FRAME_BOUND_TYPES, SUBPROTOCOLS, ErrorCode, negotiate
@@ -405,7 +405,7 @@ def create_app(settings: Settings | None = None, wire_stats: WireStats | None = 
     async def websocket_endpoint(websocket: WebSocket) -> None:
         chosen = negotiate(websocket.scope.get("subprotocols") or [])
         if chosen is None:
-            log.warning("refused websocket: only unknown subprotocols offered")
+            refusals.refused("subprotocol", "websocket: only unknown subprotocols offered")
             await websocket.send_denial_response(
                 PlainTextResponse(
                     f"unsupported subprotocol; offer one of {', '.join(SUBPROTOCOLS)} or none\n", status_code=400
