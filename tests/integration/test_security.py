@@ -154,7 +154,13 @@ def test_loopback_hosts_are_served(server: ServerProcess, host: str) -> None:
     assert response.json()["status"] == "ok"
 
 
-async def test_refusals_are_logged_with_their_reason(server: ServerProcess) -> None:
+async def test_refusals_are_logged_with_their_reason() -> None:
+    """A fresh server: each kind of refusal is logged at most once per interval (test_refusal_flood)."""
+    with ServerProcess() as server:
+        await _refusals_are_logged(server)
+
+
+async def _refusals_are_logged(server: ServerProcess) -> None:
     def count(text: str) -> int:
         return server.log_text().count(text)
 

@@ -7,6 +7,8 @@ default for that option and sends the error_event that
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,8 @@ from ..protocol.codes import ALWAYS_ON_CHANNEL, CHANNELS, ErrorCode
 from ..protocol.messages import Event
 from ..settings import Settings
 from ..stream.hub import ResumeRequest
+
+_RESUME_SEQ = re.compile(r"[0-9]{1,18}")  # lastSeq: ASCII digits, at most 18 (fits a signed 64-bit integer)
 
 
 @dataclass
@@ -57,7 +61,8 @@ class ConnectOptions:
                 options.energy_rate = rate
         if "epoch" in query or "lastSeq" in query:
             epoch, last_seq = query.get("epoch", ""), query.get("lastSeq", "")
-            if epoch and len(epoch) <= 64 and last_seq.isdigit() and len(last_seq) <= 18:
+            # ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses.
+            if epoch and len(epoch) <= 64 and _RESUME_SEQ.fullmatch(last_seq):
                 options.resume = ResumeRequest(epoch, int(last_seq))
             else:
                 options.resume_invalid = True

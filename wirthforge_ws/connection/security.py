@@ -6,6 +6,10 @@
   and with 400 when either header is repeated (RFC 9112 §3.2).
 - :class:`TokenBucket` limits the inbound message rate of one connection.
 - :class:`InvalidMessageWindow` counts bad inbound messages over time.
+- :class:`RefusalLog` writes refusals to the log at most once per
+  :data:`REFUSAL_LOG_EVERY` seconds per kind, with the count of those folded
+  in: a hostile page can send hundreds of refused requests a second, and an
+  unthrottled line each would fill the disk and cost a core.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..stream.throttle import Throttle
+
 log = logging.getLogger("wirthforge.security")
+
+REFUSAL_LOG_EVERY = 10.0  # seconds between two log lines of one kind of refusal
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
@@ -36,6 +44,35 @@ def host_name(host_header: str) -> str | None:
     """The name part of a Host header ('localhost:8145' -> 'localhost', '[::1]:80' -> '[::1]'), None if malformed."""
     match = _HOST_RE.fullmatch(host_header.strip().lower())
     return match["name"] if match else None
+
+
+class RefusalLog:
+    """Rate-limited warnings for refused requests: one line per kind per interval, with a suppressed count.
+
+    *kind* is a short fixed label ("origin", "host", "prompt", ...), never
+    anything the client sent; *detail* is our own reason text.
+    """
+
+    def __init__(self, interval: float = REFUSAL_LOG_EVERY, logger: logging.Logger = log) -> None:
+        self.interval = interval
+        self.logger = logger
+        self._throttles: dict[str, Throttle] = {}
+
+    def refused(self, kind: str, detail: str, now: float | None = None) -> bool:
+        """Log one refusal of *kind* unless one was logged within the interval; True if a line was written."""
+        throttle = self._throttles.get(kind)
+        if throttle is None:
+            throttle = self._throttles[kind] = Throttle(self.interval)
+        suppressed = throttle.ready(time.monotonic() if now is None else now)
+        if suppressed is None:
+            return False
+        more = f" ({suppressed} more refused since the last line)" if suppressed else ""
+        self.logger.warning("refused %s%s", detail, more)
+        return True
+
+
+# Shared by every refusal path of the process (guard, prompt API, WebSocket endpoint).
+refusals = RefusalLog()
 
 
 class OriginHostGuard:
@@ -68,8 +105,11 @@ class OriginHostGuard:
                 status, reason = refusal
                 self.refused += 1
                 client = scope.get("client")
-                log.warning(
-                    "refused %s %s from %s: %s", scope["type"], scope.get("path"), client[0] if client else "?", reason
+                # One kind per (type, reason): the path is the client's text, so it is cut and made printable.
+                path = "".join(c if c.isprintable() else "?" for c in str(scope.get("path"))[:80])
+                refusals.refused(
+                    f"{scope['type']}:{reason}",
+                    f"{scope['type']} {path} from {client[0] if client else '?'}: {reason}",
                 )
                 await _deny(scope, send, status, reason)
                 return

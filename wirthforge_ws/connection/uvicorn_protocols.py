@@ -71,6 +71,7 @@ from websockets.protocol import State
 from ..protocol.codes import CloseCode
 from ..settings import Settings
 from .direct import UVICORN_PROTOCOL_ATTRIBUTES
+from .security import refusals
 
 log = logging.getLogger("wirthforge.wire")
 
@@ -313,7 +314,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     handshake_timeout: float = 10.0
     max_connections: int = 1100
     stats: WireStats = WireStats()
-    _last_capacity_warning = 0.0  # class-wide: one warning per interval, not one per refused client
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
@@ -363,12 +363,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self._over_capacity = None
         self.stats.refused_over_capacity += 1
-        now = time.monotonic()
-        if now - GuardedHttpProtocol._last_capacity_warning > 10.0:
-            GuardedHttpProtocol._last_capacity_warning = now
-            log.warning(
-                "refusing connections: %d open, max_connections is %d", len(self.connections) - 1, self.max_connections
-            )
+        refusals.refused(
+            "capacity", f"a connection: {len(self.connections) - 1} open, max_connections is {self.max_connections}"
+        )
         body = (f"server at its connection limit (max_connections={self.max_connections}); retry later\n").encode()
         self.transport.write(
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"

@@ -35,7 +35,7 @@ from .. import settings as settings_module
 from ..connection.connection import Connection
 from ..connection.direct import ExposeTransport
 from ..connection.options import ConnectOptions
-from ..connection.security import OriginHostGuard
+from ..connection.security import OriginHostGuard, refusals
 from ..connection.uvicorn_protocols import WireStats, ensure_fd_limit, protocol_classes
 from ..protocol.codes import SUBPROTOCOLS, negotiate
 from ..protocol.schemas import SchemaSet
@@ -265,7 +265,7 @@ def create_app(settings: Settings | None = None, wire_stats: WireStats | None = 
     async def websocket_endpoint(websocket: WebSocket) -> None:
         chosen = negotiate(websocket.scope.get("subprotocols") or [])
         if chosen is None:
-            log.warning("refused websocket: only unknown subprotocols offered")
+            refusals.refused("subprotocol", "websocket: only unknown subprotocols offered")
             await websocket.send_denial_response(
                 PlainTextResponse(
                     f"unsupported subprotocol; offer one of {', '.join(SUBPROTOCOLS)} or none\n", status_code=400
