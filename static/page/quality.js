@@ -88,8 +88,9 @@ export class QualityController {
     this.onChange = opts.onChange ?? (() => {})
     /** @type {Partial<Record<QualityLevel, number>>} mean drawing time last measured at each level */
     this.measured = {}
-    /** @type {number | undefined} the first window's mean drawing time at the current level */
-    this.baselineAt = undefined
+    /** @type {Partial<Record<QualityLevel, {upper: number, here: number}>>} drawing times at a step down */
+    this.pairs = {}
+    this.captureBaseline = false
     this.windowStart = NaN
     this.frames = 0
     this.drawn = 0
@@ -177,10 +178,15 @@ export class QualityController {
     if (this.pinned) return // the user's choice: no adapting
     if (!drawn) return // nothing drawn (a still view): no evidence either way
     this.measured[level] = mean
-    // The first window at a new level is its baseline: a step up predicts the
-    // upper level's work from it and the work measured up there before (the
-    // same ratio, whatever slowed or sped the machine since).
-    if (this.baselineAt === undefined) this.baselineAt = mean
+    // After a step down, the first window at the new level and the last one
+    // above make a pair: a step up predicts the upper level's work from the
+    // work here with their ratio (the same, whatever slowed or sped the machine).
+    const up = LEVELS[LEVELS.indexOf(level) - 1]
+    if (this.captureBaseline && up) {
+      const w = this.measured[up]
+      if (w !== undefined) this.pairs[level] = { upper: w, here: mean }
+    }
+    this.captureBaseline = false
     const i = LEVELS.indexOf(level)
     const over = mean > workBudgetMs(level) || (missRatio > 0.25 && level !== 'static')
     if (over) {
@@ -196,11 +202,8 @@ export class QualityController {
       return
     }
     const upper = LEVELS[i - 1]
-    const knownUpper = this.measured[upper]
-    const knownHere = this.baselineAt
-    const ratio = knownUpper !== undefined && knownHere !== undefined && knownHere > 0
-      ? knownUpper / knownHere
-      : COST_GUESS[upper] / COST_GUESS[level]
+    const pair = this.pairs[level]
+    const ratio = pair && pair.here > 0 ? pair.upper / pair.here : COST_GUESS[upper] / COST_GUESS[level]
     const predicted = mean * Math.max(1, ratio)
     const fits = predicted <= workBudgetMs(upper) * (1 - this.hysteresis) && missRatio < 0.1
     if (!fits) {
@@ -223,7 +226,7 @@ export class QualityController {
     this.auto = next
     this.reason = why
     this.goodSince = now
-    this.baselineAt = undefined
+    this.captureBaseline = LEVELS.indexOf(next) > LEVELS.indexOf(prev)
     this.history.push({ t: now, level: next, work: this.measured[prev] ?? NaN })
     if (this.history.length > 20) this.history.shift()
     if (this.level !== prev) this.onChange(this.level, prev, why)
