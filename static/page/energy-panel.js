@@ -351,6 +351,10 @@ export function installEnergyPanel(client, params) {
     get drawCount() {
       return drawn
     },
+    /** whether animated forms are drawn (false: reduced motion or the Static level) */
+    get motion() {
+      return motionWas
+    },
   }
   Object.assign(window, { wfView: api })
   return api

@@ -160,13 +160,14 @@ export function particleCount(certainty, maxPerToken) {
 }
 
 /**
- * Field brightness (fill opacity) for E, in 24 steps so that the decay of
- * E after an answer ends in a still canvas rather than a slow crawl.
+ * Field brightness (fill opacity) for E, in steps of 1/8 (rounded down), so
+ * that the decay of E after an answer ends in a still canvas (E below 0.125
+ * is the resting field) rather than a crawl the eye cannot read anyway.
  * @param {number} e
  */
 export function fieldBrightness(e) {
   if (!Number.isFinite(e)) return 0
-  const step = Math.round(clamp(e, 0, 1) * 24) / 24
+  const step = Math.floor(clamp(e, 0, 1) * 8) / 8
   return 0.04 + 0.5 * step
 }
 
