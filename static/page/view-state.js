@@ -156,7 +156,11 @@ export function ingestEnergy(vs, p, now) {
   const before = vs.e
   vs.e = e
   if (Math.abs((Number.isFinite(before) ? before : -1) - (Number.isFinite(e) ? e : -1)) > 1e-4) vs.version++
-  if (!ev || typeof ev !== 'object') return
+  if (!ev || typeof ev !== 'object') {
+    // a 1.0-shaped frame: the single model's ribbon, at rest (no tokens/s on the wire)
+    if (!vs.models.length) syncModels(vs, null, e)
+    return
+  }
   vs.hasEvidence = true
   const sid = typeof ev.sessionId === 'string' ? ev.sessionId : null
   if (sid !== vs.sessionId) {
