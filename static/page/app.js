@@ -1,6 +1,7 @@
 // @ts-check
 /**
- * The monitor page (client-example.html): a thin view over
+ * The page (client-example.html): the energy view at the top
+ * (`energy-panel.js`) and the transport monitor below, a thin view over
  * `wirthforge-client.js`. Message handlers only update state; everything is
  * drawn in one requestAnimationFrame loop (canvases at half the display rate,
  * numbers at 4 Hz so they stay readable). All server text goes into text nodes.
@@ -10,6 +11,7 @@
 import { WirthforgeClient, describeCloseCode } from '../wirthforge-client.js'
 import { COLORS, drawPlot, fmt, maxSince } from './plot.js'
 import { createEnergyView, drawEnergy, energySeriesOf, num, recordEnergy } from './energy-gauge.js'
+import { installEnergyPanel } from './energy-panel.js'
 import { installPromptBox } from './prompt.js'
 
 /** @typedef {import('../wirthforge-client.js').ConnectionState} ConnectionState */
@@ -18,7 +20,6 @@ import { installPromptBox } from './prompt.js'
 
 const PLOT_SPAN_MS = 60_000
 const READOUT_EVERY_MS = 250
-const MAX_TOKEN_CHARS = 20_000
 const TEXT_FLUSH_MS = 500 // token and log text, when no animation frame runs
 const MAX_LOG_ROWS = 200
 
@@ -78,7 +79,6 @@ const ui = {
   energyTokens: byTestId('energy-tokens'),
   energyProcessing: byTestId('energy-processing'),
   energyField: byTestId('energy-field'),
-  tokenOutput: byTestId('token-output'),
   tokenSession: byTestId('token-session'),
   eventLog: byTestId('event-log'),
   lastClose: byTestId('last-close'),
@@ -124,13 +124,12 @@ const client = new WirthforgeClient({
 })
 Object.assign(window, { wirthforge: client })
 installPromptBox(client, byTestId('prompt-box'))
+const panel = installEnergyPanel(client, params)
 
 // -- view state (written by message handlers, read by the render loop) ---------
 
 const energy = createEnergyView()
 
-/** Token text not yet on screen. */
-let pendingTokens = ''
 let tokenSession = ''
 
 /** @typedef {{at: number, kind: string, text: string}} LogEntry */
@@ -187,25 +186,8 @@ client.onMessage('energy_field', (m) => {
 
 client.onMessage('token_stream', (m) => {
   const p = m.payload || {}
-  if (Array.isArray(p.tokens)) pendingTokens += p.tokens.map(String).join('')
-  if (p.isComplete) pendingTokens += '\n\n'
-  // Bounded even when nothing flushes it (a hidden tab runs no animation
-  // frames): the screen keeps at most MAX_TOKEN_CHARS anyway.
-  if (pendingTokens.length > MAX_TOKEN_CHARS) pendingTokens = keepTail(pendingTokens, MAX_TOKEN_CHARS)
   if (typeof p.sessionId === 'string') tokenSession = p.sessionId
 })
-
-/**
- * The last `max` UTF-16 units of `text`, without a split surrogate pair at the start.
- * @param {string} text
- * @param {number} max
- */
-function keepTail(text, max) {
-  let tail = text.slice(-max)
-  const first = tail.charCodeAt(0)
-  if (first >= 0xdc00 && first <= 0xdfff) tail = tail.slice(1)
-  return tail
-}
 
 client.onMessage('interference_event', (m) => {
   const p = m.payload || {}
@@ -282,20 +264,6 @@ function drawLatency(/** @type {number} */ now) {
 }
 
 // -- text outputs ----------------------------------------------------------------
-
-/** One text node holds the token stream: appendData/deleteData, never HTML. */
-const tokenText = document.createTextNode('')
-ui.tokenOutput.replaceChildren(tokenText)
-
-function flushTokens() {
-  if (!pendingTokens) return
-  const el = ui.tokenOutput
-  const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 24
-  tokenText.appendData(pendingTokens)
-  pendingTokens = ''
-  if (tokenText.length > MAX_TOKEN_CHARS) tokenText.deleteData(0, tokenText.length - Math.floor(MAX_TOKEN_CHARS * 0.75))
-  if (atBottom) el.scrollTop = el.scrollHeight
-}
 
 function flushLog() {
   if (!pendingLog.length) return
@@ -447,7 +415,7 @@ function frame() {
   } else {
     drawEnergy(ui.energyView, energy, now)
   }
-  flushTokens()
+  panel.frame(now)
   flushLog()
   requestAnimationFrame(frame)
 }
@@ -457,7 +425,7 @@ requestAnimationFrame(frame)
 // its buffers stay small) through this timer, which browsers slow to once a
 // second in the background.
 setInterval(() => {
-  flushTokens()
+  panel.flushText()
   flushLog()
 }, TEXT_FLUSH_MS)
 // Connect once the page has laid out and painted, so that the first frames

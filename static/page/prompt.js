@@ -1,9 +1,9 @@
 // @ts-check
 /**
- * The prompt box: type a prompt, send it to `POST /api/prompt`, watch the
- * answer arrive as `token_stream` messages of its sessionId (the energy
- * panel of the page shows the same tokens as energy), stop it with
- * `POST /api/prompt/{sessionId}/cancel`.
+ * The prompt box: type a prompt, send it to `POST /api/prompt`, follow the
+ * answer's `token_stream` messages of its sessionId until every model
+ * completed (the answer itself is shown once, by the energy view's answer
+ * panel), stop it with `POST /api/prompt/{sessionId}/cancel`.
  *
  * Self-contained: `installPromptBox(client, container)` builds its own DOM
  * (and a few style rules) inside `container` and listens on the page's
@@ -11,11 +11,10 @@
  * are shown as text (text nodes), never as HTML.
  *
  * data-testid hooks: prompt-input, prompt-send, prompt-stop, prompt-council,
- * prompt-status, prompt-answer.
+ * prompt-status (its `data-session` is the running answer's sessionId).
  */
 
 const MAX_PROMPT_BYTES = 8 * 1024
-const MAX_ANSWER_CHARS = 20_000
 
 const STYLE = `
 .prompt { grid-column: 1 / -1; }
@@ -28,11 +27,6 @@ const STYLE = `
 .prompt .actions { display: flex; flex-direction: column; gap: 6px; min-width: 110px; }
 .prompt label { color: var(--muted); font-size: 12px; display: flex; gap: 6px; align-items: center; }
 .prompt .status { color: var(--muted); font-size: 12px; margin-top: 6px; min-height: 1em; }
-.prompt .answer {
-  margin: 8px 0 0; padding: 8px 10px; max-height: 160px; overflow: auto; white-space: pre-wrap;
-  background: var(--panel-2); border: 1px solid var(--border); border-radius: 8px; font: 13px/1.5 var(--mono);
-}
-.prompt .answer .model { color: var(--muted); font-weight: 600; }
 `
 
 /**
@@ -73,14 +67,10 @@ export function installPromptBox(client, container, options = {}) {
   const form = /** @type {HTMLFormElement} */ (el('form'))
   form.append(input, actions)
   const status = el('div', { class: 'status', 'data-testid': 'prompt-status', role: 'status' })
-  const answer = el('pre', { class: 'answer', 'data-testid': 'prompt-answer', 'aria-live': 'off' })
-  container.replaceChildren(header, form, status, answer)
+  container.replaceChildren(header, form, status)
 
   /** @type {string | null} */
   let session = null
-  /** @type {Map<string, Text>} one text node per model of the running answer */
-  const byModel = new Map()
-  let shown = 0
 
   const setRunning = (/** @type {boolean} */ running) => {
     send.disabled = running
@@ -100,31 +90,10 @@ export function installPromptBox(client, container, options = {}) {
     }
   }).catch(() => { status.textContent = 'the prompt API did not answer' })
 
-  /** @param {string} modelId */
-  const nodeFor = (modelId) => {
-    let node = byModel.get(modelId)
-    if (!node) {
-      if (byModel.size) answer.appendChild(document.createTextNode('\n\n'))
-      answer.appendChild(el('span', { class: 'model' }, `${modelId}: `))
-      node = document.createTextNode('')
-      answer.appendChild(node)
-      byModel.set(modelId, node)
-    }
-    return node
-  }
-
   client.onMessage('token_stream', (m) => {
     const p = m.payload || {}
     if (session === null || p.sessionId !== session) return
-    const text = Array.isArray(p.tokens) ? p.tokens.map(String).join('') : ''
-    if (text && shown < MAX_ANSWER_CHARS) {
-      nodeFor(String(p.modelId)).appendData(text)
-      shown += text.length
-      answer.scrollTop = answer.scrollHeight
-    }
     if (p.isComplete) {
-      const node = byModel.get(String(p.modelId))
-      if (node) node.appendData(' ■')
       completed.add(String(p.modelId))
       if (expected.every((id) => completed.has(id))) finish('done')
     }
@@ -161,10 +130,7 @@ export function installPromptBox(client, container, options = {}) {
       return
     }
     setRunning(true)
-    answer.replaceChildren()
-    byModel.clear()
     completed.clear()
-    shown = 0
     failed = false
     status.textContent = 'sending…'
     try {
@@ -180,6 +146,7 @@ export function installPromptBox(client, container, options = {}) {
         return
       }
       session = body.sessionId
+      status.dataset.session = String(body.sessionId)
       expected = body.models
       status.textContent = `answering (${expected.join(', ')})…`
     } catch (error) {
@@ -200,5 +167,5 @@ export function installPromptBox(client, container, options = {}) {
     if (response.ok && session === id) finish('stopped')
   })
 
-  return { input, send, stop, council, status, answer }
+  return { input, send, stop, council, status }
 }
