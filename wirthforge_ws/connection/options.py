@@ -8,7 +8,6 @@ default for that option and sends the error_event that
 from __future__ import annotations
 
 import re
-
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
