@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from wirthforge_ws import settings as settings_module
+from wirthforge_ws.connection.limits import TokenBucket
 from wirthforge_ws.connection.outbox import Outbox
-from wirthforge_ws.connection.security import InvalidMessageWindow, OriginHostGuard, TokenBucket, host_name
+from wirthforge_ws.connection.security import InvalidMessageWindow, OriginHostGuard, host_name
 from wirthforge_ws.energy.meter import DECAY_HALF_LIFE_S, EnergyMeter, certainty, jensen_shannon
 from wirthforge_ws.protocol.codes import negotiate
 from wirthforge_ws.settings import Settings

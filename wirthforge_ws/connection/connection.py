@@ -57,11 +57,11 @@ from ..stream.rolling import RollingSamples
 from ..stream.throttle import Throttle
 from . import direct as transport
 from .heartbeat import HeartbeatSchedule
+from .limits import TokenBucket
 from .options import ConnectOptions
 from .outbox import Outbox
 from .pacing import EnergyPacer
 from .requests import Requests
-from .security import TokenBucket
 
 log = logging.getLogger("wirthforge.connection")
 

@@ -4,7 +4,7 @@
   the WebSocket upgrade (and before any HTTP route) when its ``Host`` is not
   a loopback name (DNS rebinding) or its ``Origin`` is not on the allowlist,
   and with 400 when either header is repeated (RFC 9112 §3.2).
-- :class:`TokenBucket` limits the inbound message rate of one connection.
+- the inbound message rate of one connection is limited by :class:`~.limits.TokenBucket`.
 - :class:`InvalidMessageWindow` counts bad inbound messages over time.
 - :class:`RefusalLog` writes refusals to the log at most once per
   :data:`REFUSAL_LOG_EVERY` seconds per kind, with the count of those folded
@@ -165,27 +165,6 @@ async def _deny(scope: Scope, send: Send, status: int, reason: str) -> None:
         }
     )
     await send({"type": prefix + "http.response.body", "body": body})
-
-
-class TokenBucket:
-    """Allows *rate* events per second on average, with bursts up to *burst*."""
-
-    __slots__ = ("rate", "burst", "_tokens", "_updated")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._updated = time.monotonic()
-
-    def take(self, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 class InvalidMessageWindow:

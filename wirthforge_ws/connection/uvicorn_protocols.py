@@ -71,6 +71,7 @@ from websockets.protocol import State
 from ..protocol.codes import CloseCode
 from ..settings import Settings
 from .direct import UVICORN_PROTOCOL_ATTRIBUTES
+from .limits import TokenBucket
 from .security import refusals
 
 log = logging.getLogger("wirthforge.wire")
@@ -115,31 +116,6 @@ class WireStats:
         }
 
 
-class FrameBudget:
-    """A token bucket of frames: *rate* per second, bursts up to *burst*, debt allowed."""
-
-    __slots__ = ("rate", "burst", "tokens", "_updated")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self._updated = now
-
-    def refill(self, now: float) -> float:
-        self.tokens = min(self.burst, self.tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        return self.tokens
-
-    def spend(self, frames: int) -> None:
-        # Frames are counted after a slice is parsed, so the balance may go
-        # negative; the debt is paid by waiting longer.
-        self.tokens -= frames
-
-    def seconds_until(self, tokens: float) -> float:
-        return max(tokens - self.tokens, 0.0) / self.rate
-
-
 class FlowControlledWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with an inbound budget and bounded buffers (module docstring)."""
 
@@ -150,7 +126,7 @@ class FlowControlledWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pending = bytearray()  # received, not parsed yet
-        self._budget = FrameBudget(self.frame_rate, self.frame_rate, time.monotonic())
+        self._budget = TokenBucket(self.frame_rate, self.frame_rate, time.monotonic())
         self._throttled_since: float | None = None
         self._resume_timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
