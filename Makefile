@@ -9,14 +9,19 @@ PY     := $(VENV)/bin/python
 # Re-install whenever requirements.txt changes.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test unit bench scale model-bench deps
+.PHONY: run test lint unit bench scale model-bench deps
 
 run: $(STAMP)
 	$(PY) ws_server.py $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	scripts/ensure-test-tools.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Lint and format check (config in pyproject.toml); part of `make test`.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q

@@ -163,7 +163,7 @@ def section_micro(quick: bool) -> dict[str, Any]:
     # predictors have been disturbed in between; closer to the in-situ cost.
     cold_hub, _ = hub_with([("fake", "1.1"), ("fake", "1.0")])
     cold_publish, cold_step = [], []
-    for i in range(120 if quick else 300):  # bounded: about 5 s
+    for _ in range(120 if quick else 300):  # bounded: about 5 s
         time.sleep(1 / 60)
         start = time.perf_counter_ns()
         cold_hub.publish(build(next(frame)))

@@ -97,7 +97,8 @@ async def open_connection(app: Any, server: Any) -> tuple[WebSocketsSansIOProtoc
     key = base64.b64encode(os.urandom(16)).decode()
     protocol.data_received(
         f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:8145\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wirthforge.1.1\r\n\r\n".encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: wirthforge.1.1\r\n\r\n".encode()
     )
     before = set(server.connections)
     for _ in range(200):

@@ -142,7 +142,8 @@ def _print_summary(summary: Mapping[str, Any]) -> None:
         f"  sessions {summary['sessions']}  reconnect ms last/max "
         f"{summary['reconnect_ms']['last']}/{summary['reconnect_ms']['max']}  "
         f"incomplete resumes {summary['incomplete_resumes']}  duplicates {summary['duplicates']}  "
-        f"frames missed {summary['frames_missed']}  close {summary['close_code']} {summary['close_reason'] or ''}".rstrip()
+        f"frames missed {summary['frames_missed']}  "
+        f"close {summary['close_code']} {summary['close_reason'] or ''}".rstrip()
     )
     if summary["last_error"]:
         print(f"  last error: {summary['last_error'].get('code')}: {summary['last_error'].get('message')}")

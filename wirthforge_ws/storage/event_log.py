@@ -452,5 +452,3 @@ class EventLog:
             "restored": self.restored,
             "previousRunCrashed": self.previous_run_crashed,
         }
-
-
