@@ -173,7 +173,8 @@ def test_generating_moves_the_view_and_idle_stills_it(browser: Browser) -> None:
             for _ in range(6):
                 hashes.add(page.evaluate(CANVAS_HASH))
                 page.wait_for_timeout(100)
-            assert len(hashes) >= 3, "the view moves while tokens flow"
+            # With per-token evidence every token strikes; without it only the field's brightness (E) moves.
+            assert len(hashes) >= (3 if has_evidence(page) else 2), "the view moves while tokens flow"
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=prompt-status]').textContent === 'done'",
                 timeout=scaled(60) * 1000,
