@@ -28,6 +28,8 @@ class PersistenceFaults:
 
     def check(self, now: float) -> None:
         """Report now if the log dropped something new or is unavailable, unless reported recently."""
+        if not len(self._hub):
+            return  # no subscriber is attached yet (a new connection may still be opening): report when one is
         stats = self._log.stats
         dropped = stats.dropped
         if (self._log.available and dropped == self._reported_dropped) or now - self._reported_at < REPORT_INTERVAL:
