@@ -43,6 +43,7 @@ import {
   strikeAlpha,
   strikePulse,
 } from './mappings.js'
+import { prepare } from './plot.js'
 import { LEVEL_PARTICLES } from './quality.js'
 
 /** @typedef {import('./view-state.js').ViewState} ViewState */
@@ -101,27 +102,6 @@ export function isAnimating(vs, now, motion) {
   if (vs.interference && now - vs.interference.at < TIMING.rippleMs) return true
   if (vs.resonance && resonancePhase(now - vs.resonance.at).phase !== 'done') return true
   return false
-}
-
-/**
- * Matches the canvas backing store to its CSS size; returns the context.
- * @param {HTMLCanvasElement} canvas
- */
-function prepare(canvas) {
-  const dpr = Math.min(window.devicePixelRatio || 1, 2)
-  const w = canvas.clientWidth
-  const h = canvas.clientHeight
-  if (!w || !h) return null
-  const bw = Math.round(w * dpr)
-  const bh = Math.round(h * dpr)
-  if (canvas.width !== bw || canvas.height !== bh) {
-    canvas.width = bw
-    canvas.height = bh
-  }
-  const ctx = canvas.getContext('2d')
-  if (!ctx) return null
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0)
-  return { ctx, w, h }
 }
 
 /**
@@ -198,7 +178,7 @@ function marker(ctx, shape, x, y, r) {
  * @returns {Hit[]}
  */
 export function drawView(canvas, vs, now, opts) {
-  const c = prepare(canvas)
+  const c = prepare(canvas, { maxDpr: 2, clear: false })
   /** @type {Hit[]} */
   const hits = []
   if (!c) return hits

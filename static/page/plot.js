@@ -46,10 +46,12 @@ export function fmt(v, digits) {
 /**
  * Matches the backing store to the CSS size and device pixel ratio.
  * @param {HTMLCanvasElement} canvas
+ * @param {{maxDpr?: number, clear?: boolean}} [options] cap the pixel ratio (fewer pixels to fill);
+ *   clear: false for a caller that paints every pixel itself
  * @returns {{ctx: CanvasRenderingContext2D, w: number, h: number} | null}
  */
-export function prepare(canvas) {
-  const dpr = window.devicePixelRatio || 1
+export function prepare(canvas, { maxDpr = Infinity, clear = true } = {}) {
+  const dpr = Math.min(window.devicePixelRatio || 1, maxDpr)
   const w = canvas.clientWidth
   const h = canvas.clientHeight
   if (!w || !h) return null
@@ -62,7 +64,7 @@ export function prepare(canvas) {
   const ctx = canvas.getContext('2d')
   if (!ctx) return null
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0)
-  ctx.clearRect(0, 0, w, h)
+  if (clear) ctx.clearRect(0, 0, w, h)
   return { ctx, w, h }
 }
 

@@ -23,27 +23,16 @@ from typing import Any
 
 import pytest
 
+from tests.chromium import launched_chromium, skip_module_without_chromium
 from tests.server_process import ServerProcess
 from tests.timing import scaled
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = Path(os.environ.get("WF_SCREENSHOT_PATH", ROOT / "test-results" / "screenshot.png"))
 
-if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
-    pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium)", allow_module_level=True)
+skip_module_without_chromium()
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page  # noqa: E402
 
 # The color of each plotted series in static/page/app.js, to check that data (not
 # only the axes) was drawn.
@@ -58,12 +47,8 @@ RAW_RGB = (100, 116, 139)
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

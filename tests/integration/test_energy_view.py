@@ -9,23 +9,19 @@ energy_update frames, or refused by POST /publish).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.chromium import launched_chromium, skip_module_without_chromium
 from tests.server_process import ServerProcess
 from tests.timing import scaled
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+skip_module_without_chromium()
 
-if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
-    pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium)", allow_module_level=True)
-
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page  # noqa: E402
 
 # A hash of the energy canvas's pixels (changes whenever any pixel does).
 CANVAS_HASH = """() => {
@@ -39,12 +35,8 @@ CANVAS_HASH = """() => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 def open_view(browser: Browser, server: ServerProcess, **context: Any) -> tuple[Page, list[str]]:
