@@ -119,6 +119,8 @@ class Server:
         self.supervisor.start("heartbeat", self.heartbeats.run)
 
     async def stop(self) -> None:
+        if self.wire_stats.admission is not None:
+            self.wire_stats.admission.close()  # its timer; uvicorn closes the waiting connections
         await self.replayer.stop()
         await self.supervisor.stop()
         if isinstance(self.source, LiveSource):

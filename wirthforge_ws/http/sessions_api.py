@@ -21,12 +21,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..protocol import messages
 from ..sources.replay import MAX_SPEED, ReplaySource
 from ..storage.event_log import EventLog, Recording, StoredMessage
+from .params import EPOCH_RULE, ID_RULE, epoch_ms, recording_id
 
 router = APIRouter(prefix="/api")
 
@@ -44,7 +45,9 @@ def _unavailable() -> JSONResponse:
 
 
 @router.get("/sessions")
-async def list_sessions(request: Request, limit: int = 100, before: float | None = None) -> Response:
+async def list_sessions(
+    request: Request, limit: int = 100, before: float | None = Query(None, allow_inf_nan=False)
+) -> Response:
     log = _log(request)
     if log is None:  # not an error for a page that lists what there is: there is nothing
         return JSONResponse({"sessions": [], "recording": False})
@@ -53,17 +56,23 @@ async def list_sessions(request: Request, limit: int = 100, before: float | None
 
 
 async def _selection(
-    log: EventLog, key: str, start: float | None, end: float | None
-) -> tuple[Recording | None, tuple[float, float] | None] | None:
-    """A recording by id, or a time range; None when neither exists."""
+    log: EventLog, key: Any, start: Any, end: Any
+) -> tuple[Recording | None, tuple[float, float] | None] | JSONResponse:
+    """A recording by id (*key*), or a time range (*key* ``"range"``); else the 404/422 answer.
+
+    Ids and bounds are parsed by params.py, so that no path, query or body
+    value can reach the database as something it cannot bind.
+    """
     if key == "range":
-        if start is None or end is None or end < start:
-            return None
-        return None, (start, end)
-    if not key.isdigit():
-        return None
-    recording = await asyncio.to_thread(log.recording, int(key))
-    return None if recording is None else (recording, None)
+        low, high = epoch_ms(start), epoch_ms(end)
+        if low is None or high is None or high < low:
+            return JSONResponse({"error": f"bad range: {EPOCH_RULE}"}, status_code=422)
+        return None, (low, high)
+    number = recording_id(key)
+    recording = None if number is None else await asyncio.to_thread(log.recording, number)
+    if recording is None:
+        return JSONResponse({"error": "no such session", "rule": ID_RULE}, status_code=404)
+    return recording, None
 
 
 def _reader(
@@ -86,9 +95,9 @@ async def export_session(request: Request, key: str) -> Response:
     if log is None:
         return _unavailable()
     query = request.query_params
-    selected = await _selection(log, key, _float(query.get("from")), _float(query.get("to")))
-    if selected is None:
-        return JSONResponse({"error": "no such session (or a bad range)"}, status_code=404)
+    selected = await _selection(log, key, query.get("from"), query.get("to"))
+    if isinstance(selected, JSONResponse):
+        return selected
     fetch = _reader(log, *selected)
 
     async def lines() -> AsyncIterator[bytes]:
@@ -117,10 +126,12 @@ async def start_replay(request: Request) -> Response:
     speed = body.get("speed", 1.0)
     if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0 < speed <= MAX_SPEED:
         return JSONResponse({"error": f"speed must be a number > 0 and <= {MAX_SPEED:g}"}, status_code=422)
-    key = "range" if "from" in body else str(body.get("session", ""))
-    selected = await _selection(log, key, _float(body.get("from")), _float(body.get("to")))
-    if selected is None:
-        return JSONResponse({"error": "no such session (or a bad range)"}, status_code=404)
+    key = "range" if "from" in body else body.get("session")
+    if key != "range" and recording_id(key) is None:
+        return JSONResponse({"error": f"session: {ID_RULE}"}, status_code=422)
+    selected = await _selection(log, key, body.get("from"), body.get("to"))
+    if isinstance(selected, JSONResponse):
+        return selected
     recording, _ = selected
     fetch = _reader(log, *selected)
 
@@ -139,6 +150,7 @@ async def start_replay(request: Request) -> Response:
     original = recording.session_id if recording is not None else "range"
     model_id = recording.model_id if recording is not None and recording.model_id else server.settings.model_id
     source = ReplaySource(recorded, speed=float(speed), model_id=model_id, label=f"replay-{original}"[:200])
+    key = str(recording.id) if recording is not None else "range"
     await server.replayer.start(source, key if recording is not None else f"range:{selected[1]}")
     return JSONResponse(
         {"replaying": key, "messages": len(recorded), "speed": speed, "durationSeconds": round(source.duration, 3)},
@@ -155,12 +167,3 @@ async def stop_replay(request: Request) -> Response:
 @router.get("/replay")
 async def replay_status(request: Request) -> Response:
     return JSONResponse(request.app.state.server.replayer.status())
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
