@@ -10,7 +10,7 @@ Per round, on a real server process (tests/server_process.py, loopback only,
 ``energy_update`` (arrival time, frameNumber) while:
 
 1. **quiet**: nothing else happens (the machine's noise level);
-2. **burst**: a separate process opens ``--clients`` connections at once
+2. **burst**: a separate process (tests/burst.py) opens ``--clients`` connections at once
    (raw sockets, every upgrade request sent within a few milliseconds),
    reads what the server sends for ``--hold`` seconds and closes them. Burst
    clients subscribe to the system channel only (``--burst-channels``), so
@@ -33,14 +33,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
-import selectors
-import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -53,96 +50,6 @@ if str(ROOT) not in sys.path:
 
 from tests import server_process  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
-
-FRAME_RATE = 60
-
-
-# ---------------------------------------------------------------------------
-# The burst (its own process: ``burst_bench.py _burst HOST PORT N HOLD CHANNELS``)
-
-
-def burst(host: str, port: int, count: int, hold: float, channels: str) -> dict[str, Any]:
-    """Open *count* WebSocket connections at once, read for *hold* seconds, close; return counters."""
-    signal.alarm(int(hold + 60))  # whatever happens, this process ends
-    selector = selectors.DefaultSelector()
-    query = f"?channels={channels}" if channels else ""
-    started = time.monotonic()
-    state: dict[socket.socket, dict[str, Any]] = {}
-    failed_connect = 0
-    for _ in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        if sock.connect_ex((host, port)) not in (0, 115, 11):  # 115 EINPROGRESS, 11 EAGAIN
-            failed_connect += 1
-            sock.close()
-            continue
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET /ws{query} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wirthforge.1.1\r\n\r\n"
-        ).encode()
-        state[sock] = {"request": request, "head": b"", "status": None, "opened": None}
-        selector.register(sock, selectors.EVENT_WRITE)
-    sent_all = time.monotonic() - started
-    statuses: dict[str, int] = {}
-    open_times: list[float] = []
-    deadline = started + hold
-    bytes_read = 0
-    while time.monotonic() < deadline and state:
-        for key_, events in selector.select(timeout=0.05):
-            sock = key_.fileobj  # type: ignore[assignment]
-            entry = state.get(sock)  # type: ignore[arg-type]
-            if entry is None:
-                continue
-            try:
-                if events & selectors.EVENT_WRITE and entry["request"]:
-                    sock.send(entry["request"])  # type: ignore[attr-defined]
-                    entry["request"] = b""
-                    selector.modify(sock, selectors.EVENT_READ)
-                    continue
-                data = sock.recv(65536)  # type: ignore[attr-defined]
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                if entry["status"] is None:
-                    statuses["failed"] = statuses.get("failed", 0) + 1
-                selector.unregister(sock)
-                sock.close()  # type: ignore[attr-defined]
-                del state[sock]  # type: ignore[arg-type]
-                continue
-            bytes_read += len(data)
-            if entry["status"] is None:
-                entry["head"] += data
-                if b"\r\n" in entry["head"]:
-                    status = entry["head"].split(b" ", 2)[1].decode(errors="replace")
-                    entry["status"] = status
-                    statuses[status] = statuses.get(status, 0) + 1
-                    if status == "101":
-                        open_times.append(time.monotonic() - started)
-                    entry["head"] = b""
-    for sock in list(state):
-        if state[sock]["status"] is None:
-            statuses["no answer"] = statuses.get("no answer", 0) + 1
-        sock.close()
-    open_times.sort()
-    period, densest, first = 1.0 / FRAME_RATE, 0, 0
-    for last, opened in enumerate(open_times):  # the most 101 answers within one frame period
-        while opened - open_times[first] > period:
-            first += 1
-        densest = max(densest, last - first + 1)
-    return {
-        "clients": count,
-        "connectFailed": failed_connect,
-        "requestsSentWithinMs": round(sent_all * 1000, 1),
-        "statuses": statuses,
-        "openedP50Ms": round(open_times[len(open_times) // 2] * 1000) if open_times else None,
-        "openedMaxMs": round(open_times[-1] * 1000) if open_times else None,
-        "mostOpenedInOneFrame": densest,
-        "bytesRead": bytes_read,
-    }
-
 
 # ---------------------------------------------------------------------------
 # The harness
@@ -221,7 +128,35 @@ def publish(server: ServerProcess, size: int, index: int) -> float:
     return time.monotonic() - started
 
 
-async def phase(server: ServerProcess, reader: Reader, name: str, action: Any, settle: float) -> dict[str, Any]:
+def loop_held(monitor: str, start: float, end: float) -> dict[str, Any]:
+    """From loop_monitor.py's lines between *start* and *end*: how long the loop was held, in CPU ms.
+
+    ``loopHeldCpuMs`` is the longest hold; ``largestGcCpuMs`` the largest
+    garbage collection; ``loopHeldBesidesGcCpuMs`` the longest hold once the
+    collections that ran inside it are taken out (the server's own work).
+    """
+    held: list[dict[str, Any]] = []
+    collections: list[dict[str, Any]] = []
+    with open(monitor) as lines:
+        for line in lines:
+            record = json.loads(line)
+            if start <= record["t"] <= end:
+                (held if record["kind"] == "held" else collections).append(record)
+    besides_gc = 0.0
+    for hold in held:
+        since = hold["t"] - (hold["wallMs"] + 10) / 1000
+        in_it = sum(c["cpuMs"] for c in collections if since <= c["t"] <= hold["t"])
+        besides_gc = max(besides_gc, hold["cpuMs"] - in_it)
+    return {
+        "loopHeldCpuMs": max((h["cpuMs"] for h in held), default=0.0),
+        "largestGcCpuMs": max((c["cpuMs"] for c in collections), default=0.0),
+        "loopHeldBesidesGcCpuMs": round(besides_gc, 1),
+    }
+
+
+async def phase(
+    server: ServerProcess, reader: Reader, monitor: str, name: str, action: Any, settle: float
+) -> dict[str, Any]:
     before, start = server_counters(server), time.monotonic()
     extra = await action()
     await asyncio.sleep(settle)
@@ -234,6 +169,7 @@ async def phase(server: ServerProcess, reader: Reader, name: str, action: Any, s
         "budgetOverruns": after["overruns"] - before["overruns"],
         "serverWaitedForCpuMs": round((after["waited"] - before["waited"]) * 1000),
         "serverCpuMs": round((after["cpu"] - before["cpu"]) * 1000),
+        **loop_held(monitor, start, end),
     }
     if extra:
         result.update(extra)
@@ -247,7 +183,9 @@ async def one_round(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.cap:
         env["WF_MAX_CONNECTIONS"] = str(args.cap)
     results = []
-    with ServerProcess(env=env) as server, open(os.devnull, "w"):
+    monitor = tempfile.NamedTemporaryFile(prefix="wf-loop-", suffix=".jsonl", delete=False).name
+    prefix = [sys.executable, str(HERE / "loop_monitor.py"), monitor]
+    with ServerProcess(env=env, prefix=prefix) as server:
         async with Reader(server.ws_url) as reader:
 
             async def quiet() -> None:
@@ -256,17 +194,20 @@ async def one_round(args: argparse.Namespace) -> list[dict[str, Any]]:
             async def connect_burst() -> dict[str, Any]:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
-                    str(Path(__file__).resolve()),
-                    "_burst",
+                    "-m",
+                    "tests.burst",
                     server.host,
                     str(server.port),
                     str(args.clients),
                     str(args.hold),
                     args.burst_channels,
                     stdout=subprocess.PIPE,
+                    cwd=ROOT,
                 )
                 output, _ = await asyncio.wait_for(process.communicate(), args.hold + 90)
-                return {"burst": json.loads(output or b"{}")}
+                answer = json.loads(output or b"{}")
+                answer.pop("openedAt", None)
+                return {"burst": answer}
 
             async def publish_batches() -> dict[str, Any]:
                 answers = [
@@ -274,9 +215,10 @@ async def one_round(args: argparse.Namespace) -> list[dict[str, Any]]:
                 ]
                 return {"answerSeconds": [round(a, 2) for a in answers]}
 
-            results.append(await phase(server, reader, "quiet", quiet, 0.5))
-            results.append(await phase(server, reader, "burst", connect_burst, 1.0))
-            results.append(await phase(server, reader, "publish", publish_batches, 1.0))
+            results.append(await phase(server, reader, monitor, "quiet", quiet, 0.5))
+            results.append(await phase(server, reader, monitor, "burst", connect_burst, 1.0))
+            results.append(await phase(server, reader, monitor, "publish", publish_batches, 1.0))
+    os.unlink(monitor)
     return results
 
 
@@ -284,7 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=1000, help="connections opened at once (at most 5,000)")
     parser.add_argument("--cap", type=int, default=0, help="the server's --max-connections (0: its default)")
-    parser.add_argument("--hold", type=float, default=4.0, help="seconds the burst connections stay open")
+    parser.add_argument("--hold", type=float, default=6.0, help="seconds the burst connections stay open")
     parser.add_argument("--burst-channels", default="system", help="channels of the burst clients ('' = all)")
     parser.add_argument("--batches", type=int, default=3, help="POST /publish requests in the publish phase")
     parser.add_argument("--batch-size", type=int, default=5000, help="messages per request (the server's maximum)")
@@ -302,18 +244,17 @@ def main() -> None:
             row["round"] = index + 1
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| round | phase | worst stall | frames missed | server skipped | overruns | waited for CPU |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| round | phase | worst stall | frames missed | loop held (CPU) | of it, not GC | largest GC | waited for CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['round']} | {row['phase']} | {row['worstStallMs']} ms | {row['framesMissed']} | "
-            f"{row['serverSkipped']} | {row['budgetOverruns']} | {row['serverWaitedForCpuMs']} ms |"
+            f"{row['loopHeldCpuMs']} ms | {row['loopHeldBesidesGcCpuMs']} ms | {row['largestGcCpuMs']} ms | "
+            f"{row['serverWaitedForCpuMs']} ms |"
         )
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_burst":
-        _, _, host, port, count, hold, *rest = sys.argv
-        print(json.dumps(burst(host, int(port), int(count), float(hold), rest[0] if rest else "")))
-    else:
-        main()
+    main()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import sys
@@ -117,6 +118,7 @@ class Server:
             await self.source.start_backends()
         self.supervisor.start("frame-loop", self.frame_loop.run)
         self.supervisor.start("heartbeat", self.heartbeats.run)
+        _freeze_startup_heap()
 
     async def stop(self) -> None:
         if self.wire_stats.admission is not None:
@@ -148,6 +150,19 @@ class Server:
             frames_skipped=loop.clock.frames_skipped,
             budget_overruns=loop.budget_overruns,
         )
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything alive after start-up (modules, compiled schemas, the app) out of the collector's sight.
+
+    A full (generation 2) collection walks every tracked object, and the
+    start-up heap is most of them: without this, each one held the event
+    loop for tens of milliseconds, several frames, however little there was
+    to collect. Frozen objects are never collected, which costs nothing
+    here: what start-up built lives as long as the process.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class _DenialLogFilter(logging.Filter):
