@@ -175,6 +175,10 @@ async def phase(
         result.update(extra)
     if name == "burst":
         result["admission"] = after["admission"]
+        # The burst's clients all close at once at the end of the hold: that part apart.
+        closing = start + float(extra["holdSeconds"]) - 0.2
+        result["whileOpening"] = {**reader.window(start, closing), **loop_held(monitor, start, closing)}
+        result["whileClosing"] = {**reader.window(closing, end), **loop_held(monitor, closing, end)}
     return result
 
 
@@ -207,7 +211,7 @@ async def one_round(args: argparse.Namespace) -> list[dict[str, Any]]:
                 output, _ = await asyncio.wait_for(process.communicate(), args.hold + 90)
                 answer = json.loads(output or b"{}")
                 answer.pop("openedAt", None)
-                return {"burst": answer}
+                return {"burst": answer, "holdSeconds": args.hold}
 
             async def publish_batches() -> dict[str, Any]:
                 answers = [

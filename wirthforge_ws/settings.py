@@ -87,7 +87,7 @@ class Settings:
         default=1100, metadata=_help("open connections (HTTP and WebSocket) beyond which new ones get 503")
     )
     admit_per_frame: int = field(
-        default=16,
+        default=8,
         metadata=_help(
             "new connections whose startup work may begin per frame period; the rest wait in order (0 = no limit)"
         ),
