@@ -118,8 +118,6 @@ class LiveSource:
         self._primary_id = primary.model_id
         self._last_resonance = -float("inf")
         self._sessions = itertools.count(1)
-        self._tokens_total = 0
-        self._responses = 0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -178,7 +176,6 @@ class LiveSource:
         for member in members:
             member.task = asyncio.create_task(self._run(member, prompt), name=f"generate-{member.model_id}")
         self._current = generation
-        self._responses += 1
         return session_id, [member.model_id for member in members]
 
     def cancel(self, session_id: str) -> bool:
@@ -266,7 +263,6 @@ class LiveSource:
         )
         if generation is not None and len(generation.members) > 1 and frame_number % self._council_every == 0:
             events += self._council_events(frame_number, now, generation, reading)
-        events += self._rewards(tokens, complete)
         return FrameActivity(tokens, reading, session_id, complete, ([wave] if wave else []) + events)
 
     def _drain(self, member: Member, now: float, events: list[Event], session_id: str) -> tuple[list[str], bool]:
@@ -340,32 +336,6 @@ class LiveSource:
                     amplitude=reading.level,
                     participants=models,
                     phase=(frame_number * 6.0) % 360.0,
-                )
-            )
-        return events
-
-    def _rewards(self, tokens: list[str], complete: bool) -> list[Event]:
-        events: list[Event] = []
-        before = self._tokens_total
-        self._tokens_total += len(tokens)
-        if tokens and self._tokens_total // 100 > before // 100:
-            count = (self._tokens_total // 100) * 100
-            events.append(
-                messages.reward_event(
-                    reward_type="milestone",
-                    title=f"{count} tokens",
-                    points=10,
-                    energy_bonus=0.05,
-                    description=f"The model has produced {count} tokens since the server started.",
-                )
-            )
-        if complete and self._responses == 1 and self._tokens_total:
-            events.append(
-                messages.reward_event(
-                    reward_type="achievement",
-                    title="First response",
-                    points=5,
-                    description="A real model's answer flowed through the field.",
                 )
             )
         return events
