@@ -274,3 +274,24 @@ async def test_a_failing_read_makes_resume_incomplete_degrades_then_recovers(
     monkeypatch.undo()
     assert log.recordings() == [] and log.status()["status"] == "ok"
     log.close()
+
+
+def test_a_file_from_before_incremental_vacuum_is_converted_by_its_first_purge(tmp_path: Path) -> None:
+    db = tmp_path / "events.sqlite3"
+    open_log(db).close()
+    with sqlite3.connect(db, isolation_level=None) as connection:  # as files written before incremental vacuum
+        connection.execute("PRAGMA journal_mode=DELETE")
+        connection.execute("PRAGMA auto_vacuum=NONE")
+        connection.execute("VACUUM")
+        assert connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    log = open_log(db, record_text=True)
+    hub = hub_on(log)
+    for _ in range(2000):
+        hub.publish(tokens(["y" * 500]))
+    wait_written(log, 2000)
+    before = log.disk_bytes()
+    log.purge()
+    assert log.disk_bytes() < before / 4
+    log.close()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
