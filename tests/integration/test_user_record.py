@@ -83,15 +83,19 @@ def db_size(db: Path) -> int:
 class Reader:
     """A protocol 1.1 client keeping every non-energy message (bounded by the test's length)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, subprotocol: str = "wirthforge.1.1") -> None:
         self.url = url
+        self.subprotocol = subprotocol
         self.messages: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Reader:
-        self._ws = await connect(
-            self.url + "?channels=experience,reward,system", subprotocols=["wirthforge.1.1"], proxy=None
-        )  # type: ignore[list-item]
+        if self.subprotocol == "wirthforge.1.1":
+            self._ws = await connect(
+                self.url + "?channels=experience,reward,system", subprotocols=[self.subprotocol], proxy=None
+            )  # type: ignore[list-item]
+        else:  # protocol 1.0: no subprotocol, every channel
+            self._ws = await connect(self.url, proxy=None)
         self._task = asyncio.create_task(self._read())
         await wait_until(lambda: any(m["type"] == "startup_complete" for m in self.messages), 5, "startup_complete")
         return self
@@ -164,6 +168,18 @@ async def test_a_real_answer_leaves_no_text_in_the_file_by_default(fake_ollama: 
                 json.loads(line)
                 for line in (await http.get(f"/api/sessions/{recording['id']}/events")).text.splitlines()
             ]
+            async with Reader(server.ws_url, subprotocol="") as old_client:
+                started = await http.post("/api/replay", json={"session": recording["id"], "speed": 4})
+                assert started.status_code == 202, started.text
+                label = f"replay-{session_id}"
+                await wait_until(lambda: reader.completed(label) and old_client.completed(label), 15, "the replay")
+            replayed = [m["payload"] for m in reader.of("token_stream") if m["payload"]["sessionId"] == label]
+            # The energy with a placeholder per token, and why: textOmitted (1.1); 1.0 keeps its upstream shape.
+            assert sum(len(p["tokens"]) for p in replayed) == len(TOKENS)
+            assert all(p["textOmitted"] is True and set(p["tokens"]) <= {""} for p in replayed)
+            old = [m["payload"] for m in old_client.of("token_stream") if m["payload"]["sessionId"] == label]
+            assert sum(len(p["tokens"]) for p in old) == len(TOKENS) and not any("textOmitted" in p for p in old)
+            assert server.health()["messages"]["validationFailures"] == 0
         streams = [m for m in exported if m["type"] == "token_stream"]
         assert sum(len(m["payload"]["tokens"]) for m in streams) == len(TOKENS), "the counts are kept"
         assert all(m["payload"]["textOmitted"] is True and set(m["payload"]["tokens"]) <= {""} for m in streams)

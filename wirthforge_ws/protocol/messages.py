@@ -57,7 +57,10 @@ def envelope(version: str, event: Event, timestamp_ms: float, seq: int) -> dict[
         message["seq"] = seq
     if event.frame_number is not None:
         message["frameNumber"] = event.frame_number
-    message["payload"] = event.payload
+    payload = event.payload
+    if version == "1.0" and "textOmitted" in payload:  # a 1.1 field: 1.0 keeps the upstream shape
+        payload = {key: value for key, value in payload.items() if key != "textOmitted"}
+    message["payload"] = payload
     return message
 
 
@@ -164,11 +167,20 @@ def energy_field(
 
 
 def token_stream(
-    *, tokens: list[str], is_complete: bool, session_id: str, model_id: str, energy_cost: float | None = None
+    *,
+    tokens: list[str],
+    is_complete: bool,
+    session_id: str,
+    model_id: str,
+    energy_cost: float | None = None,
+    text_omitted: bool = False,
 ) -> Event:
+    """*text_omitted*: the tokens are placeholders from a recording kept without text (1.1 ``textOmitted``)."""
     payload: Payload = {"tokens": tokens, "isComplete": is_complete, "sessionId": session_id, "modelId": model_id}
     if energy_cost is not None:
         payload["energyCost"] = round(max(energy_cost, 0.0), 6)
+    if text_omitted:
+        payload["textOmitted"] = True
     return Event("token_stream", payload)
 
 

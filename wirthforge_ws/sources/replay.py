@@ -65,6 +65,7 @@ class ReplaySource:
         tokens: list[str] = []
         events: list[Event] = []
         complete = False
+        text_omitted = False
         session_id = self.label
         messages = self._messages
         while self._next < len(messages) and messages[self._next].timestamp_ms <= cursor_ms:
@@ -73,6 +74,7 @@ class ReplaySource:
             if event.type == "token_stream":
                 tokens.extend(event.payload.get("tokens") or ())
                 complete = complete or bool(event.payload.get("isComplete"))
+                text_omitted = text_omitted or bool(event.payload.get("textOmitted"))
             elif event.frame_number is not None:
                 events.append(Event(event.type, event.payload, frame_number))  # the loop's own frame numbers
             else:
@@ -80,7 +82,7 @@ class ReplaySource:
         self.finished = self._next >= len(messages) and cursor_ms >= (
             self._frame_times[-1] if self._frame_times else self._origin_ms
         )
-        return FrameActivity(tokens, self._reading(cursor_ms), session_id, complete, events)
+        return FrameActivity(tokens, self._reading(cursor_ms), session_id, complete, events, text_omitted)
 
     def _reading(self, cursor_ms: float) -> EnergyReading:
         """The recorded energy at *cursor_ms*, linearly interpolated between recorded frames."""

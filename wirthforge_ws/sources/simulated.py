@@ -32,6 +32,7 @@ class FrameActivity:
     session_id: str
     response_complete: bool = False
     events: list[Event] = field(default_factory=list)  # energy_field, council and reward events
+    text_omitted: bool = False  # the tokens are placeholders (a replay of a recording kept without text)
 
 
 class EnergySource(Protocol):

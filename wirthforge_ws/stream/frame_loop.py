@@ -203,6 +203,7 @@ class FrameLoop:
                     session_id=activity.session_id,
                     model_id=self.source.model_id,
                     energy_cost=0.01 * len(activity.tokens),
+                    text_omitted=activity.text_omitted,
                 )
             )
         for event in activity.events:
