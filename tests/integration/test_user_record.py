@@ -189,6 +189,35 @@ async def test_a_real_answer_leaves_no_text_in_the_file_by_default(fake_ollama: 
         assert word not in running and word not in stopped, word
 
 
+async def test_the_embedded_models_answer_leaves_no_text_in_the_file(tmp_path: Path) -> None:
+    """The default source, once and short: none of its answer's words is stored as a token."""
+    pytest.importorskip("llama_cpp")
+    db = tmp_path / "events.sqlite3"
+    env = persistent(db, WF_SOURCE="embedded", WF_MAX_TOKENS="24")
+    with ServerProcess(env=env, startup_timeout=scaled(60)) as server:
+        async with Reader(server.ws_url) as reader, httpx.AsyncClient(base_url=server.http_url) as http:
+            response = await http.post("/api/prompt", json={"prompt": PROMPT})
+            assert response.status_code == 202, response.text
+            session_id = str(response.json()["sessionId"])
+            await wait_until(lambda: reader.completed(session_id), 90, "the embedded model's answer")
+            words = [
+                t
+                for m in reader.of("token_stream")
+                if m["payload"]["sessionId"] == session_id
+                for t in m["payload"]["tokens"]
+            ]
+            recording = await recorded(http, session_id)
+            assert recording["tokens"] == len(words) and recording["textKept"] is False
+            running = file_bytes(db)
+    stored = running + file_bytes(db)
+    # Each token as the log would store it with --record-text: a JSON string of its own.
+    distinct = {w for w in words if len(w.strip()) >= 3}
+    assert distinct, f"an answer with words: {words!r}"
+    leaked = [w for w in distinct if json.dumps(w, ensure_ascii=False).encode() in stored]
+    assert not leaked, leaked
+    assert b"Quokkahaven" not in stored
+
+
 async def test_with_record_text_the_file_keeps_the_answer_and_a_replay_shows_it(
     fake_ollama: FakeOllama, tmp_path: Path
 ) -> None:

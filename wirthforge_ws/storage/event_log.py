@@ -60,6 +60,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -555,10 +556,13 @@ class EventLog:
         """Writer side of a failed read: quick_check; a damaged file is moved aside and replaced."""
         self.stats.checks += 1
         try:
-            quick_check(connection)
+            # A connection of its own: the writer's page cache may still hold the pages as they were.
+            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as checker:
+                quick_check(checker)
         except sqlite3.DatabaseError as error:
             if isinstance(error, sqlite3.OperationalError) and not is_corruption(error):
-                raise
+                log.warning("event log integrity check could not read the file: %s", error)
+                return  # unreadable, not damaged: the failed reads already show it; moving it would not help
             self._replace_damaged(connection, str(error))
         finally:
             self._check_requested = False

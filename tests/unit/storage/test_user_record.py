@@ -295,3 +295,31 @@ def test_a_file_from_before_incremental_vacuum_is_converted_by_its_first_purge(t
     log.close()
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+
+
+def test_a_file_damaged_while_running_is_replaced_and_the_run_goes_on(tmp_path: Path) -> None:
+    db = tmp_path / "events.sqlite3"
+    fill(db)
+    log = open_log(db)
+    hub = hub_on(log, history_messages=2)
+    epoch, before = hub.epoch, log.committed_through
+    with open(db, "r+b") as handle:  # every page but the first: any read of the rows fails
+        handle.seek(4096)
+        handle.write(os.urandom(db.stat().st_size - 4096))
+    with pytest.raises(StorageError):
+        log.events_between(0, 1e15)
+    assert log.status()["status"] == "degraded"
+    deadline = time.monotonic() + 5
+    while log.stats.replaced < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log.stats.replaced == 1 and log.status()["status"] == "ok"
+    assert len([p for p in tmp_path.glob("events.sqlite3.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]) == 1
+    outbound = hub.publish(messages.reward_event(reward_type="milestone", title="after", points=1))
+    assert outbound is not None and outbound.seq > before
+    wait_written(log, 1)
+    assert [m.seq for m in log.events_between(0, 1e15)] == [outbound.seq]
+    assert log.pruned_through >= before, "a resume from before the damage is incomplete"
+    log.close()
+    log = open_log(db)
+    assert log.epoch == epoch and log.first_seq > outbound.seq, "the epoch and seqs go on"
+    log.close()
