@@ -288,6 +288,8 @@ async def test_delete_and_purge_remove_recordings_and_reclaim_space_while_frames
             assert (await http.get(f"/api/sessions/{doomed}/events")).status_code == 404
             assert (await http.post("/api/replay", json={"session": doomed})).status_code == 404
             assert (await http.delete(f"/api/sessions/{doomed}")).status_code == 404
+            for bad in ("9" * 40, "abc", "-1", "١٢"):
+                assert (await http.delete(f"/api/sessions/{bad}")).status_code == 404, bad
             listed = {s["id"] for s in (await http.get("/api/sessions")).json()["sessions"]}
             assert doomed not in listed and ids["kept-1"] in listed
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:

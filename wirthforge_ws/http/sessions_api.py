@@ -66,7 +66,9 @@ async def delete_session(request: Request, key: str) -> Response:
     log = _log(request)
     if log is None:
         return _unavailable()
-    recording = await asyncio.to_thread(log.recording, int(key)) if key.isdigit() else None
+    # An id is a seq: ASCII digits that fit SQLite's 64-bit integer.
+    valid = key.isascii() and key.isdigit() and len(key) <= 18
+    recording = await asyncio.to_thread(log.recording, int(key)) if valid else None
     if recording is None or not await asyncio.to_thread(log.delete_recording, recording.id):
         return JSONResponse({"error": "no such session"}, status_code=404)
     server = request.app.state.server
