@@ -2,8 +2,10 @@
 
 Routes: ``GET /`` (the example page), ``/static/*``, ``GET /health``,
 ``GET /metrics`` (Prometheus text format), ``POST /publish`` (only with ``--enable-publish``),
-the WebSocket ``/ws``, the prompt API (``/api/prompt``, prompt_api.py) and the recorded
-sessions (``/api/sessions``, ``/api/replay``, sessions_api.py).
+the WebSocket ``/ws``, the prompt API (``/api/prompt``, prompt_api.py), the recorded
+sessions (``/api/sessions``, ``/api/replay``, sessions_api.py) and the user's progress
+(``/api/progress``, progress_api.py; fed from a live source's answers by progress_feed.py).
+A :class:`~..storage.event_log.StorageError` on any route is answered 503 with a JSON reason.
 Background tasks (the frame loop and the heartbeat) are created in the
 lifespan and cancelled when it ends, so nothing outlives the server. A
 :class:`~.supervisor.Supervisor` owns them: one that dies is reported by
