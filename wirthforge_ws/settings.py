@@ -162,6 +162,20 @@ class Settings:
             "Linux scheduling policy of the model's worker: idle (the frame loop always preempts it), batch or other"
         ),
     )
+    model_context: int = field(
+        default=4096,
+        metadata=_help(
+            "context of the embedded model in tokens: the prompt (with its chat template) and the answer; "
+            "a prompt longer than this minus max_tokens is refused with 422"
+        ),
+    )
+    model_rss_headroom_mb: float = field(
+        default=256.0,
+        metadata=_help(
+            "the embedded worker is replaced between two prompts once its resident memory grew this much "
+            "past what it held after loading"
+        ),
+    )
     openai_url: str = field(
         default="http://127.0.0.1:8080/v1", metadata=_help("base URL of an OpenAI-compatible server")
     )
@@ -209,6 +223,8 @@ class Settings:
             raise ValueError("model_sched must be other, batch or idle")
         if self.model_threads < 1 or not 0 <= self.model_nice <= 19:
             raise ValueError("model_threads must be >= 1 and model_nice within 0..19")
+        if self.model_context < 256 or self.model_rss_headroom_mb <= 0:
+            raise ValueError("model_context must be >= 256 tokens and model_rss_headroom_mb > 0")
         if self.max_tokens < 1 or not 1 <= self.top_logprobs <= 20 or self.source_timeout <= 0:
             raise ValueError("max_tokens must be >= 1, top_logprobs within 1..20, source_timeout > 0")
         for member in self.council_with:
