@@ -86,6 +86,12 @@ class Settings:
     max_connections: int = field(
         default=1100, metadata=_help("open connections (HTTP and WebSocket) beyond which new ones get 503")
     )
+    admit_per_frame: int = field(
+        default=8,
+        metadata=_help(
+            "new connections whose startup work may begin per frame period; the rest wait in order (0 = no limit)"
+        ),
+    )
 
     # Resume history (protocol 1.1)
     history_messages: int = field(default=10_000, metadata=_help("reliable messages kept for resume"))
@@ -213,6 +219,8 @@ class Settings:
             raise ValueError("inbound_frame_rate and handshake_timeout must be > 0")
         if self.max_connections < 1:
             raise ValueError("max_connections must be >= 1")
+        if self.admit_per_frame < 0:
+            raise ValueError("admit_per_frame must be >= 0")
         if not re.fullmatch(r"[a-zA-Z0-9_-]+", self.model_id):
             raise ValueError("model_id may only hold letters, digits, '_' and '-' (map 'llama3.2:1b' to 'llama3_2-1b')")
         if self.source not in SOURCES:
