@@ -37,6 +37,8 @@ from ..connection.direct import ExposeTransport
 from ..connection.options import ConnectOptions
 from ..connection.security import OriginHostGuard, refusals
 from ..connection.uvicorn_protocols import WireStats, ensure_fd_limit, protocol_classes
+from ..energy.profiles import PROFILES, EnergyProfile
+from ..energy.tiers import TierChoice, choose_tier
 from ..protocol.codes import SUBPROTOCOLS, negotiate
 from ..protocol.schemas import SchemaSet
 from ..settings import Settings
@@ -83,7 +85,11 @@ class Server:
             history_seconds=settings.history_seconds,
             durable=self.event_log,
         )
-        self.source: EnergySource = build_source(settings)
+        # The tier first: its profile drives the sources' meters, its council limit the prompt API.
+        self.tier: TierChoice = resolve_tier(settings)
+        self.profile: EnergyProfile = self.tier.profile
+        settings = dataclasses.replace(settings, tier=self.tier.tier)  # startup_complete sends the resolved name
+        self.source: EnergySource = build_source(settings, self.profile)
         if isinstance(self.source, LiveSource) and settings.model_id == Settings.model_id:
             # startup_complete announces the real model, not the simulator's name
             settings = dataclasses.replace(settings, model_id=self.source.model_id)
@@ -175,8 +181,24 @@ def _open_event_log(settings: Settings) -> EventLog | None:
     return event_log
 
 
-def build_source(settings: Settings) -> EnergySource:
-    """The energy source that settings.source names: a real model (with its council) or the simulator."""
+def resolve_tier(settings: Settings) -> TierChoice:
+    """The tier in force (``--tier auto`` detects it; a wire name is the user's choice), logged once."""
+    choice = choose_tier(settings.tier)
+    log.info(
+        "tier %s (%s): profile %s, council limit %d",
+        choice.tier,
+        f"detected: {choice.reason}" if choice.detected else choice.reason,
+        choice.profile.name,
+        choice.council_limit,
+    )
+    return choice
+
+
+def build_source(settings: Settings, profile: EnergyProfile = PROFILES["Dual"]) -> EnergySource:
+    """The energy source that settings.source names: a real model (with its council) or the simulator.
+
+    *profile* is the tier's energy profile, which the source's meters compute with.
+    """
     if settings.source == "sim":
         return SimulatedModel(
             settings.model_id,
