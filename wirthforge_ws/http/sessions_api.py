@@ -8,6 +8,9 @@
 - ``POST /api/replay`` ``{"session": id, "speed": 2}`` (or ``{"from": ms,
   "to": ms}``): plays it back through the live pipeline; ``POST
   /api/replay/stop`` ends it early; ``GET /api/replay`` tells what plays.
+- ``GET /api/sessions/{id}/trace``: the recording as a WVMP v0.1 trace, E
+  per token rebuilt from its token_streams' evidence (traces.py); 409 for
+  a recording without per-token evidence, 503 when the log cannot be read.
 
 Every database read runs in a worker thread. The Origin/Host guard in front
 of the app covers these routes like the others (POSTs need an allowed
@@ -17,6 +20,8 @@ Origin or none).
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -25,10 +30,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..protocol import messages
+from ..sources.live import LiveSource
 from ..sources.replay import MAX_SPEED, ReplaySource
 from ..storage.event_log import EventLog, Recording, StoredMessage
+from . import traces
 
 router = APIRouter(prefix="/api")
+logger = logging.getLogger("wirthforge.sessions")
 
 PAGE_ROWS = 1000
 MAX_REPLAY_MESSAGES = 200_000  # about an hour of a busy generation with its energy frames
@@ -101,6 +109,35 @@ async def export_session(request: Request, key: str) -> Response:
             after = page[-1].seq
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+# -- trace: a recording as a WVMP v0.1 trace (traces.py) ------------------
+
+
+@router.get("/sessions/{key}/trace")
+async def session_trace(request: Request, key: str) -> Response:
+    """The recording's E per token per model, rebuilt from its token_streams' evidence (WVMP v0.1)."""
+    log = _log(request)
+    if log is None:
+        return _unavailable()
+    server = request.app.state.server
+    source = server.source
+    kinds = {b.model_id: b.kind for b in source.backends} if isinstance(source, LiveSource) else {}
+    try:
+        recording = await asyncio.to_thread(log.recording, int(key)) if key.isdigit() else None
+        if recording is None:
+            return JSONResponse({"error": "no such session"}, status_code=404)
+        trace = await asyncio.to_thread(
+            traces.recording_trace, log, recording, server.profile, traces.backend_names(kinds, server.settings.source)
+        )
+    except traces.NoEvidence as missing:
+        return JSONResponse({"error": str(missing), "session": key}, status_code=409)
+    except (sqlite3.Error, OSError, orjson.JSONDecodeError) as error:
+        logger.warning("trace of recording %s: the event log could not be read: %s", key, type(error).__name__)
+        return JSONResponse(
+            {"error": f"the event log could not be read ({type(error).__name__}); see /health"}, status_code=503
+        )
+    return JSONResponse(trace)
 
 
 @router.post("/replay")
