@@ -53,6 +53,7 @@ from ..stream.heartbeats import Heartbeats
 from ..stream.hub import Hub
 from . import sessions_api
 from .bodies import BadBody, json_body
+from .energy_metrics import MeteredSource
 from .health import health_report
 from .persistence_faults import PersistenceFaults
 from .prometheus import MetricCounters, ServerMetrics
@@ -98,9 +99,12 @@ class Server:
         self.connections: set[Connection] = set()
         faults = [PersistenceFaults(self.event_log, self.hub).check] if self.event_log is not None else []
         self.heartbeats = Heartbeats(self.connections, lambda: self.frame_loop.clock.achieved_rate, also=faults)
-        self.metrics = ServerMetrics(self.metric_counters)
+        configured = self.source.model_ids if isinstance(self.source, LiveSource) else None
+        self.metrics = ServerMetrics(self.metric_counters, models=configured)
+        # The frame loop steps the source through the energy metrics' tap (energy_metrics.py).
+        metered = MeteredSource(self.source, self.metrics.energy)
         self.frame_loop = FrameLoop(
-            settings, self.hub, self.source, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
+            settings, self.hub, metered, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
         )
         self.hub.on_attach = self.frame_loop.clock.wake
         self.replayer = Replayer(self.frame_loop)
@@ -205,6 +209,7 @@ def build_source(settings: Settings, profile: EnergyProfile = PROFILES["Dual"]) 
             settings.model_id,
             council=settings.council,
             seed=settings.seed,
+            profile=profile,
         )
     primary = build_backend(settings.source, settings)
     council = []
@@ -222,6 +227,7 @@ def build_source(settings: Settings, profile: EnergyProfile = PROFILES["Dual"]) 
         council,
         max_tokens=settings.max_tokens,
         top_k=settings.top_logprobs,
+        profile=profile,
     )
 
 

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from ..energy import MeterSnapshot, TokenReading
+from ..sources.base import EnergySource, FrameActivity
 
 NAMESPACE = "wirthforge"
 MAX_MODELS = 16
@@ -57,15 +58,6 @@ class FrameActivityView(Protocol):
 
     @property
     def streams(self) -> Sequence[TokenBatchView]: ...
-
-
-class SteppedSource(Protocol):
-    """The frame loop's view of a source."""
-
-    @property
-    def model_id(self) -> str: ...
-
-    def step(self, frame_number: int, now: float) -> FrameActivityView: ...
 
 
 class EnergyMetrics:
@@ -149,7 +141,7 @@ class MeteredSource:
     replay that swaps the loop's source and puts it back) sees the source.
     """
 
-    def __init__(self, source: SteppedSource, metrics: EnergyMetrics) -> None:
+    def __init__(self, source: EnergySource, metrics: EnergyMetrics) -> None:
         self.source = source
         self._metrics = metrics
 
@@ -157,7 +149,11 @@ class MeteredSource:
     def model_id(self) -> str:
         return self.source.model_id
 
-    def step(self, frame_number: int, now: float) -> FrameActivityView:
+    @model_id.setter
+    def model_id(self, value: str) -> None:
+        self.source.model_id = value
+
+    def step(self, frame_number: int, now: float) -> FrameActivity:
         activity = self.source.step(frame_number, now)
         self._metrics.observe(activity)
         return activity
