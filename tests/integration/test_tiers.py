@@ -54,7 +54,7 @@ async def test_auto_detects_this_machines_tier_and_says_why() -> None:
     }
     assert "core" in tier["reason"] and "GiB" in tier["reason"], tier
     assert announced == expected.tier
-    lines = [line for line in log.splitlines() if f"tier {expected.tier} (detected: " in line]
+    lines = [line for line in log.splitlines() if f"tier {expected.tier}, detected from {expected.reason}" in line]
     assert len(lines) == 1 and " INFO " in lines[0], log
     assert f"profile {PROFILES[WIRE_TIERS[expected.tier]].name}" in lines[0]
 
@@ -77,6 +77,7 @@ async def test_the_users_tier_wins_and_is_announced(low_tier: ServerProcess) -> 
     assert (tier["name"], tier["detected"], tier["profile"], tier["councilLimit"]) == ("Low-Tier", False, "Lite", 1)
     assert tier["reason"].startswith("set by the user (this machine: ")
     assert await startup_tier(low_tier) == "Low-Tier"
+    assert "tier Low-Tier, set by the user (this machine: " in low_tier.log_text()
 
 
 def test_low_tier_refuses_a_council_prompt_with_the_tier_and_its_limit(low_tier: ServerProcess) -> None:

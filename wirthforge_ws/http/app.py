@@ -190,9 +190,9 @@ def resolve_tier(settings: Settings) -> TierChoice:
     """The tier in force (``--tier auto`` detects it; a wire name is the user's choice), logged once."""
     choice = choose_tier(settings.tier)
     log.info(
-        "tier %s (%s): profile %s, council limit %d",
+        "tier %s, %s: profile %s, council limit %d",
         choice.tier,
-        f"detected: {choice.reason}" if choice.detected else choice.reason,
+        f"detected from {choice.reason}" if choice.detected else choice.reason,
         choice.profile.name,
         choice.council_limit,
     )
