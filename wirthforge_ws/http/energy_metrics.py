@@ -82,6 +82,7 @@ class EnergyMetrics:
             registry=registry,
         )
         self._latest: list[MeterSnapshot] = []
+        self._series: dict[str, tuple[Counter, Histogram]] = {}
         registry.register(_GaugeCollector(self))
 
     def _known(self, model_id: str) -> bool:
@@ -98,11 +99,18 @@ class EnergyMetrics:
         for batch in activity.streams:
             if not batch.readings or not self._known(batch.model_id):
                 continue
-            self.tokens.labels(batch.model_id).inc(len(batch.readings))
-            histogram = self.interarrival.labels(batch.model_id)
+            counter, histogram = self._children(batch.model_id)
+            counter.inc(len(batch.readings))
             for reading in batch.readings:
                 if reading.index > 0:
                     histogram.observe(reading.dt_ms / 1000.0)
+
+    def _children(self, model_id: str) -> tuple[Counter, Histogram]:
+        """The model's counter and histogram series (looked up once: ``labels()`` takes a lock each call)."""
+        children = self._series.get(model_id)
+        if children is None:
+            children = self._series[model_id] = (self.tokens.labels(model_id), self.interarrival.labels(model_id))
+        return children
 
     def gauges(self) -> Iterator[Metric]:
         """The latest frame's models: energy level, token rate and certainty."""
