@@ -144,7 +144,7 @@ def test_a_recording_without_evidence_unknown_ids_and_gaps_get_clear_answers(
     missing = http.get(f"/api/sessions/{recording_of(http, 'trace-gap')['id']}/trace")
     assert missing.status_code == 409 and "misses tokens" in missing.json()["error"], missing.text
 
-    for key in ("999999999", "nope", "-1"):
+    for key in ("999999999", "nope", "-1", "9" * 40, "²"):
         unknown = http.get(f"/api/sessions/{key}/trace")
         assert unknown.status_code == 404 and unknown.json()["error"] == "no such session", key
 

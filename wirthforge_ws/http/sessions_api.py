@@ -124,7 +124,8 @@ async def session_trace(request: Request, key: str) -> Response:
     source = server.source
     kinds = {b.model_id: b.kind for b in source.backends} if isinstance(source, LiveSource) else {}
     try:
-        recording = await asyncio.to_thread(log.recording, int(key)) if key.isdigit() else None
+        number = _trace_id(key)
+        recording = await asyncio.to_thread(log.recording, number) if number is not None else None
         if recording is None:
             return JSONResponse({"error": "no such session"}, status_code=404)
         trace = await asyncio.to_thread(
@@ -138,6 +139,13 @@ async def session_trace(request: Request, key: str) -> Response:
             {"error": f"the event log could not be read ({type(error).__name__}); see /health"}, status_code=503
         )
     return JSONResponse(trace)
+
+
+def _trace_id(key: str) -> int | None:
+    """A recording id: ASCII digits that fit SQLite's 64-bit integer; None for anything else."""
+    if not (key.isascii() and key.isdigit()) or len(key) > 18:
+        return None
+    return int(key)
 
 
 @router.post("/replay")
