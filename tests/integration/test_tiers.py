@@ -23,6 +23,7 @@ from tests.fake_ollama import FakeOllama
 from tests.server_process import ServerProcess
 from tests.timing import scaled
 from wirthforge_ws.energy import PROFILES, detect_tier
+from wirthforge_ws.settings import Settings
 
 WIRE_TIERS = {"Low-Tier": "Lite", "Mid-Tier": "Dual", "High-Tier": "Studio"}
 LIMITS = {"Low-Tier": 1, "Mid-Tier": 3, "High-Tier": 8}
@@ -40,10 +41,11 @@ def post_prompt(server: ServerProcess, **body: Any) -> httpx.Response:
 
 
 async def test_auto_detects_this_machines_tier_and_says_why() -> None:
-    with ServerProcess() as server:  # the default is --tier auto
+    with ServerProcess(env={"WF_TIER": "auto"}) as server:  # the server's default (tests default to Mid-Tier)
         tier = server.health()["tier"]
         announced = await startup_tier(server)
         log = server.log_text()
+    assert Settings().tier == "auto"  # what the server runs with unless told otherwise
     expected = detect_tier()  # the same machine, read by the test process
     assert tier == {
         "name": expected.tier,
