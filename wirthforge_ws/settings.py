@@ -30,6 +30,7 @@ ENV_PREFIX = "WF_"
 
 SOURCES = ("embedded", "openai", "ollama", "sim")  # "sim" last: it cannot join a council
 PERSONAS = ("assistant", "critic")
+TIER_SETTINGS = ("auto", "Low-Tier", "Mid-Tier", "High-Tier")  # wire names as in energy/tiers.py
 
 
 def _help(text: str) -> dict[str, str]:
@@ -142,7 +143,13 @@ class Settings:
 
     # Model identity announced in startup_complete
     model_id: str = field(default="wirthforge-sim", metadata=_help("modelId of the energy source"))
-    tier: str = field(default="Mid-Tier", metadata=_help("hardware tier: Low-Tier, Mid-Tier or High-Tier"))
+    tier: str = field(
+        default="auto",
+        metadata=_help(
+            "hardware tier: auto (detected from cores, memory and a GPU at start), or Low-Tier, Mid-Tier or "
+            "High-Tier (the user's choice wins); it sets the energy profile and the council limit"
+        ),
+    )
     council: bool = field(default=True, metadata=_help("simulate a council of models (interference/resonance events)"))
     seed: int | None = field(default=None, metadata=_help("random seed of the simulated model (None: random)"))
 
@@ -244,8 +251,8 @@ class Settings:
                 )
         if self.loop not in ("auto", "uvloop", "asyncio"):
             raise ValueError("loop must be auto, uvloop or asyncio")
-        if self.tier not in ("Low-Tier", "Mid-Tier", "High-Tier"):
-            raise ValueError("tier must be Low-Tier, Mid-Tier or High-Tier")
+        if self.tier not in TIER_SETTINGS:
+            raise ValueError(f"tier must be {', '.join(TIER_SETTINGS[:-1])} or {TIER_SETTINGS[-1]}")
 
     @property
     def own_origins(self) -> tuple[str, ...]:

@@ -40,6 +40,8 @@ from ..connection.direct import ExposeTransport
 from ..connection.options import ConnectOptions
 from ..connection.security import OriginHostGuard, refusals
 from ..connection.uvicorn_protocols import WireStats, ensure_fd_limit, protocol_classes
+from ..energy.profiles import PROFILES, EnergyProfile
+from ..energy.tiers import TierChoice, choose_tier
 from ..protocol.codes import SUBPROTOCOLS, negotiate
 from ..protocol.schemas import SchemaSet
 from ..settings import Settings
@@ -55,6 +57,7 @@ from ..stream.heartbeats import Heartbeats
 from ..stream.hub import Hub
 from . import sessions_api
 from .bodies import BadBody, json_body
+from .energy_metrics import MeteredSource
 from .health import health_report
 from .persistence_faults import PersistenceFaults
 from .progress_api import router as progress_router
@@ -90,7 +93,11 @@ class Server:
             history_seconds=settings.history_seconds,
             durable=self.event_log,
         )
-        self.source: EnergySource = build_source(settings)
+        # The tier first: its profile drives the sources' meters, its council limit the prompt API.
+        self.tier: TierChoice = resolve_tier(settings)
+        self.profile: EnergyProfile = self.tier.profile
+        settings = dataclasses.replace(settings, tier=self.tier.tier)  # startup_complete sends the resolved name
+        self.source: EnergySource = build_source(settings, self.profile)
         if isinstance(self.source, LiveSource) and settings.model_id == Settings.model_id:
             # startup_complete announces the real model, not the simulator's name
             settings = dataclasses.replace(settings, model_id=self.source.model_id)
@@ -107,9 +114,12 @@ class Server:
         )
         faults = [PersistenceFaults(self.event_log, self.hub).check] if self.event_log is not None else []
         self.heartbeats = Heartbeats(self.connections, lambda: self.frame_loop.clock.achieved_rate, also=faults)
-        self.metrics = ServerMetrics(self.metric_counters)
+        configured = self.source.model_ids if isinstance(self.source, LiveSource) else None
+        self.metrics = ServerMetrics(self.metric_counters, models=configured)
+        # The frame loop steps the source through the energy metrics' tap (energy_metrics.py).
+        metered = MeteredSource(stepped, self.metrics.energy)
         self.frame_loop = FrameLoop(
-            settings, self.hub, stepped, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
+            settings, self.hub, metered, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
         )
         self.hub.on_attach = self.frame_loop.clock.wake
         self.replayer = Replayer(self.frame_loop)
@@ -209,13 +219,30 @@ def _open_event_log(settings: Settings) -> EventLog | None:
     return event_log
 
 
-def build_source(settings: Settings) -> EnergySource:
-    """The energy source that settings.source names: a real model (with its council) or the simulator."""
+def resolve_tier(settings: Settings) -> TierChoice:
+    """The tier in force (``--tier auto`` detects it; a wire name is the user's choice), logged once."""
+    choice = choose_tier(settings.tier)
+    log.info(
+        "tier %s, %s: profile %s, council limit %d",
+        choice.tier,
+        f"detected from {choice.reason}" if choice.detected else choice.reason,
+        choice.profile.name,
+        choice.council_limit,
+    )
+    return choice
+
+
+def build_source(settings: Settings, profile: EnergyProfile = PROFILES["Dual"]) -> EnergySource:
+    """The energy source that settings.source names: a real model (with its council) or the simulator.
+
+    *profile* is the tier's energy profile, which the source's meters compute with.
+    """
     if settings.source == "sim":
         return SimulatedModel(
             settings.model_id,
             council=settings.council,
             seed=settings.seed,
+            profile=profile,
         )
     primary = build_backend(settings.source, settings)
     council = []
@@ -233,6 +260,7 @@ def build_source(settings: Settings) -> EnergySource:
         council,
         max_tokens=settings.max_tokens,
         top_k=settings.top_logprobs,
+        profile=profile,
     )
 
 

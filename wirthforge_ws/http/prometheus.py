@@ -4,7 +4,9 @@ Almost everything is read at scrape time from the counters the server keeps
 anyway (:class:`~.hub.HubStats`, the frame clock, the connections), by a
 custom collector: nothing is added to the per-message or per-client path.
 Only the two histograms (tick lateness and frame processing time) observe
-on the hot path, once per frame, which costs about a microsecond at 60 Hz.
+on the hot path, once per frame, which costs about a microsecond at 60 Hz;
+the energy series (energy_metrics.py) read each frame's activity once and
+observe once per token.
 
 Labels are bounded sets (message types, protocol versions, reasons, close
 codes), never connection ids, so a thousand clients do not make a thousand
@@ -20,13 +22,15 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .energy_metrics import EnergyMetrics
 
 if TYPE_CHECKING:
     from ..stream.hub import HubStats
@@ -54,8 +58,10 @@ class MetricCounters:
 class ServerMetrics:
     """A per-server Prometheus registry: scrape-time counters plus two frame histograms."""
 
-    def __init__(self, snapshot: Callable[[], MetricCounters]) -> None:
+    def __init__(self, snapshot: Callable[[], MetricCounters], models: Collection[str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        # energy per model (energy_metrics.py); *models* bounds its model label
+        self.energy = EnergyMetrics(self.registry, models)
         self.tick_lateness = Histogram(
             "tick_lateness_seconds",
             "How late each frame tick fired after its deadline (skipped time included).",

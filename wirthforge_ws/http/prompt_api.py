@@ -6,7 +6,9 @@
   its tokens reach WebSocket clients as ``token_stream`` with that sessionId.
   One generation at a time: while one runs, another prompt gets ``409``
   with the running sessionId (a queue would hide from the user that the
-  model is busy; the page disables Send instead).
+  model is busy; the page disables Send instead). A council prompt that
+  would ask more models than the tier's council limit gets ``422`` naming
+  the tier and the limit.
 - ``POST /api/prompt/{sessionId}/cancel``: stops it (``200``); ``404`` when
   no generation with that id is running.
 
@@ -152,6 +154,8 @@ async def start_prompt(request: Request) -> JSONResponse:
         return _refuse(422, "council must be true or false")
     if model is not None and not isinstance(model, str):
         return _refuse(422, "model must be a modelId string")
+    if council and (refused := _over_council_limit(request, live)) is not None:
+        return refused
     if live.running is not None:  # before measuring: a measure would queue behind the running answer
         return _error(409, "a generation is running; cancel it or wait for its isComplete", sessionId=live.running)
     try:
@@ -168,6 +172,22 @@ async def start_prompt(request: Request) -> JSONResponse:
     except KeyError:
         return _error(422, "unknown model", accepted=live.model_ids)
     return JSONResponse({"sessionId": session_id, "models": model_ids}, status_code=202)
+
+
+def _over_council_limit(request: Request, live: LiveSource) -> JSONResponse | None:
+    """422 naming the tier and its limit when a council would ask more models than the tier allows."""
+    tier = request.app.state.server.tier
+    asked = len(live.model_ids)
+    if asked <= tier.council_limit:
+        return None
+    return _error(
+        422,
+        f"a council of {asked} models is beyond the council limit of {tier.tier} ({tier.council_limit}); "
+        "send the prompt without council, or start the server with a higher --tier",
+        tier=tier.tier,
+        councilLimit=tier.council_limit,
+        models=asked,
+    )
 
 
 @router.post("/prompt/{session_id}/cancel")

@@ -13,6 +13,9 @@
   ``DELETE /api/sessions`` deletes every recording
   (``?resetProgress=true`` also resets the user's progress). The space is
   handed back on the log's writer thread; the frame loop never waits.
+- ``GET /api/sessions/{id}/trace``: the recording as a WVMP v0.1 trace, E
+  per token rebuilt from its token_streams' evidence (traces.py); 409 for
+  a recording without per-token evidence, 503 when the log cannot be read.
 
 Every database read runs in a worker thread. The Origin/Host guard in front
 of the app covers these routes like the others (POSTs and DELETEs need an
@@ -23,6 +26,8 @@ reason (the app's StorageError handler).
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -31,11 +36,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..protocol import messages
+from ..sources.live import LiveSource
 from ..sources.replay import MAX_SPEED, ReplaySource
 from ..storage.event_log import EventLog, Recording, StorageError, StoredMessage
+from . import traces
 from .params import EPOCH_RULE, ID_RULE, epoch_ms, recording_id
 
 router = APIRouter(prefix="/api")
+logger = logging.getLogger("wirthforge.sessions")
 
 PAGE_ROWS = 1000
 MAX_REPLAY_MESSAGES = 200_000  # about an hour of a busy generation with its energy frames
@@ -153,6 +161,36 @@ async def export_session(request: Request, key: str) -> Response:
                 return
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+# -- trace: a recording as a WVMP v0.1 trace (traces.py) ------------------
+
+
+@router.get("/sessions/{key}/trace")
+async def session_trace(request: Request, key: str) -> Response:
+    """The recording's E per token per model, rebuilt from its token_streams' evidence (WVMP v0.1)."""
+    log = _log(request)
+    if log is None:
+        return _unavailable()
+    server = request.app.state.server
+    source = server.source
+    kinds = {b.model_id: b.kind for b in source.backends} if isinstance(source, LiveSource) else {}
+    try:
+        number = recording_id(key)
+        recording = await asyncio.to_thread(log.recording, number) if number is not None else None
+        if recording is None:
+            return JSONResponse({"error": "no such session"}, status_code=404)
+        trace = await asyncio.to_thread(
+            traces.recording_trace, log, recording, server.profile, traces.backend_names(kinds, server.settings.source)
+        )
+    except traces.NoEvidence as missing:
+        return JSONResponse({"error": str(missing), "session": key}, status_code=409)
+    except (sqlite3.Error, OSError, orjson.JSONDecodeError) as error:
+        logger.warning("trace of recording %s: the event log could not be read: %s", key, type(error).__name__)
+        return JSONResponse(
+            {"error": f"the event log could not be read ({type(error).__name__}); see /health"}, status_code=503
+        )
+    return JSONResponse(trace)
 
 
 @router.post("/replay")

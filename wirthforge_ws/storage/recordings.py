@@ -1,5 +1,9 @@
 """Recordings: one per generation (a token_stream ``sessionId``), grouped as the writer stores rows.
 
+A council's members answer under one sessionId, each ending with its own
+``isComplete``: the recording is complete when every model seen in it has
+ended.
+
 A recording's id is the seq of its first message, so ids are unique across
 restarts. :class:`RecordingTracker` keeps the recordings still open (no
 ``isComplete`` yet) and updates their row inside the writer's transaction.
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -53,6 +57,8 @@ class OpenRecording:
     tokens: int = 0
     messages: int = 0
     complete: bool = False
+    models: set[str] = field(default_factory=set)  # modelIds seen (a council answers in one recording)
+    ended: set[str] = field(default_factory=set)  # modelIds whose isComplete came
 
 
 class RecordingTracker:
@@ -64,7 +70,10 @@ class RecordingTracker:
 
     def snapshot(self) -> dict[str, OpenRecording]:
         """A copy of the open recordings, to :meth:`restore` if a batch's transaction is rolled back."""
-        return {key: dataclasses.replace(value) for key, value in self._open.items()}
+        return {
+            key: dataclasses.replace(value, models=set(value.models), ended=set(value.ended))
+            for key, value in self._open.items()
+        }
 
     def restore(self, snapshot: dict[str, OpenRecording]) -> None:
         self._open = snapshot
@@ -84,11 +93,16 @@ class RecordingTracker:
         if kind != "token_stream":
             return None
         session_id = str(payload.get("sessionId", ""))
-        complete = bool(payload.get("isComplete"))
+        model_id = str(payload.get("modelId", ""))
         current = self._open.get(session_id)
         if current is None:
-            current = OpenRecording(seq, str(payload.get("modelId", "")), timestamp_ms, timestamp_ms)
+            current = OpenRecording(seq, model_id, timestamp_ms, timestamp_ms)
             self._open[session_id] = current
+        # Complete once every model seen in it has sent its isComplete (each council member sends its own).
+        current.models.add(model_id)
+        if payload.get("isComplete"):
+            current.ended.add(model_id)
+        complete = current.ended >= current.models
         current.ended_ms = timestamp_ms
         current.tokens += len(payload.get("tokens") or ())
         current.messages += 1

@@ -250,3 +250,20 @@ def test_replay_source_keeps_order_timing_and_uses_the_loops_frame_numbers() -> 
         assert all(0 <= frames <= 1 for frames in late), late
         assert emitted[-1][2] is True
         assert len(events) == 1 and 0 <= events[0].frame_number - 7 - 9 / speed <= 1  # the loop's number, not 509
+
+
+def test_a_councils_recording_ends_when_every_member_has_ended(tmp_path: Path) -> None:
+    log = open_log(tmp_path / "events.sqlite3")
+    now_ms = time.time() * 1000.0
+    streams = [("a", ["x"], False), ("b", ["y", "z"], False), ("a", [], True), ("b", ["w"], False), ("b", [], True)]
+    for seq, (model, tokens, complete) in enumerate(streams, start=1):
+        event = messages.token_stream(tokens=tokens, is_complete=complete, session_id="s1", model_id=model)
+        log.append(seq, event, now_ms + seq)
+    log.close()
+    log = open_log(tmp_path / "events.sqlite3")
+    try:
+        (recording,) = log.recordings()
+        assert (recording.session_id, recording.model_id, recording.tokens, recording.messages) == ("s1", "a", 4, 5)
+        assert recording.complete
+    finally:
+        log.close()
