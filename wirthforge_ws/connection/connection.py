@@ -140,6 +140,10 @@ class Connection:
 
     # -- lifetime -----------------------------------------------------------
 
+    def is_open(self) -> bool:
+        """Whether the connection is OPEN now: a call, so a check after a call or an await reads the state anew."""
+        return self.state is State.OPEN
+
     def _transition(self, new: State) -> None:
         if new not in _NEXT[self.state]:
             raise InvalidTransition(f"connection {self.id}: {self.state.name} -> {new.name}")
@@ -199,7 +203,7 @@ class Connection:
         # After the replay, so that seq keeps increasing after startup_complete.
         for error in self._options.errors:
             self.send_own(error)
-        if self.state is not State.OPEN:
+        if not self.is_open():  # sending an error may have failed the connection
             return
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
         self._writer.add_done_callback(self._writer_done)
@@ -392,7 +396,7 @@ class Connection:
         try:
             while self.state is State.OPEN:
                 text = await outbox.get()
-                if self.state is not State.OPEN:
+                if not self.is_open():
                     return  # closing: the close frame goes next, nothing else
                 # No per-send timer: the heartbeat tick checks _send_started
                 # (see heartbeat), which costs nothing per message. Both use

@@ -57,7 +57,15 @@ class Publisher:
             frame_number = item.get("frameNumber")
             if item["type"] in FRAME_BOUND_TYPES and frame_number is None:
                 frame_number = self._frame_loop.frame_number
-            event = Event(item["type"], item.get("payload"), frame_number)
+            payload = item.get("payload")
+            if not isinstance(payload, dict):  # the answer schema validation gives for it, without building an Event
+                return 422, {
+                    "error": "invalid message",
+                    "index": index,
+                    "reason": "payload must be object",
+                    "path": "/payload",
+                }
+            event = Event(item["type"], payload, frame_number)
             try:
                 self._schemas.validate_outbound("1.1", messages.envelope("1.1", event, messages.now_ms(), 1))
             except MessageValidationError as error:

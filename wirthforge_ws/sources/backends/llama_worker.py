@@ -30,6 +30,7 @@ import os
 import queue
 import sys
 import threading
+from collections.abc import Mapping
 from typing import IO, Any
 
 import orjson
@@ -107,6 +108,8 @@ class Worker:
                 max_tokens=int(command.get("maxTokens", 256)),
                 temperature=float(command.get("temperature", 0.7)),
             )
+            if isinstance(chunks, dict):  # stream=True returns an iterator of chunks, never one response
+                raise TypeError("llama.cpp returned a whole completion for a streamed request")
             for chunk in chunks:
                 if request_id in self.cancelled:
                     reason = "cancelled"
@@ -115,8 +118,8 @@ class Worker:
                 text = choice.get("delta", {}).get("content")
                 if text:
                     self.send({"id": request_id, "t": text, "p": _top_probabilities(choice.get("logprobs"))})
-                if choice.get("finish_reason"):
-                    reason = choice["finish_reason"]
+                if finish := choice.get("finish_reason"):
+                    reason = finish
             self.send({"id": request_id, "done": reason})
         except Exception as error:  # noqa: BLE001 - reported to the server, which turns it into an error_event
             self.send({"id": request_id, "error": type(error).__name__})
@@ -124,7 +127,7 @@ class Worker:
             self.cancelled.discard(request_id)
 
 
-def _top_probabilities(logprobs: dict[str, Any] | None) -> list[list[Any]]:
+def _top_probabilities(logprobs: Mapping[str, Any] | None) -> list[list[Any]]:
     """The top-K (token, probability) pairs of the chunk's first token."""
     content = (logprobs or {}).get("content") or []
     if not content:
