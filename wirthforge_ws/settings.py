@@ -15,7 +15,9 @@ import argparse
 import dataclasses
 import os
 import re
-from collections.abc import Mapping, Sequence
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,10 +231,6 @@ class Settings:
 # Loading from the environment and the command line
 
 
-def _field_type(f: dataclasses.Field[Any]) -> str:
-    return str(f.type)
-
-
 def _parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -242,25 +240,50 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
+def _parse_items(text: str) -> tuple[str, ...]:
+    """A comma-separated list; blank items are dropped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _optional(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """*convert*, with ``""`` and ``none`` (any case) read as None."""
+
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() in ("", "none") else convert(text)
+
+    return parse
+
+
+_SCALARS: dict[Any, Callable[[str], Any]] = {bool: _parse_bool, int: int, float: float, str: str}
+
+
+def _parser_for(hint: Any) -> Callable[[str], Any]:
+    """The function that turns one text value into a value of type *hint*.
+
+    Supported: ``str``, ``int``, ``float``, ``bool``, ``tuple[str, ...]`` and
+    ``X | None`` of those; any other field type is a programming error.
+    """
+    if hint in _SCALARS:
+        return _SCALARS[hint]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (types.UnionType, typing.Union) and type(None) in args:
+        (inner,) = (arg for arg in args if arg is not type(None))
+        return _optional(_parser_for(inner))
+    if typing.get_origin(hint) is tuple and args == (str, ...):
+        return _parse_items
+    raise TypeError(f"no conversion from text to {hint!r}")
+
+
+# Each setting's type, resolved from its annotation (this module's annotations are postponed strings).
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Settings)
+_PARSERS: dict[str, Callable[[str], Any]] = {name: _parser_for(hint) for name, hint in FIELD_TYPES.items()}
+
+
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     try:
-        return _convert_value(_field_type(f), raw)
+        return _PARSERS[f.name](raw)
     except ValueError as error:
         raise ValueError(f"{f.name}: {error}") from None
-
-
-def _convert_value(kind: str, raw: str) -> Any:
-    if kind.startswith("tuple"):
-        return tuple(item.strip() for item in raw.split(",") if item.strip())
-    if kind == "bool":
-        return _parse_bool(raw)
-    if kind == "int":
-        return int(raw)
-    if kind == "int | None":
-        return None if raw.strip().lower() in ("", "none") else int(raw)
-    if kind == "float":
-        return float(raw)
-    return raw
 
 
 def from_env(environ: Mapping[str, str] | None = None, base: Settings | None = None) -> Settings:
@@ -283,12 +306,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     defaults = Settings()
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
-        kind = _field_type(f)
+        kind = FIELD_TYPES[f.name]
         default = getattr(defaults, f.name)
         text = f"{f.metadata.get('help', '')} (default: {default!r}; env {ENV_PREFIX}{f.name.upper()})"
-        if kind == "bool":
+        if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif kind.startswith("tuple"):
+        elif typing.get_origin(kind) is tuple:
             parser.add_argument(flag, dest=f.name, action="append", default=None, metavar="VALUE", help=text)
         else:
             parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=text)
@@ -312,7 +335,7 @@ def _apply_flags(settings: Settings, namespace: argparse.Namespace) -> Settings:
         if value is None:
             continue
         if isinstance(value, list):
-            value = tuple(item.strip() for chunk in value for item in chunk.split(",") if item.strip())
+            value = tuple(item for chunk in value for item in _parse_items(chunk))
         elif isinstance(value, str):
             value = _convert(f, value)
         changes[f.name] = value

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import typing
+from typing import Any, Optional
+
 import pytest
 
 from wirthforge_ws import settings as settings_module
@@ -129,3 +134,79 @@ def test_settings_unknown_flag_exits() -> None:
 def test_settings_own_origins_follow_host_and_port() -> None:
     assert Settings(port=9001).own_origins == ("http://127.0.0.1:9001", "http://[::1]:9001", "http://localhost:9001")
     assert "http://wf.lan:9001" in Settings(host="wf.lan", port=9001).own_origins
+
+
+def _as_text(value: object) -> str:
+    """A setting's value written the way a user writes it in the environment."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+def test_every_setting_reads_back_its_own_value_from_the_environment() -> None:
+    """Each field converts by its declared type: a changed value written as text comes back equal and of that type."""
+    changed = Settings(
+        port=9001,
+        frame_rate=30.0,
+        direct_writes=False,
+        allowed_origins=("https://a.example", "https://b.example"),
+        seed=11,
+        persist_max_age_hours=1.5,
+    )
+    environ = {
+        settings_module.ENV_PREFIX + f.name.upper(): _as_text(getattr(changed, f.name))
+        for f in dataclasses.fields(Settings)
+    }
+    loaded = settings_module.from_env(environ)
+    assert loaded == changed
+    for f in dataclasses.fields(Settings):
+        assert type(getattr(loaded, f.name)) is type(getattr(changed, f.name)), f.name
+
+
+@pytest.mark.parametrize(
+    ("hint", "raw", "value"),
+    [
+        (int, "42", 42),
+        (float, "1e3", 1000.0),
+        (bool, "on", True),
+        (str, " kept as is ", " kept as is "),
+        (tuple[str, ...], "a, b,,c", ("a", "b", "c")),
+        (int | None, "None", None),
+        (int | None, "", None),
+        (Optional[int], "7", 7),  # noqa: UP045 - the typing spelling must convert the same
+        (float | None, "2.5", 2.5),
+    ],
+)
+def test_conversion_follows_the_type_not_its_spelling(hint: Any, raw: str, value: object) -> None:
+    assert settings_module._parser_for(hint)(raw) == value
+
+
+@pytest.mark.parametrize("hint", [list[str], dict[str, int], tuple[int, ...], int | str, bytes])
+def test_a_field_type_without_a_conversion_is_a_programming_error(hint: Any) -> None:
+    with pytest.raises(TypeError, match="no conversion"):
+        settings_module._parser_for(hint)
+
+
+def test_an_int_setting_refuses_a_float_and_an_optional_int_keeps_its_name_in_the_error() -> None:
+    with pytest.raises(ValueError, match="port"):
+        settings_module.from_env({"WF_PORT": "1e3"})
+    assert settings_module.load(["--seed", "none"], environ={"WF_SEED": "3"}).seed is None
+
+
+def test_flags_follow_the_field_types() -> None:
+    """Booleans get a --no- form, tuples repeat, everything else takes one value."""
+    parser = settings_module.build_arg_parser()
+    actions = {action.dest: action for action in parser._actions}
+    for f in dataclasses.fields(Settings):
+        kind = settings_module.FIELD_TYPES[f.name]
+        action = actions[f.name]
+        if kind is bool:
+            assert "--no-" + f.name.replace("_", "-") in action.option_strings, f.name
+        elif typing.get_origin(kind) is tuple:
+            assert isinstance(action, argparse._AppendAction), f.name
+        else:
+            assert action.nargs is None and isinstance(action, argparse._StoreAction), f.name
