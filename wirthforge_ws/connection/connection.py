@@ -418,14 +418,9 @@ class Connection:
         self.fail(CloseCode.INTERNAL_ERROR, "internal server error")
 
     def _warn_slow_send(self, blocked: float) -> None:
-        suppressed = _slow_send_warnings.ready(time.monotonic())
-        if suppressed is not None:
-            log.warning(
-                "connection %s: one send blocked %.0f ms (the client reads slowly)%s",
-                self.id,
-                blocked * 1000,
-                f"; {suppressed} similar suppressed" if suppressed else "",
-            )
+        _slow_send_warnings.warning(
+            log, "connection %s: one send blocked %.0f ms (the client reads slowly)", self.id, blocked * 1000
+        )
 
     # -- heartbeat ----------------------------------------------------------
 

@@ -181,5 +181,5 @@ def test_one_line_per_kind_per_interval_with_the_suppressed_count(caplog: pytest
     assert lines == [
         "refused origin not allowed",
         "refused host not allowed",
-        "refused origin not allowed (999 more refused since the last line)",
+        "refused origin not allowed (999 more since the last line)",
     ]
