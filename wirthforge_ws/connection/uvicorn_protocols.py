@@ -108,6 +108,13 @@ class WireStats:
     refused_over_capacity: int = 0
     throttled: int = 0  # times a connection's frame budget ran out
 
+    def closed_by_code(self) -> Counter[int]:
+        """Connections closed, by close code whichever side sent it; 1006 for those that ended without one."""
+        codes = self.closed_by_server + self.closed_by_client
+        if self.closed_without_frame:
+            codes[1006] += self.closed_without_frame
+        return codes
+
     def closes(self) -> dict[str, Any]:
         return {
             "sentByServer": {str(code): n for code, n in sorted(self.closed_by_server.items())},
