@@ -29,10 +29,13 @@ import {
   ingestTokens,
   tokenEvidenceOf,
 } from './view-state.js'
+import { untrusted } from './wire.js'
 
 /** @typedef {import('./energy-view.js').Hit} Hit */
 /** @typedef {import('./quality.js').QualityLevel} QualityLevel */
 /** @typedef {import('../wirthforge/client.js').WirthforgeClient} WirthforgeClient */
+/** @template T @typedef {import('./wire.js').Untrusted<T>} Untrusted */
+/** @typedef {import('./wire.js').StartupPayload} StartupPayload */
 
 const READOUT_EVERY_MS = 250
 const STATE_ICONS = Object.freeze({ Dormant: '◇', Awakening: '◈', Active: '◆', Resonance: '✦' })
@@ -121,7 +124,9 @@ export function installEnergyPanel(client, params) {
   })
 
   let tierApplied = false
-  client.onStartup((p) => {
+  client.onStartup((payload) => {
+    /** @type {Untrusted<StartupPayload>} */
+    const p = untrusted(payload)
     askedRate = null
     if (!tierApplied && !quality.pinned) {
       tierApplied = true
@@ -130,14 +135,13 @@ export function installEnergyPanel(client, params) {
     }
     applyRate(quality.level)
   })
-  client.onMessage('energy_update', (m) => ingestEnergy(vs, m.payload || {}, client.now()))
+  client.onMessage('energy_update', (m) => ingestEnergy(vs, m.payload, client.now()))
   client.onMessage('token_stream', (m) => {
-    const p = m.payload || {}
-    ingestTokens(vs, p)
-    answer.push(p)
+    ingestTokens(vs, m.payload)
+    answer.push(m.payload)
   })
-  client.onMessage('interference_event', (m) => ingestInterference(vs, m.payload || {}, client.now()))
-  client.onMessage('resonance_event', (m) => ingestResonance(vs, m.payload || {}, client.now()))
+  client.onMessage('interference_event', (m) => ingestInterference(vs, m.payload, client.now()))
+  client.onMessage('resonance_event', (m) => ingestResonance(vs, m.payload, client.now()))
 
   // -- Evidence Mode: canvas elements ---------------------------------------------
   /** @type {Hit[]} */
