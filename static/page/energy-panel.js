@@ -201,7 +201,8 @@ export function installEnergyPanel(client, params) {
     const index = Number(span.dataset.index)
     const ev = tokenEvidenceOf(vs, sid, model, index)
     const what = span.dataset.omitted ? 'text not recorded' : JSON.stringify(span.textContent ?? '')
-    return `${what} · token #${Number.isFinite(index) ? index : '?'} · Δt ${orNa(ev?.dtMs, 1)} ms · certainty ${orNa(ev?.certainty, 2)}`
+    return `${what} · token #${Number.isFinite(index) ? index : '?'} · Δt ${orNa(ev?.dtMs, 1)} ms · ${orNa(ev?.tps, 1)} tokens/s`
+      + ` · certainty ${orNa(ev?.certainty, 2)}`
       + ` · E ${orNa(ev?.energy, 3)}${ev ? ` (from ${ev.source === 'frame' ? 'its energy frame' : 'its token_stream'})` : ''}`
   }
   /** @type {HTMLElement | null} */
@@ -292,7 +293,10 @@ export function installEnergyPanel(client, params) {
     setText(ui.council, `◎ council · ${vs.models.length} models${vs.interference ? ` · DI ${Math.round(vs.interference.di * 100)} %` : ''}`)
     setEvidence(ui.council, vs.interference ? `disagreement ${vs.interference.di.toFixed(3)} (${vs.interference.method})` : 'no interference reading yet')
     setEvidence(ui.level, `quality ${LEVEL_NAMES[quality.level]}${quality.pinned ? ' (pinned)' : ''}: ${quality.reason}`)
-    announcer.offer(summarize(vs), performance.now())
+    const summary = summarize(vs)
+    announcer.offer(summary, performance.now())
+    const label = `Energy view: ${summary.text}. ${vs.strikes.length} token strikes, ${vs.models.length} flow ribbon${vs.models.length === 1 ? '' : 's'}; arrow keys step through its elements`
+    if (canvas.getAttribute('aria-label') !== label) canvas.setAttribute('aria-label', label)
   }
 
   let lastReadout = -Infinity

@@ -16,7 +16,7 @@
  * @module page/view-state
  */
 
-import { certaintyOfTopK, sessionState, strikeWidth } from './mappings.js'
+import { certaintyOfTopK, sessionState, strikeWidth, tpsAtToken } from './mappings.js'
 import { untrusted, untrustedList } from './wire.js'
 
 /** @typedef {import('./mappings.js').SessionState} SessionState */
@@ -37,6 +37,7 @@ import { untrusted, untrustedList } from './wire.js'
  * @property {string} sessionId
  * @property {number} index position in the answer
  * @property {number | null} dtMs its inter-arrival time
+ * @property {number | null} tps tokens/s at it (from the Δt of the tokens before it, else its frame's)
  * @property {number | null} certainty
  * @property {number} energy E right after it
  * @property {number} width strike thickness in px (from dtMs)
@@ -60,6 +61,7 @@ import { untrusted, untrustedList } from './wire.js'
  * Evidence the page holds for one token, by `${sessionId}:${modelId}:${index}`.
  * @typedef {object} TokenEvidence
  * @property {number | null} dtMs
+ * @property {number | null} tps tokens/s at it (the meter's window over the Δt known before it; else its frame's)
  * @property {number | null} certainty
  * @property {number | null} energy E right after it (only from an energy frame)
  * @property {'frame' | 'token_stream'} source where the certainty came from
@@ -156,6 +158,20 @@ function remember(vs, key, ev) {
 }
 
 /**
+ * Tokens/s at token `index` of a series of remembered evidence (keys
+ * `${prefix}${index}`), from the Δt of the tokens before it; null when one
+ * the window needs is unknown. `ownDt` stands in for token `index`'s own Δt
+ * when it is not remembered under this prefix yet.
+ * @param {ViewState} vs
+ * @param {string} prefix
+ * @param {number} index
+ * @param {number | null} [ownDt]
+ */
+function tpsOf(vs, prefix, index, ownDt) {
+  return tpsAtToken(index, (j) => (j === index && ownDt !== undefined ? ownDt : vs.tokenEvidence.get(`${prefix}${j}`)?.dtMs))
+}
+
+/**
  * Records one energy_update payload (1.0 or 1.1) at page time `now`.
  * @param {ViewState} vs
  * @param {unknown} payload
@@ -222,9 +238,13 @@ export function ingestEnergy(vs, payload, now) {
       const last = vs.strikes[vs.strikes.length - 1]
       // a replayed or resumed frame: keep one strike per token
       if (last && last.index >= index && vs.strikes.some((s) => s.key === key)) continue
-      vs.strikes.push({ key, sessionId: sid, index, dtMs, certainty, energy, width: strikeWidth(dtMs), at: now })
-      remember(vs, `${sid}:${primary}:${index}`, { dtMs, certainty, energy, source: 'frame' })
-      remember(vs, `${sid}::${index}`, { dtMs, certainty, energy, source: 'frame' })
+      remember(vs, `${sid}::${index}`, { dtMs, tps: null, certainty, energy, source: 'frame' })
+      const tokenTps = tpsOf(vs, `${sid}::`, index) ?? tpsOf(vs, `${sid}:${primary}:`, index, dtMs) ?? tps
+      /** @type {TokenEvidence} */
+      const evidence = { dtMs, tps: tokenTps, certainty, energy, source: 'frame' }
+      vs.strikes.push({ key, sessionId: sid, index, dtMs, tps: tokenTps, certainty, energy, width: strikeWidth(dtMs), at: now })
+      remember(vs, `${sid}:${primary}:${index}`, evidence)
+      remember(vs, `${sid}::${index}`, evidence)
     }
     if (vs.strikes.length > MAX_STRIKES) vs.strikes.splice(0, vs.strikes.length - MAX_STRIKES)
     vs.version++
@@ -285,7 +305,10 @@ export function ingestTokens(vs, payload) {
     const known = vs.tokenEvidence.get(key)
     if (known && known.source === 'frame') return
     const topK = Array.isArray(te.topK) ? te.topK : null
-    remember(vs, key, { dtMs: numOrNull(te.dtMs), certainty: certaintyOfTopK(topK), energy: null, source: 'token_stream' })
+    const dtMs = numOrNull(te.dtMs)
+    remember(vs, key, { dtMs, tps: null, certainty: certaintyOfTopK(topK), energy: null, source: 'token_stream' })
+    const ev = vs.tokenEvidence.get(key)
+    if (ev) ev.tps = tpsOf(vs, `${sid}:${model}:`, first + i)
   })
 }
 

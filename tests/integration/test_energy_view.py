@@ -182,6 +182,118 @@ def test_generating_moves_the_view_and_idle_stills_it(browser: Browser) -> None:
             page.context.close()
 
 
+CONTRAST_FAILURES = """(rootSelectors) => {
+  const parse = (c) => {
+    const m = /rgba?\\(([^)]+)\\)/.exec(c)
+    if (!m) return null
+    const p = m[1].split(/[\\s,/]+/).filter(Boolean).map(Number)
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]
+  }
+  const over = (f, b) => [0, 1, 2].map((i) => f[i] * f[3] + b[i] * (1 - f[3])).concat([1])
+  const background = (el) => {
+    const layers = []
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor)
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break }
+    }
+    let b = [0, 0, 0, 1]
+    for (const layer of layers.reverse()) b = over(layer, b)
+    return b
+  }
+  const lum = (rgb) => {
+    const lin = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4
+    const [r, g, b] = rgb.slice(0, 3).map(lin)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+  }
+  const failures = []
+  let checked = 0
+  for (const sel of rootSelectors) for (const el of document.querySelectorAll(`${sel}, ${sel} *`)) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())
+    const st = getComputedStyle(el)
+    if (!own || !el.getClientRects().length || st.visibility === 'hidden' || el.closest('.sr-only')) continue
+    const bg = background(el)
+    const fg = over(parse(st.color), bg)
+    const la = lum(fg), lb = lum(bg)
+    const ratio = (Math.max(la, lb) + 0.05) / (Math.min(la, lb) + 0.05)
+    const size = parseFloat(st.fontSize), weight = Number(st.fontWeight) || 400
+    const need = size >= 24 || (size >= 18.66 && weight >= 700) ? 3 : 4.5
+    checked++
+    const what = `${el.tagName}.${el.className} "${el.textContent.trim().slice(0, 30)}"`
+    if (ratio < need) failures.push(`${what} ${ratio.toFixed(2)}`)
+  }
+  return { checked, failures }
+}"""
+
+
+def test_every_control_of_the_view_is_keyboard_reachable_and_focus_shows_evidence(browser: Browser) -> None:
+    """Tab reaches each control and readout of the energy panel, in order; focus shows the evidence tooltip."""
+    with ServerProcess() as server:
+        page, errors = open_view(browser, server)
+        try:
+            page.wait_for_function("() => window.wfView.drawCount > 0", polling=50)
+            page.locator("body").focus()
+            reached: list[str] = []
+            for _ in range(40):
+                page.keyboard.press("Tab")
+                reached.append(page.evaluate("() => document.activeElement?.dataset?.testid ?? ''"))
+            wanted = [
+                *("quality-select", "quality-level", "evidence-toggle", "energy-percent", "energy-state"),
+                *("session-state", "tps", "certainty", "ttft", "energy-units", "energy-canvas", "token-output"),
+                "prompt-council",  # the simulated source takes no prompt: its input and Send are disabled
+            ]
+            assert [w for w in wanted if w not in reached] == [], " ".join(reached)
+            assert list(dict.fromkeys(r for r in reached if r in wanted)) == wanted, "the tab order follows the layout"
+            # focus on the canvas: the tooltip names the source metrics with units
+            page.locator('[data-testid="energy-canvas"]').focus()
+            tip = page.locator('[data-testid="evidence-tip"]')
+            tip.wait_for(state="visible")
+            shown = tip.text_content() or ""
+            assert "tokens/s" in shown and "Δt" in shown and "certainty" in shown and "E " in shown, shown
+            assert page.locator('[data-testid="energy-canvas"]').get_attribute("aria-describedby") == "evidence-tip"
+            page.keyboard.press("ArrowLeft")
+            assert tip.is_visible()
+            page.keyboard.press("Escape")
+            tip.wait_for(state="hidden")
+            # a readout chip on focus
+            page.locator('[data-testid="tps"]').focus()
+            tip.wait_for(state="visible")
+            assert "tokens/s" in (tip.text_content() or "")
+            # the quality select works from the keyboard
+            page.locator('[data-testid="quality-select"]').focus()
+            page.keyboard.press("ArrowDown")
+            page.wait_for_function("() => window.wfView.quality.pinned === 'high'", polling=50)
+            assert errors == []
+        finally:
+            page.context.close()
+
+
+def test_text_of_the_view_has_aa_contrast(browser: Browser) -> None:
+    """Every visible text of the energy panel and the prompt box: 4.5:1 (3:1 when large) on its background."""
+    with ServerProcess() as server:
+        page, errors = open_view(browser, server)
+        try:
+            page.wait_for_function("() => window.wfView.drawCount > 0", polling=50)
+            page.evaluate("() => { for (const b of document.querySelectorAll('.hud .badge')) b.hidden = false }")
+            result = page.evaluate(CONTRAST_FAILURES, ['[data-testid="energy-panel"]', '[data-testid="prompt-box"]'])
+            assert result["checked"] >= 20, result
+            assert result["failures"] == [], result["failures"]
+            assert errors == []
+        finally:
+            page.context.close()
+
+
+def test_low_tier_starts_at_low_quality_and_asks_for_30_hz(browser: Browser) -> None:
+    with ServerProcess(env={"WF_TIER": "Low-Tier"}) as server:
+        page, errors = open_view(browser, server)
+        try:
+            page.wait_for_function("() => window.wirthforge.energyRateHz === 30", polling=50)
+            assert page.evaluate("() => window.wfView.quality.level") == "low"
+            assert page.locator('[data-testid="quality-level"]').text_content() == "Low"
+            assert errors == []
+        finally:
+            page.context.close()
+
+
 # -- the 1.1 energy evidence -----------------------------------------------------------
 
 
