@@ -351,6 +351,13 @@ export function installEnergyPanel(client, params) {
     announcer,
     answer,
     frame,
+    /**
+     * The evidence the view holds for one token (what Evidence Mode shows).
+     * @param {string} sessionId
+     * @param {string} modelId
+     * @param {number} index
+     */
+    evidenceOf: (sessionId, modelId, index) => tokenEvidenceOf(vs, sessionId, modelId, index),
     /** Appends queued answer text without an animation frame (hidden tab). */
     flushText: () => answer.flush(client.now()),
     get hits() {
