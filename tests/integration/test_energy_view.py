@@ -259,6 +259,17 @@ def test_every_control_of_the_view_is_keyboard_reachable_and_focus_shows_evidenc
             assert tip.is_visible()
             page.keyboard.press("Escape")
             tip.wait_for(state="hidden")
+            # hovering the canvas: the element under the pointer tells its source metrics
+            page.locator('[data-testid="energy-canvas"]').blur()
+            ribbon = page.evaluate("() => window.wfView.hits.find((h) => h.kind === 'ribbon')")
+            box = page.locator('[data-testid="energy-canvas"]').bounding_box()
+            assert box is not None
+            page.mouse.move(box["x"] + (ribbon["x0"] + ribbon["x1"]) / 2, box["y"] + (ribbon["y0"] + ribbon["y1"]) / 2)
+            tip.wait_for(state="visible")
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=evidence-tip]').textContent.includes('tokens/s ·')"
+            )
+            page.mouse.move(0, 0)
             # a readout chip on focus
             page.locator('[data-testid="tps"]').focus()
             tip.wait_for(state="visible")
