@@ -491,7 +491,7 @@ def test_certainty_uniform_vs_peaked() -> None:
     assert 0.0 < flatter < peaked < 1.0
     assert peaked > 0.5
     assert certainty([2.0, 2.0]) == pytest.approx(0.0, abs=1e-12)  # unnormalised input is normalised
-    assert certainty([1.0]) == 1.0
+    assert certainty([1.0]) is None  # K < 2: no certainty
 
 
 def test_jensen_shannon_bounds() -> None:
