@@ -391,12 +391,12 @@ def _frame(server_frame: int, session: str, index: int, dt_ms: float, certainty:
     return {
         "type": "energy_update",
         "payload": {
-            "timestamp": int(time.time() * 1000),
             "totalEnergy": 0.5,
             "energyDistribution": {"generation": 0.2, "attention": 0.15, "reasoning": 0.15},
             "deltaEnergy": 0.0,
             "tokensGenerated": 1,
             "processingTime": 0.1,
+            "modelId": "scripted-model",
             "evidence": {
                 "sessionId": session,
                 "state": "FLOWING",
@@ -421,14 +421,11 @@ def test_strike_after_a_stall_is_thicker_than_at_20_tokens_per_second(browser: B
     with ServerProcess(env={"WF_ENABLE_PUBLISH": "1", "WF_SOURCE": "embedded"}, startup_timeout=scaled(60)) as server:
         page, _ = open_view(browser, server)
         try:
-            try:
-                for i in range(5):
-                    server.publish([_frame(0, "scripted", i, 50.0, 0.8)])
-                    time.sleep(0.05)
-                time.sleep(1.0)
-                server.publish([_frame(0, "scripted", 5, 1000.0, 0.4)])
-            except Exception as error:  # 422 while the server's 1.1 schema has no evidence
-                pytest.skip(f"the server does not take energy evidence yet: {error}")
+            for i in range(5):
+                server.publish([_frame(0, "scripted", i, 50.0, 0.8)])
+                time.sleep(0.05)
+            time.sleep(1.0)
+            server.publish([_frame(0, "scripted", 5, 1000.0, 0.4)])
             page.wait_for_function(
                 "() => window.wfView.state.strikes.some((s) => s.sessionId === 'scripted' && s.index === 5)"
             )
