@@ -437,6 +437,52 @@ def test_strike_after_a_stall_is_thicker_than_at_20_tokens_per_second(browser: B
             page.context.close()
 
 
+def test_answer_tokens_are_tinted_by_their_certainty_and_show_it_on_hover(browser: Browser) -> None:
+    """A token_stream with per-token top-K (POST /publish): tint class, underline style and tooltip per token."""
+    with ServerProcess(env={"WF_ENABLE_PUBLISH": "1"}, startup_timeout=scaled(20)) as server:
+        page, errors = open_view(browser, server)
+        try:
+            top_k = [[0.97, 0.01, 0.01, 0.01], [0.8, 0.1, 0.1], [0.5, 0.3, 0.2], None]
+            server.publish(
+                [
+                    {
+                        "type": "token_stream",
+                        "payload": {
+                            "tokens": ["sure ", "unsure ", "guess ", "unknown"],
+                            "isComplete": True,
+                            "sessionId": "tinted",
+                            "modelId": "scripted-model",
+                            "firstIndex": 0,
+                            "tokenEvidence": [{"dtMs": 40.0 + 10 * i, "topK": k} for i, k in enumerate(top_k)],
+                        },
+                    }
+                ]
+            )
+            block = page.locator('[data-testid="token-output"] .ablock[data-session="tinted"]')
+            block.locator(".end").wait_for()
+            spans = block.locator("span[data-index]")
+            assert spans.count() == 4, "each token shown once"
+            classes = [spans.nth(i).get_attribute("class") for i in range(4)]
+            assert classes == ["tok c-high", "tok c-mid", "tok c-low", "tok c-na"], classes
+            styles = page.evaluate(
+                """() => [...document.querySelectorAll('.ablock[data-session=tinted] span[data-index]')]
+                     .map((s) => getComputedStyle(s).textDecorationStyle + '/' + getComputedStyle(s).outlineStyle)"""
+            )
+            assert len(set(styles)) == 4, f"not by colour alone: {styles}"
+            tip = page.locator('[data-testid="evidence-tip"]')
+            spans.nth(1).hover()
+            tip.wait_for(state="visible")
+            shown = tip.text_content() or ""
+            assert "token #1 · Δt 50.0 ms · 2.0 tokens/s · certainty 0.42" in shown, shown
+            spans.nth(3).hover()
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=evidence-tip]').textContent.includes('certainty n/a')"
+            )
+            assert errors == []
+        finally:
+            page.context.close()
+
+
 def test_hovering_a_token_shows_the_evidence_its_frame_carried(browser: Browser) -> None:
     with ServerProcess(env={"WF_SOURCE": "embedded", "WF_MAX_TOKENS": "30"}, startup_timeout=scaled(60)) as server:
         page, errors = open_view(browser, server)
