@@ -215,6 +215,7 @@ def write_recording(path: Path, minutes: float) -> None:
                 processing_time_ms=0.2,
                 model_id="wirthforge-sim",
                 distribution={"generation": 0.3, "attention": 0.1, "reasoning": 0.1},
+                evidence=messages.energy_evidence(profile="Dual"),
             ),
             ms,
         )

@@ -50,7 +50,7 @@ class Settings:
         default=FRAME_BUDGET_MS, metadata=_help("build+validate+fan-out time per frame before it counts as an overrun")
     )
     heartbeat_interval: float = field(default=HEARTBEAT_INTERVAL_S, metadata=_help("seconds between heartbeats"))
-    field_every_frames: int = field(default=6, metadata=_help("send an energy_field every N frames (6 = 10 Hz)"))
+    field_every_frames: int = field(default=6, metadata=_help("energy_field every N frames at most, when it changed"))
 
     # Per-connection flow control
     send_queue_limit: int = field(

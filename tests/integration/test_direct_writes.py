@@ -171,6 +171,7 @@ async def test_direct_and_queued_paths_send_identical_bytes(mode: str) -> None:
             processing_time_ms=0.1,
             model_id="m",
             distribution={"generation": 0.2, "attention": 0.2, "reasoning": 0.1},
+            evidence=messages.energy_evidence(profile="Dual"),
         )
 
     def tokens(n: int) -> messages.Event:

@@ -41,9 +41,10 @@ from ..protocol.codes import SUBPROTOCOLS, negotiate
 from ..protocol.schemas import SchemaSet
 from ..settings import Settings
 from ..sources.backends.adapters import build_backend
+from ..sources.base import EnergySource
 from ..sources.live import LiveSource
 from ..sources.replay import Replayer
-from ..sources.simulated import EnergySource, SimulatedModel
+from ..sources.simulated import SimulatedModel
 from ..storage.event_log import EventLog, PersistenceLocked, default_path
 from ..stream.frame_loop import FrameLoop
 from ..stream.heartbeats import Heartbeats
@@ -182,8 +183,6 @@ def build_source(settings: Settings) -> EnergySource:
             settings.model_id,
             council=settings.council,
             seed=settings.seed,
-            frame_rate=settings.frame_rate,
-            field_every_frames=settings.field_every_frames,
         )
     primary = build_backend(settings.source, settings)
     council = []
@@ -201,8 +200,6 @@ def build_source(settings: Settings) -> EnergySource:
         council,
         max_tokens=settings.max_tokens,
         top_k=settings.top_logprobs,
-        frame_rate=settings.frame_rate,
-        field_every_frames=settings.field_every_frames,
     )
 
 
