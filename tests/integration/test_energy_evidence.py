@@ -43,6 +43,7 @@ class Client:
         self.url = url
         self.version = version
         self.messages: list[dict[str, Any]] = []
+        self.sizes: dict[str, int] = {}  # type -> largest message of that type, bytes
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Client:
@@ -64,6 +65,8 @@ class Client:
             message = json.loads(text)
             SCHEMAS.validate_outbound(self.version, message)
             self.messages.append(message)
+            size = len(text.encode() if isinstance(text, str) else text)
+            self.sizes[message["type"]] = max(size, self.sizes.get(message["type"], 0))
 
     async def wait(self, condition: Any, seconds: float) -> None:
         deadline = time.monotonic() + scaled(seconds)
@@ -116,6 +119,7 @@ async def test_a_real_answer_carries_evidence_that_matches_its_tokens(embedded: 
 
     frames = [m for m in client.of("energy_update") if m["payload"]["evidence"]["sessionId"] == session_id]
     assert frames, "energy frames name the answer they belong to"
+    assert client.sizes["energy_update"] < 1024, "a one-model frame with its evidence stays under 1 KiB"
     states = collapsed([m["payload"]["evidence"]["state"] for m in frames])
     assert states[0] == "CHARGING" and states[-1] == "DRAINED", states
     assert "FLOWING" in states and set(states) <= {"CHARGING", "FLOWING", "STALLING", "SATURATED", "DRAINED"}
