@@ -102,7 +102,6 @@ COMMIT_INTERVAL = 0.1  # seconds between commits while rows arrive
 BATCH_ROWS = 500  # commit earlier when this many rows are waiting
 SEQ_BLOCK = 100_000  # seqs reserved ahead of the hub
 VACUUM_STEP_PAGES = 2048  # pages (8 MiB) handed back per incremental vacuum step
-VACUUM_MAX_STEPS = 10_000
 COMMAND_TIMEOUT = 300.0  # seconds a delete or purge may take (a first VACUUM of a large file)
 
 
@@ -543,10 +542,12 @@ class EventLog:
     def _reclaim(self, connection: sqlite3.Connection) -> None:
         """Hand free pages back to the file system, in steps the writer can interleave with nothing else."""
         if connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # incremental
-            for _ in range(VACUUM_MAX_STEPS):
+            pages = connection.execute("PRAGMA page_count").fetchone()[0]
+            for _ in range(pages // VACUUM_STEP_PAGES + 2):  # bounded: each step frees up to a step's pages
                 if not connection.execute("PRAGMA freelist_count").fetchone()[0]:
                     break
-                connection.execute(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES})").fetchall()
+                # executescript steps the pragma to its end (execute() frees only one page per call).
+                connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
         else:  # a file created before incremental vacuum: convert it once (this VACUUM rewrites the file)
             connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
             connection.execute("VACUUM")
