@@ -325,11 +325,22 @@ class EventLog:
                 log.error("event log writer did not finish within 10 s; %d rows may be lost", self.backlog)
                 self._writer = None
             self._thread = None
+        self.available = False
+        self._fail_waiting_commands()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         self._file_lock.release()
-        self.available = False
+
+    def _fail_waiting_commands(self) -> None:
+        """A delete that arrived after the writer's last turn is answered, not left waiting."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Command) and item.done.set_running_or_notify_cancel():
+                item.done.set_exception(StorageError("the event log is closed"))
 
     # -- the writer thread --------------------------------------------------
 
@@ -501,10 +512,15 @@ class EventLog:
             self._queue.put(command, timeout=5.0)
         except queue.Full:
             raise StorageError("the event log's writer is busy; try again") from None
-        try:
-            return command.done.result(timeout=COMMAND_TIMEOUT)
-        except FutureTimeout:
-            raise StorageError("the event log's writer did not finish in time") from None
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while True:
+            try:
+                return command.done.result(timeout=0.5)
+            except FutureTimeout:
+                if self._thread is None and command.done.cancel():  # closed before the writer took it
+                    raise StorageError("the event log is closed") from None
+                if time.monotonic() > deadline:
+                    raise StorageError("the event log's writer did not finish in time") from None
 
     def _delete(self, connection: sqlite3.Connection, recording_id: int) -> bool:
         """The recording, and the recordings of its replays (``replay-<sessionId>``), with their rows."""

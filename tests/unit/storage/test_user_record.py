@@ -328,3 +328,12 @@ def test_a_file_damaged_while_running_is_replaced_and_the_run_goes_on(tmp_path: 
     log = open_log(db)
     assert log.epoch == epoch and log.first_seq > outbound.seq, "the epoch and seqs go on"
     log.close()
+
+
+def test_a_delete_after_close_is_answered_not_left_waiting(tmp_path: Path) -> None:
+    log = open_log(tmp_path / "events.sqlite3")
+    log.close()
+    started = time.monotonic()
+    with pytest.raises(StorageError):
+        log.delete_recording(1)
+    assert time.monotonic() - started < 2
