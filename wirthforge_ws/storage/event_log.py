@@ -589,7 +589,13 @@ class EventLog:
         rollback(connection)
         connection.close()
         move_aside(self.path, reason)
-        fresh = connect_and_migrate(self.path, self.max_bytes)
+        try:
+            fresh = connect_and_migrate(self.path, self.max_bytes)
+        except (sqlite3.Error, OSError) as error:  # no fresh file either: run on without durability
+            self.available = False
+            self._fault(f"cannot create a fresh {self.path}: {error}")
+            log.error("event log unavailable, running without persistence: %s", self.stats.error)
+            return
         self._retention.pruned_through = max(self._retention.pruned_through, self.committed_through)
         self._write_meta(
             fresh,
