@@ -490,7 +490,8 @@ class EventLog:
     def save_progress(self, state: ProgressState) -> None:
         """Keep *state* with the next commit (from the loop: a reference handed over, no I/O)."""
         self.progress = state
-        self._progress_pending = state
+        if self.available:
+            self._progress_pending = state
 
     def delete_recording(self, recording_id: int) -> bool:
         """Delete one recording's rows (and the energy, council and reward rows meanwhile); reclaim the space.
