@@ -102,7 +102,6 @@ COMMIT_INTERVAL = 0.1  # seconds between commits while rows arrive
 BATCH_ROWS = 500  # commit earlier when this many rows are waiting
 SEQ_BLOCK = 100_000  # seqs reserved ahead of the hub
 VACUUM_STEP_PAGES = 2048  # pages (8 MiB) handed back per incremental vacuum step
-VACUUM_MAX_STEPS = 10_000
 COMMAND_TIMEOUT = 300.0  # seconds a delete or purge may take (a first VACUUM of a large file)
 
 
@@ -326,11 +325,22 @@ class EventLog:
                 log.error("event log writer did not finish within 10 s; %d rows may be lost", self.backlog)
                 self._writer = None
             self._thread = None
+        self.available = False
+        self._fail_waiting_commands()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         self._file_lock.release()
-        self.available = False
+
+    def _fail_waiting_commands(self) -> None:
+        """A delete that arrived after the writer's last turn is answered, not left waiting."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Command) and item.done.set_running_or_notify_cancel():
+                item.done.set_exception(StorageError("the event log is closed"))
 
     # -- the writer thread --------------------------------------------------
 
@@ -480,7 +490,8 @@ class EventLog:
     def save_progress(self, state: ProgressState) -> None:
         """Keep *state* with the next commit (from the loop: a reference handed over, no I/O)."""
         self.progress = state
-        self._progress_pending = state
+        if self.available:
+            self._progress_pending = state
 
     def delete_recording(self, recording_id: int) -> bool:
         """Delete one recording's rows (and the energy, council and reward rows meanwhile); reclaim the space.
@@ -502,10 +513,15 @@ class EventLog:
             self._queue.put(command, timeout=5.0)
         except queue.Full:
             raise StorageError("the event log's writer is busy; try again") from None
-        try:
-            return command.done.result(timeout=COMMAND_TIMEOUT)
-        except FutureTimeout:
-            raise StorageError("the event log's writer did not finish in time") from None
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while True:
+            try:
+                return command.done.result(timeout=0.5)
+            except FutureTimeout:
+                if self._thread is None and command.done.cancel():  # closed before the writer took it
+                    raise StorageError("the event log is closed") from None
+                if time.monotonic() > deadline:
+                    raise StorageError("the event log's writer did not finish in time") from None
 
     def _delete(self, connection: sqlite3.Connection, recording_id: int) -> bool:
         """The recording, and the recordings of its replays (``replay-<sessionId>``), with their rows."""
@@ -543,10 +559,12 @@ class EventLog:
     def _reclaim(self, connection: sqlite3.Connection) -> None:
         """Hand free pages back to the file system, in steps the writer can interleave with nothing else."""
         if connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # incremental
-            for _ in range(VACUUM_MAX_STEPS):
+            pages = connection.execute("PRAGMA page_count").fetchone()[0]
+            for _ in range(pages // VACUUM_STEP_PAGES + 2):  # bounded: each step frees up to a step's pages
                 if not connection.execute("PRAGMA freelist_count").fetchone()[0]:
                     break
-                connection.execute(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES})").fetchall()
+                # executescript steps the pragma to its end (execute() frees only one page per call).
+                connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
         else:  # a file created before incremental vacuum: convert it once (this VACUUM rewrites the file)
             connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
             connection.execute("VACUUM")
@@ -572,7 +590,13 @@ class EventLog:
         rollback(connection)
         connection.close()
         move_aside(self.path, reason)
-        fresh = connect_and_migrate(self.path, self.max_bytes)
+        try:
+            fresh = connect_and_migrate(self.path, self.max_bytes)
+        except (sqlite3.Error, OSError) as error:  # no fresh file either: run on without durability
+            self.available = False
+            self._fault(f"cannot create a fresh {self.path}: {error}")
+            log.error("event log unavailable, running without persistence: %s", self.stats.error)
+            return
         self._retention.pruned_through = max(self._retention.pruned_through, self.committed_through)
         self._write_meta(
             fresh,

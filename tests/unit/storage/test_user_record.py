@@ -16,7 +16,7 @@ import pytest
 from wirthforge_ws.protocol import messages
 from wirthforge_ws.protocol.messages import Event
 from wirthforge_ws.protocol.schemas import SchemaSet
-from wirthforge_ws.storage import queries
+from wirthforge_ws.storage import event_log, queries
 from wirthforge_ws.storage.event_log import EventLog, StorageError
 from wirthforge_ws.storage.privacy import without_text
 from wirthforge_ws.storage.progress import LEVEL_THRESHOLDS, ProgressState, UserProgress, level_for
@@ -129,13 +129,16 @@ def test_a_named_paths_existing_folder_is_left_alone_but_the_file_is_private(tmp
 # -- delete and purge ---------------------------------------------------------------
 
 
-def test_delete_removes_one_recording_and_its_replays_and_purge_everything(tmp_path: Path) -> None:
+def test_delete_removes_one_recording_and_its_replays_and_purge_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(event_log, "VACUUM_STEP_PAGES", 64)  # several steps for this small file
     db = tmp_path / "events.sqlite3"
     log = open_log(db, record_text=True)
     hub = hub_on(log)
     for session in ("a", "b", "replay-a"):
         for _ in range(50):
-            hub.publish(tokens(["x" * 200], session=session))
+            hub.publish(tokens(["x" * 2000], session=session))
         hub.publish(tokens([], session=session, complete=True))
     wait_written(log, 153)
     ids = {r.session_id: r.id for r in log.recordings()}
@@ -145,10 +148,12 @@ def test_delete_removes_one_recording_and_its_replays_and_purge_everything(tmp_p
     assert log.recording(ids["a"]) is None
     with sqlite3.connect(db) as connection:
         assert connection.execute("SELECT count(*) FROM events WHERE recording = ?", (ids["a"],)).fetchone()[0] == 0
-    before = log.disk_bytes()
+    before = db.stat().st_size
     assert log.purge() > 0
     assert log.recordings() == []
-    assert log.disk_bytes() < before
+    assert db.stat().st_size < before / 2
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        assert connection.execute("PRAGMA freelist_count").fetchone()[0] == 0, "every free page handed back"
     hub.publish(tokens(["after"], session="c"))  # the log goes on after a purge
     wait_written(log, 154)
     assert [r.session_id for r in log.recordings()] == ["c"]
@@ -323,3 +328,12 @@ def test_a_file_damaged_while_running_is_replaced_and_the_run_goes_on(tmp_path: 
     log = open_log(db)
     assert log.epoch == epoch and log.first_seq > outbound.seq, "the epoch and seqs go on"
     log.close()
+
+
+def test_a_delete_after_close_is_answered_not_left_waiting(tmp_path: Path) -> None:
+    log = open_log(tmp_path / "events.sqlite3")
+    log.close()
+    started = time.monotonic()
+    with pytest.raises(StorageError):
+        log.delete_recording(1)
+    assert time.monotonic() - started < 2
