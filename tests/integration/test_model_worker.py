@@ -81,6 +81,23 @@ async def test_a_silent_worker_is_killed_and_replaced_before_the_next_prompt() -
         await backend.stop()
 
 
+async def test_a_worker_hung_between_prompts_is_replaced_by_the_next_measure() -> None:
+    backend = fake("answers", timeout=scaled(0.5))
+    await backend.start()
+    try:
+        assert (await backend.measure("two words", 16)).tokens == 12
+        stopped = backend.pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        with pytest.raises(SourceError) as failed:
+            await backend.measure("two words", 16)
+        assert failed.value.code == ErrorCode.MODEL_TIMEOUT
+        assert backend.pid not in (None, stopped)
+        assert (await backend.measure("two words", 16)).tokens == 12
+    finally:
+        await backend.stop()
+
+
 async def test_a_cancel_the_worker_does_not_confirm_replaces_it() -> None:
     backend = fake("deaf", timeout=scaled(5))
     await backend.start()
