@@ -81,6 +81,23 @@ async def test_a_silent_worker_is_killed_and_replaced_before_the_next_prompt() -
         await backend.stop()
 
 
+async def test_a_worker_hung_between_prompts_is_replaced_by_the_next_measure() -> None:
+    backend = fake("answers", timeout=scaled(0.5))
+    await backend.start()
+    try:
+        assert (await backend.measure("two words", 16)).tokens == 12
+        stopped = backend.pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        with pytest.raises(SourceError) as failed:
+            await backend.measure("two words", 16)
+        assert failed.value.code == ErrorCode.MODEL_TIMEOUT
+        assert backend.pid not in (None, stopped)
+        assert (await backend.measure("two words", 16)).tokens == 12
+    finally:
+        await backend.stop()
+
+
 async def test_a_cancel_the_worker_does_not_confirm_replaces_it() -> None:
     backend = fake("deaf", timeout=scaled(5))
     await backend.start()
@@ -136,6 +153,8 @@ async def test_measure_says_what_the_model_takes() -> None:
 # ---------------------------------------------------------------------------
 # The real embedded model behind a real server
 
+TIMEOUT = scaled(6)  # the server's --source-timeout: short, so a hung worker shows quickly
+
 
 @pytest.fixture(scope="module")
 def worker_server() -> Iterator[ServerProcess]:
@@ -143,12 +162,20 @@ def worker_server() -> Iterator[ServerProcess]:
     env = {
         "WF_SOURCE": "embedded",
         "WF_MAX_TOKENS": "8",
-        "WF_SOURCE_TIMEOUT": str(scaled(4)),
+        "WF_SOURCE_TIMEOUT": str(TIMEOUT),
         "WF_MODEL_SCHED": "other",
         "WF_MODEL_NICE": "0",
     }
     with ServerProcess(env=env) as server:
         yield server
+
+
+async def idle(server: ServerProcess) -> None:
+    """Wait until no answer runs (a test that failed may leave one running for the next)."""
+    deadline = time.monotonic() + scaled(60)
+    while httpx.get(server.http_url + "/api/models", trust_env=False).json()["running"] is not None:
+        assert time.monotonic() < deadline, "an answer is still running"
+        await asyncio.sleep(0.2)
 
 
 def worker_pids(server: ServerProcess) -> list[int]:
@@ -193,6 +220,7 @@ async def prompt_and_first_token(server: ServerProcess, client: Recorder, prompt
 
 
 async def test_a_stopped_worker_is_replaced_before_the_next_prompt(worker_server: ServerProcess) -> None:
+    await idle(worker_server)
     async with Recorder(worker_server.ws_url) as client:
         response = post(worker_server, "/api/prompt", {"prompt": "Count from one to twenty in words."})
         session_id = response.json()["sessionId"]
@@ -200,7 +228,7 @@ async def test_a_stopped_worker_is_replaced_before_the_next_prompt(worker_server
         (stopped,) = worker_pids(worker_server)
         os.kill(stopped, signal.SIGSTOP)
         try:
-            await client.wait(lambda: client.complete(session_id), 4 + 10)
+            await client.wait(lambda: client.complete(session_id), 6 + 10)
             errors = model_errors(client)
             assert [e["code"] for e in errors] == ["MODEL_TIMEOUT"], errors
             seconds = await prompt_and_first_token(worker_server, client, "Say hello.")
@@ -224,6 +252,7 @@ async def test_an_8_kib_prompt_is_answered_or_refused_with_a_clear_4xx(
     worker_server: ServerProcess, prompt: str
 ) -> None:
     assert len(prompt.encode()) <= 8 * 1024
+    await idle(worker_server)
     async with Recorder(worker_server.ws_url) as client:
         body = json.dumps({"prompt": prompt})  # ASCII-escaped, as json.dumps does by default
         response = httpx.post(
@@ -238,9 +267,11 @@ async def test_an_8_kib_prompt_is_answered_or_refused_with_a_clear_4xx(
             error = response.json()["error"]
             assert re.fullmatch(r"prompt is \d+ tokens, the model takes \d+", error), error
             assert response.json()["tokens"] > response.json()["limit"]
+            assert "refused prompt (422)" in worker_server.log_text(), "a refusal is logged, with our reason"
+            assert prompt[:40] not in worker_server.log_text(), "the prompt is never logged"
             return
         session_id = response.json()["sessionId"]
-        await client.wait(lambda: client.complete(session_id), 60)
+        await client.wait(lambda: client.complete(session_id) or bool(model_errors(client)), 120)
         assert model_errors(client) == [], "accepted means answered"
         assert any(m["payload"]["tokens"] for m in client.streams(session_id))
     (pid,) = worker_pids(worker_server)
@@ -248,6 +279,7 @@ async def test_an_8_kib_prompt_is_answered_or_refused_with_a_clear_4xx(
 
 
 async def test_a_prompt_after_a_cancelled_long_one_starts_at_once(worker_server: ServerProcess) -> None:
+    await idle(worker_server)
     async with Recorder(worker_server.ws_url) as client:
         long = post(worker_server, "/api/prompt", {"prompt": OTHER_LONG_ENGLISH})
         assert long.status_code == 202, long.text

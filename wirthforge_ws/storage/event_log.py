@@ -518,10 +518,14 @@ class EventLog:
             try:
                 return command.done.result(timeout=0.5)
             except FutureTimeout:
-                if self._thread is None and command.done.cancel():  # closed before the writer took it
+                if not self._writing() and command.done.cancel():  # closed before the writer took it
                     raise StorageError("the event log is closed") from None
                 if time.monotonic() > deadline:
                     raise StorageError("the event log's writer did not finish in time") from None
+
+    def _writing(self) -> bool:
+        """Whether the writer thread is there (close() may clear it from another thread while a command waits)."""
+        return self._thread is not None
 
     def _delete(self, connection: sqlite3.Connection, recording_id: int) -> bool:
         """The recording, and the recordings of its replays (``replay-<sessionId>``), with their rows."""

@@ -127,6 +127,9 @@ def _top_k_from_logprobs(entries: Any) -> dict[str, float]:
 # (it looks at the cancel between two slices of prompt evaluation, or two
 # tokens) before the next request replaces it.
 CANCEL_GRACE_S = 1.0
+# Loading reads the model file and allocates the context: seconds, longer on a
+# busy machine. A worker gets at least this long before it counts as hung.
+LOAD_TIMEOUT_S = 60.0
 
 
 class _WorkerProcess:
@@ -200,6 +203,8 @@ class _WorkerProcess:
                 self.process.kill()
             await self.process.wait()
         await asyncio.gather(self.reader, return_exceptions=True)
+        if self.ready.done() and not self.ready.cancelled():
+            self.ready.exception()  # retrieved: a worker killed while loading is no unhandled error
 
     async def shut_down(self, grace: float = 2.0) -> None:
         """Close its stdin (the worker exits on end-of-file); kill it after *grace* seconds."""
@@ -331,10 +336,11 @@ class EmbeddedBackend:
             await self.start()
         worker = self._worker
         assert worker is not None
+        deadline = max(self.timeout, LOAD_TIMEOUT_S)
         try:
-            ready = await asyncio.wait_for(asyncio.shield(worker.ready), self.timeout)
+            ready = await asyncio.wait_for(asyncio.shield(worker.ready), deadline)
         except TimeoutError:
-            await self._replace(f"did not load within {self.timeout:g} s")
+            await self._replace(f"did not load within {deadline:g} s")
             raise SourceError(ErrorCode.MODEL_TIMEOUT, "the embedded model did not load in time") from None
         if not self._loaded_rss:
             self._loaded_rss = int(ready.get("rss") or 0)

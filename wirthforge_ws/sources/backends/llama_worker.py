@@ -294,10 +294,13 @@ def main() -> None:
     if args.nice:
         os.nice(args.nice)
     worker = Worker(args.model, args.threads, args.context, out)
-    worker.send(
-        {"ready": True, "model": os.path.basename(args.model), "context": worker.context, "rss": resident_bytes()}
-    )
-    worker.serve()
+    try:
+        worker.send(
+            {"ready": True, "model": os.path.basename(args.model), "context": worker.context, "rss": resident_bytes()}
+        )
+        worker.serve()
+    except BrokenPipeError:  # the server is gone (or replaced this worker): nothing to tell anyone
+        os._exit(0)
 
 
 if __name__ == "__main__":
