@@ -129,7 +129,7 @@ class Connection:
         self._heartbeats = HeartbeatSchedule(self.connected_at, settings.heartbeat_interval)
         self._send_started: float | None = None  # time.monotonic() while the writer is inside a send
         self._inbound_bucket = TokenBucket(settings.inbound_rate, settings.inbound_burst)
-        self._requests = Requests(
+        self._requests: Requests | None = Requests(
             self, hub.schemas, frame_rate=settings.frame_rate, max_invalid=settings.max_invalid_messages
         )
         self._writer: asyncio.Task[None] | None = None
@@ -169,6 +169,11 @@ class Connection:
             if self._closer is not None:
                 await asyncio.gather(self._closer, return_exceptions=True)
             self._transition(State.CLOSED)
+            # Break the cycles through this object (its tasks' tracebacks, Requests' back
+            # reference), so that reference counting frees a closed connection now instead
+            # of leaving it to a full garbage collection, which a burst of closes makes long.
+            self._writer = self._closer = None
+            self._requests = None
 
     def _start(self, recalled: Recall | None = None) -> None:
         """Greet, queue the replay and attach, with no await in between (see Hub.plan_resume).
@@ -448,6 +453,8 @@ class Connection:
 
     async def _read_loop(self) -> None:
         receive = self.websocket.receive
+        requests = self._requests
+        assert requests is not None  # None only once CLOSED
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -464,7 +471,7 @@ class Connection:
             if not self._inbound_bucket.take():
                 self.fail(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
                 continue
-            kind = self._requests.handle_text(text)
+            kind = requests.handle_text(text)
             if kind is not None:
                 log.debug("connection %s: %s", self.id, kind)  # the type only: payloads may hold private text
 

@@ -9,7 +9,9 @@ the send queue.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from typing import Any
 
 import pytest
@@ -210,3 +212,23 @@ def test_transitions_only_go_forward() -> None:
     connection._transition(State.CLOSED)
     with pytest.raises(InvalidTransition):
         connection._transition(State.CLOSING)
+
+
+async def test_a_closed_connection_is_freed_by_reference_counting_alone() -> None:
+    # A burst of closes would otherwise leave every connection's objects to one long full collection.
+    gc.collect()
+    gc.disable()
+    try:
+        connection, websocket, hub = make()
+        serving = asyncio.create_task(connection.serve())
+        await settle()
+        connection.send_own(reward(1))
+        await settle()
+        websocket.disconnect()
+        await asyncio.wait_for(serving, 1)
+        freed = weakref.ref(connection)
+        del connection, serving
+        await settle()
+        assert freed() is None, [type(r).__name__ for r in gc.get_referrers(freed())]
+    finally:
+        gc.enable()
