@@ -114,6 +114,13 @@ class Settings:
     persist_energy_rate: float = field(
         default=2.0, metadata=_help("energy frames recorded per second and type (0 = none)")
     )
+    record_text: bool = field(
+        default=False,
+        metadata=_help(
+            "keep the text of answers in the event log (off: only token counts, timing, probabilities and "
+            "energy are kept; prompts are never stored)"
+        ),
+    )
 
     # Security
     allowed_origins: tuple[str, ...] = field(

@@ -496,7 +496,13 @@ def test_screenshot(page: Page, wf_server: ServerProcess) -> None:
 
 
 def test_page_lists_recorded_sessions_and_replays_one(browser: Browser, tmp_path: Path) -> None:
-    env = {"WF_ENABLE_PUBLISH": "1", "WF_PERSIST": "1", "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3")}
+    # --record-text: the replayed (or resumed) words come from the recording.
+    env = {
+        "WF_ENABLE_PUBLISH": "1",
+        "WF_PERSIST": "1",
+        "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3"),
+        "WF_RECORD_TEXT": "1",
+    }
     with ServerProcess(env=env) as server:
         recorded = {
             "tokens": ["recorded ", "words ", "again"],
@@ -532,7 +538,13 @@ def test_page_lists_recorded_sessions_and_replays_one(browser: Browser, tmp_path
 
 def test_page_loses_no_token_across_a_server_restart(browser: Browser, tmp_path: Path) -> None:
     """With the event log, a stop and start keeps the epoch: the page resumes complete, every token once."""
-    env = {"WF_ENABLE_PUBLISH": "1", "WF_PERSIST": "1", "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3")}
+    # --record-text: the replayed (or resumed) words come from the recording.
+    env = {
+        "WF_ENABLE_PUBLISH": "1",
+        "WF_PERSIST": "1",
+        "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3"),
+        "WF_RECORD_TEXT": "1",
+    }
     with ServerProcess(env=env) as server:
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         try:

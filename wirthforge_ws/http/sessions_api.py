@@ -11,10 +11,16 @@
 - ``GET /api/sessions/{id}/trace``: the recording as a WVMP v0.1 trace, E
   per token rebuilt from its token_streams' evidence (traces.py); 409 for
   a recording without per-token evidence, 503 when the log cannot be read.
+- ``DELETE /api/sessions/{id}``: deletes one recording (its rows, the
+  energy, council and reward rows meanwhile, and its replays' recordings);
+  ``DELETE /api/sessions`` deletes every recording
+  (``?resetProgress=true`` also resets the user's progress). The space is
+  handed back on the log's writer thread; the frame loop never waits.
 
 Every database read runs in a worker thread. The Origin/Host guard in front
-of the app covers these routes like the others (POSTs need an allowed
-Origin or none).
+of the app covers these routes like the others (POSTs and DELETEs need an
+allowed Origin or none). A storage failure is answered 503 with a JSON
+reason (the app's StorageError handler).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ..protocol import messages
 from ..sources.live import LiveSource
 from ..sources.replay import MAX_SPEED, ReplaySource
-from ..storage.event_log import EventLog, Recording, StoredMessage
+from ..storage.event_log import EventLog, Recording, StorageError, StoredMessage
 from . import traces
 
 router = APIRouter(prefix="/api")
@@ -57,7 +63,43 @@ async def list_sessions(request: Request, limit: int = 100, before: float | None
     if log is None:  # not an error for a page that lists what there is: there is nothing
         return JSONResponse({"sessions": [], "recording": False})
     recordings = await asyncio.to_thread(log.recordings, max(1, min(limit, 1000)), before)
-    return JSONResponse({"sessions": [r.as_json() for r in recordings], "recording": True})
+    return JSONResponse(
+        {"sessions": [r.as_json() for r in recordings], "recording": True, "recordText": log.record_text}
+    )
+
+
+@router.delete("/sessions/{key}")
+async def delete_session(request: Request, key: str) -> Response:
+    """Delete one recording; 404 if there is none with that id."""
+    log = _log(request)
+    if log is None:
+        return _unavailable()
+    # An id is a seq: ASCII digits that fit SQLite's 64-bit integer.
+    valid = key.isascii() and key.isdigit() and len(key) <= 18
+    recording = await asyncio.to_thread(log.recording, int(key)) if valid else None
+    if recording is None or not await asyncio.to_thread(log.delete_recording, recording.id):
+        return JSONResponse({"error": "no such session"}, status_code=404)
+    server = request.app.state.server
+    if server.replayer.recording_id == key:
+        await server.replayer.stop()
+    gone = {recording.session_id, f"replay-{recording.session_id}"}
+    server.hub.forget(lambda event: event.type == "token_stream" and event.payload.get("sessionId") in gone)
+    return JSONResponse({"deleted": key})
+
+
+@router.delete("/sessions")
+async def purge_sessions(request: Request, resetProgress: bool = False) -> Response:  # noqa: N803 - the query name
+    """Delete every recording and row (and, when asked, the user's progress)."""
+    log = _log(request)
+    if log is None:
+        return _unavailable()
+    server = request.app.state.server
+    await server.replayer.stop()
+    rows = await asyncio.to_thread(log.purge)
+    server.hub.forget(lambda event: event.type == "token_stream")
+    if resetProgress:
+        server.progress.reset()
+    return JSONResponse({"purged": True, "rows": rows, "progressReset": resetProgress})
 
 
 async def _selection(
@@ -98,15 +140,17 @@ async def export_session(request: Request, key: str) -> Response:
     if selected is None:
         return JSONResponse({"error": "no such session (or a bad range)"}, status_code=404)
     fetch = _reader(log, *selected)
+    first = await asyncio.to_thread(fetch, 0)  # a failing file is answered 503 before the stream starts
 
     async def lines() -> AsyncIterator[bytes]:
-        after = 0
-        while True:
-            page = await asyncio.to_thread(fetch, after)
-            if not page:
-                return
+        page = first
+        while page:
             yield b"".join(orjson.dumps(messages.envelope("1.1", m.event, m.timestamp_ms, m.seq)) + b"\n" for m in page)
-            after = page[-1].seq
+            try:
+                page = await asyncio.to_thread(fetch, page[-1].seq)
+            except StorageError as error:  # the status went out with the first page: end with the reason
+                yield orjson.dumps({"error": str(error)}) + b"\n"
+                return
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -133,7 +177,7 @@ async def session_trace(request: Request, key: str) -> Response:
         )
     except traces.NoEvidence as missing:
         return JSONResponse({"error": str(missing), "session": key}, status_code=409)
-    except (sqlite3.Error, OSError, orjson.JSONDecodeError) as error:
+    except (StorageError, sqlite3.Error, OSError, orjson.JSONDecodeError) as error:
         logger.warning("trace of recording %s: the event log could not be read: %s", key, type(error).__name__)
         return JSONResponse(
             {"error": f"the event log could not be read ({type(error).__name__}); see /health"}, status_code=503

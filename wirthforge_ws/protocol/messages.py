@@ -293,8 +293,8 @@ def token_stream(
             raise ValueError("token_stream needs one tokenEvidence per token")
         payload["firstIndex"] = max(first_index or 0, 0)
         payload["tokenEvidence"] = token_evidence
-        if text_omitted:
-            payload["textOmitted"] = True
+    if text_omitted:
+        payload["textOmitted"] = True
     return Event("token_stream", payload)
 
 

@@ -107,8 +107,6 @@ class LiveSource:
         self._closing: list[Generation] = []  # cancelled, their isComplete not sent yet
         self._primary_id = primary.model_id
         self._sessions = itertools.count(1)
-        self._tokens_total = 0
-        self._responses = 0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -169,7 +167,6 @@ class LiveSource:
             member.meter.start(accepted)
             member.task = asyncio.create_task(self._run(member, prompt), name=f"generate-{member.model_id}")
         self._current = self._last = generation
-        self._responses += 1
         return session_id, [member.model_id for member in members]
 
     def cancel(self, session_id: str) -> bool:
@@ -246,7 +243,6 @@ class LiveSource:
         last = self._last
         tokens = primary.texts if primary else []
         complete = primary.complete if primary else False
-        events += self._rewards(tokens, complete)
         members = last.members if last is not None else []
         head = members[0] if members else None
         snapshot = (head.meter if head else self._meters[self._primary_id]).snapshot(now)
@@ -296,29 +292,3 @@ class LiveSource:
             component="model",
             details={"source": member.backend.kind, "modelId": member.model_id, "sessionId": session_id},
         )
-
-    def _rewards(self, tokens: list[str], complete: bool) -> list[Event]:
-        events: list[Event] = []
-        before = self._tokens_total
-        self._tokens_total += len(tokens)
-        if tokens and self._tokens_total // 100 > before // 100:
-            count = (self._tokens_total // 100) * 100
-            events.append(
-                messages.reward_event(
-                    reward_type="milestone",
-                    title=f"{count} tokens",
-                    points=10,
-                    energy_bonus=0.05,
-                    description=f"The model has produced {count} tokens since the server started.",
-                )
-            )
-        if complete and self._responses == 1 and self._tokens_total:
-            events.append(
-                messages.reward_event(
-                    reward_type="achievement",
-                    title="First response",
-                    points=5,
-                    description="A real model's answer flowed through the field.",
-                )
-            )
-        return events

@@ -20,7 +20,7 @@ import orjson
 from ..protocol.messages import Event
 from .recordings import Recording
 
-_RECORDING_COLUMNS = "id, session_id, model_id, started_ms, ended_ms, tokens, messages, complete"
+_RECORDING_COLUMNS = "id, session_id, model_id, started_ms, ended_ms, tokens, messages, complete, text_kept"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +70,14 @@ class EventQueries:
                 f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE started_ms < ? ORDER BY started_ms DESC LIMIT ?",
                 (before_ms if before_ms is not None else float("inf"), limit),
             ).fetchall()
-        return [Recording(*row[:7], bool(row[7])) for row in rows]
+        return [_recording(row) for row in rows]
 
     def recording(self, recording_id: int) -> Recording | None:
         with closing(self._connect()) as connection:
             row = connection.execute(
                 f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE id = ?", (recording_id,)
             ).fetchone()
-        return None if row is None else Recording(*row[:7], bool(row[7]))
+        return None if row is None else _recording(row)
 
     def session_events(self, recording: Recording, *, after_seq: int = 0, limit: int = 1000) -> list[StoredMessage]:
         """A recording's messages in seq order: its token_streams, and what else happened meanwhile.
@@ -106,6 +106,10 @@ class EventQueries:
                 (after_seq, start_ms, end_ms, limit),
             ).fetchall()
         return [_stored(row) for row in rows]
+
+
+def _recording(row: tuple[Any, ...]) -> Recording:
+    return Recording(*row[:7], bool(row[7]), bool(row[8]))
 
 
 def _stored(row: tuple[Any, ...]) -> StoredMessage:

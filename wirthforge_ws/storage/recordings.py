@@ -29,6 +29,7 @@ class Recording:
     tokens: int
     messages: int
     complete: bool
+    text_kept: bool = True
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class Recording:
             "tokens": self.tokens,
             "messages": self.messages,
             "complete": self.complete,
+            "textKept": self.text_kept,
         }
 
 
@@ -62,8 +64,9 @@ class OpenRecording:
 class RecordingTracker:
     """Assigns token_stream rows to recordings and keeps the ``recordings`` table in step."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, text_kept: bool = True) -> None:
         self._open: dict[str, OpenRecording] = {}
+        self.text_kept = text_kept  # whether this run stores the answers' text (--record-text)
 
     def snapshot(self) -> dict[str, OpenRecording]:
         """A copy of the open recordings, to :meth:`restore` if a batch's transaction is rolled back."""
@@ -105,7 +108,9 @@ class RecordingTracker:
         current.messages += 1
         current.complete = complete
         connection.execute(
-            "INSERT OR REPLACE INTO recordings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO recordings "
+            "(id, session_id, model_id, started_ms, ended_ms, tokens, messages, complete, text_kept) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 current.id,
                 session_id,
@@ -115,6 +120,7 @@ class RecordingTracker:
                 current.tokens,
                 current.messages,
                 int(current.complete),
+                int(self.text_kept),
             ),
         )
         if complete:

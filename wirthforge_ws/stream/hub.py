@@ -436,6 +436,13 @@ class Hub:
         while self._history and self._history[0].created < oldest_allowed:
             self._evicted_through = self._history.popleft().seq
 
+    def forget(self, unwanted: Callable[[Event], bool]) -> int:
+        """Drop the remembered messages *unwanted* selects (a deleted recording): no resume replays them."""
+        kept = deque(outbound for outbound in self._history if not unwanted(outbound.event))
+        dropped = len(self._history) - len(kept)
+        self._history = kept
+        return dropped
+
     # -- failures -----------------------------------------------------------
 
     def _validation_failed(self, message_type: str, version: str, error: MessageValidationError) -> None:

@@ -576,9 +576,9 @@ CASES_1_1: dict[str, list[tuple[str, list[tuple[str, Any]], bool]]] = {
         ("textOmitted", [("payload.textOmitted", True), ("payload.tokens", ["", "", "", ""])], True),
         ("textOmitted false", [("payload.textOmitted", False)], False),
         (
-            "textOmitted without tokenEvidence",
-            [("payload.textOmitted", True), ("payload.tokenEvidence", DELETE)],
-            False,
+            "textOmitted on a recording without evidence",
+            [("payload.textOmitted", True), ("payload.tokenEvidence", DELETE), ("payload.firstIndex", DELETE)],
+            True,
         ),
         ("firstIndex negative", [("payload.firstIndex", -1)], False),
         ("firstIndex fraction", [("payload.firstIndex", 1.5)], False),

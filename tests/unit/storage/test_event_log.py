@@ -140,7 +140,7 @@ def test_forward_migration_keeps_the_data(tmp_path: Path, monkeypatch: pytest.Mo
     assert log.available
     log.close()
     with sqlite3.connect(db) as connection:
-        assert connection.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+        assert connection.execute("SELECT version FROM schema_version").fetchone()[0] == len(migrations.MIGRATIONS)
         assert "note" in [row[1] for row in connection.execute("PRAGMA table_info(recordings)")]
         assert connection.execute("SELECT count(*) FROM events WHERE type = 'reward_event'").fetchone()[0] == 1
 
