@@ -87,6 +87,12 @@ class Settings:
     max_connections: int = field(
         default=1100, metadata=_help("open connections (HTTP and WebSocket) beyond which new ones get 503")
     )
+    admit_per_frame: int = field(
+        default=8,
+        metadata=_help(
+            "new connections whose startup work may begin per frame period; the rest wait in order (0 = no limit)"
+        ),
+    )
 
     # Resume history (protocol 1.1)
     history_messages: int = field(default=10_000, metadata=_help("reliable messages kept for resume"))
@@ -169,6 +175,20 @@ class Settings:
             "Linux scheduling policy of the model's worker: idle (the frame loop always preempts it), batch or other"
         ),
     )
+    model_context: int = field(
+        default=4096,
+        metadata=_help(
+            "context of the embedded model in tokens: the prompt (with its chat template) and the answer; "
+            "a prompt longer than this minus max_tokens is refused with 422"
+        ),
+    )
+    model_rss_headroom_mb: float = field(
+        default=256.0,
+        metadata=_help(
+            "the embedded worker is replaced between two prompts once its resident memory grew this much "
+            "past what it held after loading"
+        ),
+    )
     openai_url: str = field(
         default="http://127.0.0.1:8080/v1", metadata=_help("base URL of an OpenAI-compatible server")
     )
@@ -206,6 +226,8 @@ class Settings:
             raise ValueError("inbound_frame_rate and handshake_timeout must be > 0")
         if self.max_connections < 1:
             raise ValueError("max_connections must be >= 1")
+        if self.admit_per_frame < 0:
+            raise ValueError("admit_per_frame must be >= 0")
         if not re.fullmatch(r"[a-zA-Z0-9_-]+", self.model_id):
             raise ValueError("model_id may only hold letters, digits, '_' and '-' (map 'llama3.2:1b' to 'llama3_2-1b')")
         if self.source not in SOURCES:
@@ -216,6 +238,8 @@ class Settings:
             raise ValueError("model_sched must be other, batch or idle")
         if self.model_threads < 1 or not 0 <= self.model_nice <= 19:
             raise ValueError("model_threads must be >= 1 and model_nice within 0..19")
+        if self.model_context < 256 or self.model_rss_headroom_mb <= 0:
+            raise ValueError("model_context must be >= 256 tokens and model_rss_headroom_mb > 0")
         if self.max_tokens < 1 or not 1 <= self.top_logprobs <= 20 or self.source_timeout <= 0:
             raise ValueError("max_tokens must be >= 1, top_logprobs within 1..20, source_timeout > 0")
         for member in self.council_with:

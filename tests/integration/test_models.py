@@ -408,7 +408,7 @@ async def test_a_second_prompt_gets_409_and_cancel_answers(ollama: ServerProcess
         (["hi"], {}, 422, "JSON object"),
         (b"{not json", {"Content-Type": "application/json"}, 400, "not JSON"),
         (b'{"prompt": "hi"}', {"Content-Type": "text/plain"}, 415, "application/json"),
-        (b"x" * 20_000, {"Content-Type": "application/json"}, 413, "larger than"),
+        (b"x" * 60_000, {"Content-Type": "application/json"}, 413, "larger than"),
     ],
 )
 def test_bad_prompts_get_a_clear_4xx(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import sys
@@ -142,8 +143,11 @@ class Server:
             await self.source.start_backends()
         self.supervisor.start("frame-loop", self.frame_loop.run)
         self.supervisor.start("heartbeat", self.heartbeats.run)
+        _freeze_startup_heap()
 
     async def stop(self) -> None:
+        if self.wire_stats.admission is not None:
+            self.wire_stats.admission.close()  # its timer; uvicorn closes the waiting connections
         await self.replayer.stop()
         await self.supervisor.stop()
         if isinstance(self.source, LiveSource):
@@ -171,6 +175,19 @@ class Server:
             frames_skipped=loop.clock.frames_skipped,
             budget_overruns=loop.budget_overruns,
         )
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything alive after start-up (modules, compiled schemas, the app) out of the collector's sight.
+
+    A full (generation 2) collection walks every tracked object, and the
+    start-up heap is most of them: without this, each one held the event
+    loop for tens of milliseconds, several frames, however little there was
+    to collect. Frozen objects are never collected, which costs nothing
+    here: what start-up built lives as long as the process.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class _DenialLogFilter(logging.Filter):

@@ -10,6 +10,7 @@ from .. import __version__
 
 if TYPE_CHECKING:
     from ..connection.connection import Connection
+    from ..connection.uvicorn_protocols import Admission
     from ..energy.tiers import TierChoice
     from .app import Server
 
@@ -34,6 +35,7 @@ def health_report(server: Server) -> dict[str, Any]:
             "handshakeTimeouts": wire.handshake_timeouts,
             "refusedOverCapacity": wire.refused_over_capacity,
             "inboundThrottled": wire.throttled,
+            "admission": admission_info(wire.admission),
         },
         "frameLoop": server.frame_loop.health(),
         "messages": {
@@ -47,6 +49,18 @@ def health_report(server: Server) -> dict[str, Any]:
         "refusedRequests": server.guard.refused if server.guard else 0,
         "persistence": server.event_log.status() if server.event_log is not None else {"status": "disabled"},
         "replay": server.replayer.status(),
+    }
+
+
+def admission_info(admission: Admission | None) -> dict[str, Any] | None:
+    """How new connections were paced (uvicorn_protocols.Admission); None when every one starts at once."""
+    if admission is None:
+        return None
+    return {
+        "perFrame": admission.per_slot,
+        "waiting": admission.waiting,
+        "queued": admission.queued,
+        "longestWaitMs": round(admission.longest_wait * 1000, 1),
     }
 
 

@@ -8,14 +8,14 @@
 - ``POST /api/replay`` ``{"session": id, "speed": 2}`` (or ``{"from": ms,
   "to": ms}``): plays it back through the live pipeline; ``POST
   /api/replay/stop`` ends it early; ``GET /api/replay`` tells what plays.
-- ``GET /api/sessions/{id}/trace``: the recording as a WVMP v0.1 trace, E
-  per token rebuilt from its token_streams' evidence (traces.py); 409 for
-  a recording without per-token evidence, 503 when the log cannot be read.
 - ``DELETE /api/sessions/{id}``: deletes one recording (its rows, the
   energy, council and reward rows meanwhile, and its replays' recordings);
   ``DELETE /api/sessions`` deletes every recording
   (``?resetProgress=true`` also resets the user's progress). The space is
   handed back on the log's writer thread; the frame loop never waits.
+- ``GET /api/sessions/{id}/trace``: the recording as a WVMP v0.1 trace, E
+  per token rebuilt from its token_streams' evidence (traces.py); 409 for
+  a recording without per-token evidence, 503 when the log cannot be read.
 
 Every database read runs in a worker thread. The Origin/Host guard in front
 of the app covers these routes like the others (POSTs and DELETEs need an
@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..protocol import messages
@@ -40,6 +40,7 @@ from ..sources.live import LiveSource
 from ..sources.replay import MAX_SPEED, ReplaySource
 from ..storage.event_log import EventLog, Recording, StorageError, StoredMessage
 from . import traces
+from .params import EPOCH_RULE, ID_RULE, epoch_ms, recording_id
 
 router = APIRouter(prefix="/api")
 logger = logging.getLogger("wirthforge.sessions")
@@ -58,7 +59,9 @@ def _unavailable() -> JSONResponse:
 
 
 @router.get("/sessions")
-async def list_sessions(request: Request, limit: int = 100, before: float | None = None) -> Response:
+async def list_sessions(
+    request: Request, limit: int = 100, before: float | None = Query(None, allow_inf_nan=False)
+) -> Response:
     log = _log(request)
     if log is None:  # not an error for a page that lists what there is: there is nothing
         return JSONResponse({"sessions": [], "recording": False})
@@ -74,11 +77,10 @@ async def delete_session(request: Request, key: str) -> Response:
     log = _log(request)
     if log is None:
         return _unavailable()
-    # An id is a seq: ASCII digits that fit SQLite's 64-bit integer.
-    valid = key.isascii() and key.isdigit() and len(key) <= 18
-    recording = await asyncio.to_thread(log.recording, int(key)) if valid else None
+    number = recording_id(key)
+    recording = await asyncio.to_thread(log.recording, number) if number is not None else None
     if recording is None or not await asyncio.to_thread(log.delete_recording, recording.id):
-        return JSONResponse({"error": "no such session"}, status_code=404)
+        return JSONResponse({"error": "no such session", "rule": ID_RULE}, status_code=404)
     server = request.app.state.server
     if server.replayer.recording_id == key:
         await server.replayer.stop()
@@ -103,17 +105,23 @@ async def purge_sessions(request: Request, resetProgress: bool = False) -> Respo
 
 
 async def _selection(
-    log: EventLog, key: str, start: float | None, end: float | None
-) -> tuple[Recording | None, tuple[float, float] | None] | None:
-    """A recording by id, or a time range; None when neither exists."""
+    log: EventLog, key: Any, start: Any, end: Any
+) -> tuple[Recording | None, tuple[float, float] | None] | JSONResponse:
+    """A recording by id (*key*), or a time range (*key* ``"range"``); else the 404/422 answer.
+
+    Ids and bounds are parsed by params.py, so that no path, query or body
+    value can reach the database as something it cannot bind.
+    """
     if key == "range":
-        if start is None or end is None or end < start:
-            return None
-        return None, (start, end)
-    if not key.isdigit():
-        return None
-    recording = await asyncio.to_thread(log.recording, int(key))
-    return None if recording is None else (recording, None)
+        low, high = epoch_ms(start), epoch_ms(end)
+        if low is None or high is None or high < low:
+            return JSONResponse({"error": f"bad range: {EPOCH_RULE}"}, status_code=422)
+        return None, (low, high)
+    number = recording_id(key)
+    recording = None if number is None else await asyncio.to_thread(log.recording, number)
+    if recording is None:
+        return JSONResponse({"error": "no such session", "rule": ID_RULE}, status_code=404)
+    return recording, None
 
 
 def _reader(
@@ -136,9 +144,9 @@ async def export_session(request: Request, key: str) -> Response:
     if log is None:
         return _unavailable()
     query = request.query_params
-    selected = await _selection(log, key, _float(query.get("from")), _float(query.get("to")))
-    if selected is None:
-        return JSONResponse({"error": "no such session (or a bad range)"}, status_code=404)
+    selected = await _selection(log, key, query.get("from"), query.get("to"))
+    if isinstance(selected, JSONResponse):
+        return selected
     fetch = _reader(log, *selected)
     first = await asyncio.to_thread(fetch, 0)  # a failing file is answered 503 before the stream starts
 
@@ -168,7 +176,7 @@ async def session_trace(request: Request, key: str) -> Response:
     source = server.source
     kinds = {b.model_id: b.kind for b in source.backends} if isinstance(source, LiveSource) else {}
     try:
-        number = _trace_id(key)
+        number = recording_id(key)
         recording = await asyncio.to_thread(log.recording, number) if number is not None else None
         if recording is None:
             return JSONResponse({"error": "no such session"}, status_code=404)
@@ -185,13 +193,6 @@ async def session_trace(request: Request, key: str) -> Response:
     return JSONResponse(trace)
 
 
-def _trace_id(key: str) -> int | None:
-    """A recording id: ASCII digits that fit SQLite's 64-bit integer; None for anything else."""
-    if not (key.isascii() and key.isdigit()) or len(key) > 18:
-        return None
-    return int(key)
-
-
 @router.post("/replay")
 async def start_replay(request: Request) -> Response:
     log = _log(request)
@@ -206,10 +207,12 @@ async def start_replay(request: Request) -> Response:
     speed = body.get("speed", 1.0)
     if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0 < speed <= MAX_SPEED:
         return JSONResponse({"error": f"speed must be a number > 0 and <= {MAX_SPEED:g}"}, status_code=422)
-    key = "range" if "from" in body else str(body.get("session", ""))
-    selected = await _selection(log, key, _float(body.get("from")), _float(body.get("to")))
-    if selected is None:
-        return JSONResponse({"error": "no such session (or a bad range)"}, status_code=404)
+    key = "range" if "from" in body else body.get("session")
+    if key != "range" and recording_id(key) is None:
+        return JSONResponse({"error": f"session: {ID_RULE}"}, status_code=422)
+    selected = await _selection(log, key, body.get("from"), body.get("to"))
+    if isinstance(selected, JSONResponse):
+        return selected
     recording, _ = selected
     fetch = _reader(log, *selected)
 
@@ -228,6 +231,7 @@ async def start_replay(request: Request) -> Response:
     original = recording.session_id if recording is not None else "range"
     model_id = recording.model_id if recording is not None and recording.model_id else server.settings.model_id
     source = ReplaySource(recorded, speed=float(speed), model_id=model_id, label=f"replay-{original}"[:200])
+    key = str(recording.id) if recording is not None else "range"
     await server.replayer.start(source, key if recording is not None else f"range:{selected[1]}")
     return JSONResponse(
         {"replaying": key, "messages": len(recorded), "speed": speed, "durationSeconds": round(source.duration, 3)},
@@ -244,12 +248,3 @@ async def stop_replay(request: Request) -> Response:
 @router.get("/replay")
 async def replay_status(request: Request) -> Response:
     return JSONResponse(request.app.state.server.replayer.status())
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None

@@ -67,7 +67,7 @@ class FakeWebSocket:
 def make(
     settings: Settings | None = None, *, query: dict[str, str] | None = None, hub: Hub | None = None
 ) -> tuple[Connection, FakeWebSocket, Hub]:
-    settings = settings or Settings()
+    settings = settings or Settings(tier="Mid-Tier")  # the Server resolves "auto" before any connection
     if hub is None:
         hub = Hub(SCHEMAS, history_messages=settings.history_messages, history_seconds=settings.history_seconds)
     websocket = FakeWebSocket()
@@ -148,7 +148,7 @@ async def test_close_racing_a_write_sends_nothing_after_the_close() -> None:
 
 
 async def test_a_stalled_send_is_detected_on_the_monotonic_clock() -> None:
-    settings = Settings(send_timeout=1.0)
+    settings = Settings(send_timeout=1.0, tier="Mid-Tier")
     connection, websocket, hub = make(settings)
     serving = asyncio.create_task(connection.serve())
     await settle()
@@ -179,7 +179,7 @@ async def test_a_writer_that_dies_closes_the_connection_with_1011() -> None:
 
 
 async def test_a_replay_longer_than_the_send_queue_completes_in_order() -> None:
-    settings = Settings(send_queue_limit=8, history_messages=1000)
+    settings = Settings(send_queue_limit=8, history_messages=1000, tier="Mid-Tier")
     hub = Hub(SCHEMAS, history_messages=1000, history_seconds=120)
     published = [hub.publish(reward(i)) for i in range(100)]
     connection, websocket, _ = make(
