@@ -18,10 +18,11 @@ test: $(STAMP) lint
 	scripts/ensure-test-tools.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Lint and format check (config in pyproject.toml); part of `make test`.
+# Lint, format check and type check (config in pyproject.toml); part of `make test`.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Cost of the durable event log (docs/PERFORMANCE.md, section "Event persistence").
+"""Cost of the durable event log (benchmarks/results/NOTES.md, section "Event persistence").
 
     .venv/bin/python benchmarks/persistence_bench.py              # about 5 minutes
     .venv/bin/python benchmarks/persistence_bench.py --seconds 10 --rounds 1   # a quick look

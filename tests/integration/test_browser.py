@@ -355,8 +355,8 @@ def test_token_text_reaches_a_page_without_animation_frames_and_stays_bounded(
     """A hidden tab runs no requestAnimationFrame: token text must still be flushed, and bounded.
 
     Animation frames are switched off before the page's scripts run. Token
-    text used to wait for the next animation frame, so it grew without bound
-    and never reached the page.
+    text that waited for the next animation frame would grow without bound
+    and never reach the page.
     """
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     try:
@@ -628,7 +628,7 @@ def test_prompt_box_streams_a_real_answer_and_stop_works(browser: Browser) -> No
             )
             answer = page.evaluate(ANSWER_JS)
             assert answer.startswith("SmolLM2-135M-Instruct: ") and answer.endswith(" ■")
-            # shown once: the answer's text is on the page once (it used to be in two panels)
+            # shown once: the answer's text is on the page once, not in two panels
             body = answer.removeprefix("SmolLM2-135M-Instruct: ").removesuffix(" ■")
             assert len(body) > 20
             assert page.evaluate("() => document.body.textContent").count(body) == 1

@@ -121,7 +121,7 @@ def test_uvicorn_protocol_still_has_what_direct_writes_read() -> None:
     config.load()
     protocol = WebSocketsSansIOProtocol(config, ServerState(), {}, asyncio.new_event_loop())
     missing = [name for name in transport.UVICORN_PROTOCOL_ATTRIBUTES if not hasattr(protocol, name)]
-    assert not missing, f"uvicorn's WebSocket protocol no longer has {missing}: update transport.DirectWriter"
+    assert not missing, f"uvicorn's WebSocket protocol lacks {missing}: update transport.DirectWriter"
     assert isinstance(protocol.writable, asyncio.Event)
     assert protocol.conn.extensions == []
 

@@ -39,9 +39,9 @@ class Disagreement:
 def _jsd_at(members: Sequence[Sequence[TokenReading]], index: int) -> float | None:
     """JSD of the members' top-K at *index*; None when fewer than two members have one there."""
     distributions = [
-        readings[index].top_k
+        top_k
         for readings in members
-        if index < len(readings) and readings[index].top_k is not None and math.fsum(readings[index].top_k) > 0
+        if index < len(readings) and (top_k := readings[index].top_k) is not None and math.fsum(top_k) > 0
     ]
     if len(distributions) < 2:
         return None

@@ -174,6 +174,7 @@ class Server:
             frames_built=loop.frames_built,
             frames_skipped=loop.clock.frames_skipped,
             budget_overruns=loop.budget_overruns,
+            closed_by_code=self.wire_stats.closed_by_code(),
         )
 
 

@@ -157,10 +157,6 @@ class MeteredSource:
     def model_id(self) -> str:
         return self.source.model_id
 
-    @model_id.setter
-    def model_id(self, value: str) -> None:
-        self.source.model_id = value
-
     def step(self, frame_number: int, now: float) -> FrameActivity:
         activity = self.source.step(frame_number, now)
         self._metrics.observe(activity)

@@ -23,7 +23,7 @@ class ProgressFeed:
         self.progress = progress
 
     @property
-    def model_id(self) -> str:  # type: ignore[override]
+    def model_id(self) -> str:
         return self.source.model_id
 
     def step(self, frame_number: int, now: float) -> FrameActivity:

@@ -53,6 +53,7 @@ class MetricCounters:
     frames_built: int
     frames_skipped: int
     budget_overruns: int
+    closed_by_code: Mapping[int, int]  # WebSocket close codes, whichever side sent the close frame (1006: none)
 
 
 class ServerMetrics:
@@ -110,38 +111,24 @@ class _ServerCollector:
         )
         yield _counter("messages_dropped", "Messages not sent, by reason.", "reason", stats.dropped)
         yield _counter("connections_closed", "Connections closed by the server, by reason.", "reason", stats.closed)
-        closed_by_code: Mapping[str, int] = getattr(stats, "closed_by_code", {})
         yield _counter(
             "connections_closed_by_code",
-            "Connections closed, by WebSocket close code.",
+            "Connections closed, by WebSocket close code (1006: without a close frame).",
             "code",
-            {str(code): n for code, n in closed_by_code.items()},
+            {str(code): n for code, n in counters.closed_by_code.items()},
         )
-        yield _counter(
-            "validation_failures",
-            "Outbound messages that failed schema validation.",
-            None,
-            {"": stats.validation_failures},
-        )
-        yield _counter(
-            "refused_requests",
-            "HTTP requests and WebSocket handshakes refused by the Origin/Host guard.",
-            None,
-            {"": counters.refused_requests},
-        )
-        yield _counter("frames_built", "Energy frames built.", None, {"": counters.frames_built})
-        yield _counter(
-            "frames_skipped",
-            "Frame ticks skipped because the loop fell a period behind.",
-            None,
-            {"": counters.frames_skipped},
-        )
-        yield _counter(
-            "frame_budget_overruns",
-            "Frames whose processing exceeded the frame budget.",
-            None,
-            {"": counters.budget_overruns},
-        )
+        for name, documentation, value in (
+            ("validation_failures", "Outbound messages that failed schema validation.", stats.validation_failures),
+            (
+                "refused_requests",
+                "HTTP requests and WebSocket handshakes refused by the Origin/Host guard.",
+                counters.refused_requests,
+            ),
+            ("frames_built", "Energy frames built.", counters.frames_built),
+            ("frames_skipped", "Frame ticks skipped when the loop fell 2+ periods behind.", counters.frames_skipped),
+            ("frame_budget_overruns", "Frames whose processing exceeded the frame budget.", counters.budget_overruns),
+        ):
+            yield _counter(name, documentation, None, {"": value})
         depths = counters.queued_messages
         queue = GaugeMetricFamily(
             f"{NAMESPACE}_send_queue_messages",

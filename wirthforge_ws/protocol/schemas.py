@@ -372,7 +372,7 @@ def _reference_registry(schema_dir: Path) -> Any:
     from referencing.jsonschema import DRAFT7
 
     def refuse(uri: str) -> Resource[Any]:
-        raise NoSuchResource(ref=uri)
+        raise NoSuchResource(uri)  # positional: referencing's attrs classes are opaque to mypy
 
     documents = _load_documents(schema_dir)
     return Registry(retrieve=refuse).with_resources(  # type: ignore[call-arg]

@@ -65,7 +65,10 @@ class FrameActivity:
 class EnergySource(Protocol):
     """Anything that can tell the frame loop what happened during a frame."""
 
-    model_id: str
+    @property
+    def model_id(self) -> str:
+        """The modelId announced in startup_complete (read-only: a source names its own model)."""
+        ...
 
     def step(self, frame_number: int, now: float) -> FrameActivity:
         """Advance to monotonic time *now* (seconds) and report this frame."""

@@ -93,6 +93,11 @@ class _Voice:
         # Time to first token: the model loads the prompt.
         self.next_token_at = now + self.random.uniform(0.15, 0.5)
 
+    @property
+    def answering(self) -> bool:
+        """Whether this voice has a token to come in its current answer."""
+        return self.next_token_at is not None
+
     def token(self, top_k: list[float]) -> TokenReading:
         assert self.next_token_at is not None
         when = self.next_token_at
@@ -160,7 +165,7 @@ class SimulatedModel:
             batch.readings.append(voice.token(self._top_k))
             batch.texts.append(self._random.choice(_WORDS))
             self._tokens_total += 1
-            if voice.next_token_at is None:
+            if not voice.answering:  # that was its last token
                 batch.complete = True
                 self._next_prompt_at = now + self._random.uniform(1.0, 3.0)
         for peer in self._peers:

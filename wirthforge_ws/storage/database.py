@@ -20,15 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
 from .migrations import migrate
 
-try:  # POSIX only; elsewhere two servers on one file are not detected
+if sys.platform != "win32":  # POSIX only; on Windows two servers on one file are not detected
     import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("wirthforge.persistence")
 
@@ -51,7 +50,7 @@ class FileLock:
 
     def acquire(self) -> None:
         """Take the lock; raise :class:`PersistenceLocked` if another process holds it."""
-        if fcntl is None:
+        if sys.platform == "win32":
             return
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         os.fchmod(fd, PRIVATE_FILE)

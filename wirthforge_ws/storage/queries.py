@@ -108,10 +108,14 @@ class EventQueries:
         return [_stored(row) for row in rows]
 
 
-def _recording(row: tuple[Any, ...]) -> Recording:
-    return Recording(*row[:7], bool(row[7]), bool(row[8]))
-
-
 def _stored(row: tuple[Any, ...]) -> StoredMessage:
     seq, kind, frame_number, timestamp_ms, payload = row
     return StoredMessage(seq, Event(kind, orjson.loads(payload), frame_number), timestamp_ms)
+
+
+def _recording(row: tuple[Any, ...]) -> Recording:
+    """A row of ``SELECT {_RECORDING_COLUMNS}`` as a Recording (SQLite stores the booleans as 0 or 1)."""
+    recording_id, session_id, model_id, started_ms, ended_ms, tokens, count, complete, text_kept = row
+    return Recording(
+        recording_id, session_id, model_id, started_ms, ended_ms, tokens, count, bool(complete), bool(text_kept)
+    )

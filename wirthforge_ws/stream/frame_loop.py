@@ -98,15 +98,9 @@ class FrameLoop:
             self.processing.add(elapsed)
             if elapsed > budget:
                 self.budget_overruns += 1
-                suppressed = self._overrun_warnings.ready(time.monotonic())
-                if suppressed is not None:
-                    log.warning(
-                        "frame %d took %.1f ms (budget %.2f ms)%s",
-                        tick.frame_number,
-                        elapsed * 1000,
-                        budget * 1000,
-                        _folded(suppressed),
-                    )
+                self._overrun_warnings.warning(
+                    log, "frame %d took %.1f ms (budget %.2f ms)", tick.frame_number, elapsed * 1000, budget * 1000
+                )
             if self._on_frame is not None and len(hub):  # idle ticks are not frames
                 self._on_frame(tick.lateness, elapsed)
 
@@ -114,11 +108,9 @@ class FrameLoop:
         """The clock skipped frames: warn the log and, rate-limited, the clients."""
         now = time.monotonic()
         late_ms = (tick.skipped * self.clock.period + tick.lateness) * 1000
-        suppressed = self._skip_warnings.ready(now)
-        if suppressed is not None:
-            log.warning(
-                "frame loop fell %.0f ms behind and skipped %d frames%s", late_ms, tick.skipped, _folded(suppressed)
-            )
+        self._skip_warnings.warning(
+            log, "frame loop fell %.0f ms behind and skipped %d frames", late_ms, tick.skipped, now=now
+        )
         self._skipped_unreported += tick.skipped
         if self._skipped_unreported < NOTICE_MIN_SKIPPED or self._skip_notices.ready(now) is None:
             return
@@ -227,7 +219,3 @@ class FrameLoop:
             "budgetMs": self.settings.frame_budget_ms,
             "budgetOverruns": self.budget_overruns,
         }
-
-
-def _folded(suppressed: int) -> str:
-    return f" ({suppressed} more since the last warning)" if suppressed else ""

@@ -1,9 +1,9 @@
 """Connection state transitions, in-process, with a fake WebSocket: no sockets, no sleeps.
 
-Each test drives one ordering that used to race (issue 7, defect 9): a
-connection that fails while it is being set up, a close racing a write, a
-heartbeat before ``startup_complete``, a writer that dies, and a resume
-replay longer than the send queue (defect 5).
+Each test drives one ordering that can race: a connection that fails while
+it is being set up, a close racing a write, a heartbeat before
+``startup_complete``, a writer that dies, and a resume replay longer than
+the send queue.
 """
 
 from __future__ import annotations

@@ -321,12 +321,12 @@ class EmbeddedBackend:
     async def _ready_worker(self) -> _WorkerProcess:
         """A loaded worker with nothing running: settles a cancelled request first, starts one if needed."""
         if self._unsettled is not None:
-            worker, request_id, stream = self._unsettled
+            cancelled, request_id, stream = self._unsettled
             self._unsettled = None
-            if worker is self._worker and worker.alive:
+            if cancelled is self._worker and cancelled.alive:
                 if not await self._settles(stream):
                     await self._replace(f"did not stop within {CANCEL_GRACE_S:g} s of a cancel")
-            worker.close(request_id)
+            cancelled.close(request_id)
         if self.pid is None:
             await self.start()
         worker = self._worker
