@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,11 +30,15 @@ WIRE_TIERS = {"Low-Tier": "Lite", "Mid-Tier": "Dual", "High-Tier": "Studio"}
 LIMITS = {"Low-Tier": 1, "Mid-Tier": 3, "High-Tier": 8}
 
 
-async def startup_tier(server: ServerProcess) -> str:
+async def tier_and_profile(server: ServerProcess) -> tuple[str, str]:
+    """startup_complete's tier, and the profile the first energy_update's evidence names (protocol 1.1)."""
     async with connect(server.ws_url, subprotocols=["wirthforge.1.1"], proxy=None, open_timeout=scaled(5)) as ws:
         first = json.loads(await ws.recv(decode=True))
-    assert first["type"] == "startup_complete"
-    return str(first["payload"]["tier"])
+        assert first["type"] == "startup_complete"
+        deadline = time.monotonic() + scaled(5)
+        while (message := json.loads(await ws.recv(decode=True)))["type"] != "energy_update":
+            assert time.monotonic() < deadline, "no energy_update"
+    return str(first["payload"]["tier"]), str(message["payload"]["evidence"]["profile"])
 
 
 def post_prompt(server: ServerProcess, **body: Any) -> httpx.Response:
@@ -43,7 +48,7 @@ def post_prompt(server: ServerProcess, **body: Any) -> httpx.Response:
 async def test_auto_detects_this_machines_tier_and_says_why() -> None:
     with ServerProcess(env={"WF_TIER": "auto"}) as server:  # the server's default (tests default to Mid-Tier)
         tier = server.health()["tier"]
-        announced = await startup_tier(server)
+        announced, profile = await tier_and_profile(server)  # the simulator's meters
         log = server.log_text()
     assert Settings().tier == "auto"  # what the server runs with unless told otherwise
     expected = detect_tier()  # the same machine, read by the test process
@@ -56,6 +61,7 @@ async def test_auto_detects_this_machines_tier_and_says_why() -> None:
     }
     assert "core" in tier["reason"] and "GiB" in tier["reason"], tier
     assert announced == expected.tier
+    assert profile == WIRE_TIERS[expected.tier]
     lines = [line for line in log.splitlines() if f"tier {expected.tier}, detected from {expected.reason}" in line]
     assert len(lines) == 1 and " INFO " in lines[0], log
     assert f"profile {PROFILES[WIRE_TIERS[expected.tier]].name}" in lines[0]
@@ -78,7 +84,7 @@ async def test_the_users_tier_wins_and_is_announced(low_tier: ServerProcess) -> 
     tier = low_tier.health()["tier"]
     assert (tier["name"], tier["detected"], tier["profile"], tier["councilLimit"]) == ("Low-Tier", False, "Lite", 1)
     assert tier["reason"].startswith("set by the user (this machine: ")
-    assert await startup_tier(low_tier) == "Low-Tier"
+    assert await tier_and_profile(low_tier) == ("Low-Tier", "Lite")  # the live source's meters
     assert "tier Low-Tier, set by the user (this machine: " in low_tier.log_text()
 
 

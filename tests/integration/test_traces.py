@@ -6,7 +6,8 @@
   ``evidence.tokens[].energy``, under the tier's profile;
 - token_streams published through ``/publish`` with ``tokenEvidence``: E per
   token as a meter computes it from that evidence, text only where the
-  recording kept it (``textOmitted`` gives none);
+  recording kept it (``--record-text``; ``textOmitted`` and the default
+  numbers-only recording give none);
 - a recording without per-token evidence gets 409 saying so, an unknown one
   404, and an event log that cannot be read a 503 with a JSON reason.
 """
@@ -76,7 +77,10 @@ def expected_energy(tokens: list[tuple[str, float, list[float] | None]], profile
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, httpx.Client]]:
     db = tmp_path_factory.mktemp("trace") / "events.sqlite3"
-    with ServerProcess(env=persistent(db)) as server, httpx.Client(base_url=server.http_url, timeout=10) as http:
+    with (
+        ServerProcess(env=persistent(db, WF_RECORD_TEXT="1")) as server,
+        httpx.Client(base_url=server.http_url, timeout=10) as http,
+    ):
         yield server, http
 
 
@@ -206,8 +210,8 @@ async def test_the_trace_of_a_live_generation_reproduces_the_live_frames_energy(
     assert trace["meta"]["profile"] == "Studio"
     assert [m["name"] for m in trace["models"]] == models
     primary = trace["models"][0]
-    texts = [t.get("token") for t in primary["tokens"]]
-    assert texts in (TOKENS, [None] * len(TOKENS))  # the text where the recording kept it, else none
+    assert len(primary["tokens"]) == len(TOKENS)
+    assert all("token" not in t for t in primary["tokens"])  # by default the recording keeps no text
 
     live: dict[int, float] = {}  # token index -> E the live frames showed for it
     for frame in client.of("energy_update"):

@@ -185,7 +185,7 @@ async def session_trace(request: Request, key: str) -> Response:
         )
     except traces.NoEvidence as missing:
         return JSONResponse({"error": str(missing), "session": key}, status_code=409)
-    except (sqlite3.Error, OSError, orjson.JSONDecodeError) as error:
+    except (StorageError, sqlite3.Error, OSError, orjson.JSONDecodeError) as error:
         logger.warning("trace of recording %s: the event log could not be read: %s", key, type(error).__name__)
         return JSONResponse(
             {"error": f"the event log could not be read ({type(error).__name__}); see /health"}, status_code=503
