@@ -344,6 +344,7 @@ async def test_ollama_answers_a_prompt(ollama: ServerProcess) -> None:
         ("missing", None, "MODEL_NOT_FOUND"),
         ("cut", None, "MODEL_STREAM_CUT"),
         ("fails", None, "MODEL_FAILED"),
+        ("empty", None, "MODEL_FAILED"),
         ("tiny", "not-running", "MODEL_UNAVAILABLE"),
     ],
 )

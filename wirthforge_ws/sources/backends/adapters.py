@@ -111,6 +111,13 @@ def embedded_model_path(setting: str = "") -> Path:
     return path
 
 
+def empty_answer(source: str, reason: str) -> SourceError:
+    """An answer that ended without a token: a failure the user is told about, with the model's finish reason."""
+    return SourceError(
+        ErrorCode.MODEL_FAILED, f"the {source} model ended its answer without a token (finish reason: {reason})"
+    )
+
+
 def _top_k_from_logprobs(entries: Any) -> dict[str, float]:
     """[{token, logprob}, ...] (OpenAI and Ollama share this shape) -> {token: probability}."""
     top: dict[str, float] = {}
@@ -415,10 +422,7 @@ class EmbeddedBackend:
                     finished = True
                     await self._after(message)
                     if not pieces and message["done"] != "cancelled":
-                        raise SourceError(
-                            ErrorCode.MODEL_FAILED,
-                            f"the embedded model ended its answer without a token (finish reason: {message['done']})",
-                        )
+                        raise empty_answer(self.kind, str(message["done"]))
                     return
                 else:
                     finished = True
@@ -532,13 +536,16 @@ class OpenAIBackend(_HttpBackend):
         if self.model:
             body["model"] = self.model
         finished = False
+        reason = "[DONE]"
+        pieces = 0
         async with self._stream("/chat/completions", body) as response:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue  # blank separators, comments, event: lines
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    return
+                    finished = True
+                    break
                 try:
                     chunk = orjson.loads(data)
                 except orjson.JSONDecodeError:
@@ -548,12 +555,16 @@ class OpenAIBackend(_HttpBackend):
                 for choice in chunk.get("choices") or ():
                     text = (choice.get("delta") or {}).get("content")
                     if text:
+                        pieces += 1
                         content = (choice.get("logprobs") or {}).get("content") or [{}]
                         yield Piece(text, _top_k_from_logprobs(content[0].get("top_logprobs")))
                     if choice.get("finish_reason"):
                         finished = True
+                        reason = str(choice["finish_reason"])
         if not finished:
             raise SourceError(ErrorCode.MODEL_STREAM_CUT, "openai server ended the stream before the answer")
+        if not pieces:
+            raise empty_answer(self.kind, reason)
 
 
 class OllamaBackend(_HttpBackend):
@@ -575,6 +586,7 @@ class OllamaBackend(_HttpBackend):
             "top_logprobs": top_k,
             "options": {"temperature": temperature, "num_predict": max_tokens},
         }
+        pieces = 0
         async with self._stream("/api/chat", body) as response:
             async for line in response.aiter_lines():
                 if not line.strip():
@@ -588,9 +600,12 @@ class OllamaBackend(_HttpBackend):
                 text = (chunk.get("message") or {}).get("content")
                 logprobs = chunk.get("logprobs") or []
                 if text:
+                    pieces += 1
                     top = _top_k_from_logprobs(logprobs[0].get("top_logprobs")) if logprobs else {}
                     yield Piece(text, top)
                 if chunk.get("done"):
+                    if not pieces:
+                        raise empty_answer(self.kind, str(chunk.get("done_reason") or "done"))
                     return
         raise SourceError(ErrorCode.MODEL_STREAM_CUT, "ollama ended the stream before done")
 
