@@ -16,7 +16,7 @@ import pytest
 from wirthforge_ws.protocol import messages
 from wirthforge_ws.protocol.messages import Event
 from wirthforge_ws.protocol.schemas import SchemaSet
-from wirthforge_ws.storage import event_log, migrations, queries
+from wirthforge_ws.storage import deletion, event_log, migrations, queries
 from wirthforge_ws.storage import recordings as recordings_module
 from wirthforge_ws.storage.event_log import EventLog, StorageError
 from wirthforge_ws.storage.privacy import without_text
@@ -133,7 +133,7 @@ def test_a_named_paths_existing_folder_is_left_alone_but_the_file_is_private(tmp
 def test_delete_removes_one_recording_and_its_replays_and_purge_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(event_log, "VACUUM_STEP_PAGES", 64)  # several steps for this small file
+    monkeypatch.setattr(deletion.reclaim, "__defaults__", (64,))  # several steps for this small file
     db = tmp_path / "events.sqlite3"
     log = open_log(db, record_text=True)
     hub = hub_on(log)
