@@ -9,6 +9,10 @@ timing holds to within one frame; each recorded token_stream keeps its
 model, its ``firstIndex`` and its ``tokenEvidence`` (``textOmitted`` when
 the recording kept no text). Energy follows the recorded frames,
 interpolated in between, with the recorded evidence of the latest one.
+The primary's tokens are metered again from their recorded Δt and top-K
+(:meth:`ModelMeter.add_token`, the same rounded inputs the live meter
+used), so each replayed frame lists its tokens with the E they had live
+and the page draws the same strikes.
 Frame numbers are the frame loop's own.
 
 :class:`Replayer` swaps the frame loop's source for a replay and puts the
@@ -23,7 +27,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ..energy import MeterSnapshot
+from ..energy import MeterSnapshot, ModelMeter
+from ..energy.meter import TokenReading
 from ..energy.profiles import PROFILES, EnergyProfile
 from ..energy.states import SessionState
 from ..protocol.messages import Event
@@ -60,6 +65,7 @@ class ReplaySource:
         self.duration = (recorded[-1].timestamp_ms - self._origin_ms) / 1000.0 / speed  # seconds of replay
         self._started: float | None = None
         self._next = 0
+        self._meter = ModelMeter(model_id, self.profile)  # the primary's tokens, metered again
         self._level = 0.0
         self.finished = False
 
@@ -74,6 +80,7 @@ class ReplaySource:
         tokens: list[str] = []
         streams: list[TokenBatch] = []
         events: list[Event] = []
+        readings: list[TokenReading] = []
         complete = False
         messages = self._messages
         while self._next < len(messages) and messages[self._next].timestamp_ms <= cursor_ms:
@@ -85,6 +92,7 @@ class ReplaySource:
                 if batch.model_id == self.model_id:
                     tokens.extend(batch.texts)
                     complete = complete or batch.complete
+                    readings += self._metered(batch, now)
             elif event.frame_number is not None:
                 events.append(Event(event.type, event.payload, frame_number))  # the loop's own frame numbers
             else:
@@ -98,6 +106,7 @@ class ReplaySource:
             primary=self._snapshot(level, evidence),
             profile=self.profile,
             tokens=tokens,
+            readings=readings,
             streams=streams,
             response_complete=complete,
             events=events,
@@ -118,6 +127,32 @@ class ReplaySource:
             text_omitted=bool(payload.get("textOmitted")),
             recorded_evidence=list(evidence) if isinstance(evidence, list) else None,
         )
+
+    def _metered(self, batch: TokenBatch, now: float) -> list[TokenReading]:
+        """The primary's readings of one recorded token_stream, from its recorded Δt and top-K.
+
+        A batch starting at index 0 starts a new answer; a batch whose
+        evidence is missing, malformed or out of step gives no readings.
+        """
+        evidence = batch.recorded_evidence
+        if evidence is None or len(evidence) != len(batch.texts):
+            return []
+        meter = self._meter
+        if batch.first_index == 0 and batch.texts:
+            meter.start(now)
+        if not meter.is_open or len(meter.readings) != batch.first_index:
+            return []
+        readings: list[TokenReading] = []
+        for item in evidence:
+            dt_ms = item.get("dtMs") if isinstance(item, dict) else None
+            top_k = item.get("topK") if isinstance(item, dict) else None
+            if not isinstance(dt_ms, int | float):
+                return readings
+            known = [float(p) for p in top_k if isinstance(p, int | float)] if isinstance(top_k, list) else None
+            readings.append(meter.add_token(float(dt_ms), known))
+        if batch.complete:
+            meter.end(now)
+        return readings
 
     def _recorded(self, cursor_ms: float) -> tuple[float, Any, Any]:
         """The recorded energy at *cursor_ms* (linear between frames), with the latest frame's split and evidence."""
