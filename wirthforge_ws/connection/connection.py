@@ -140,6 +140,10 @@ class Connection:
 
     # -- lifetime -----------------------------------------------------------
 
+    def is_open(self) -> bool:
+        """Whether the connection is OPEN now: a call, so a check after a call or an await reads the state anew."""
+        return self.state is State.OPEN
+
     def _transition(self, new: State) -> None:
         if new not in _NEXT[self.state]:
             raise InvalidTransition(f"connection {self.id}: {self.state.name} -> {new.name}")
@@ -204,7 +208,7 @@ class Connection:
         # After the replay, so that seq keeps increasing after startup_complete.
         for error in self._options.errors:
             self.send_own(error)
-        if self.state is not State.OPEN:
+        if not self.is_open():  # sending an error may have failed the connection
             return
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
         self._writer.add_done_callback(self._writer_done)
@@ -397,7 +401,7 @@ class Connection:
         try:
             while self.state is State.OPEN:
                 text = await outbox.get()
-                if self.state is not State.OPEN:
+                if not self.is_open():
                     return  # closing: the close frame goes next, nothing else
                 # No per-send timer: the heartbeat tick checks _send_started
                 # (see heartbeat), which costs nothing per message. Both use
@@ -419,14 +423,9 @@ class Connection:
         self.fail(CloseCode.INTERNAL_ERROR, "internal server error")
 
     def _warn_slow_send(self, blocked: float) -> None:
-        suppressed = _slow_send_warnings.ready(time.monotonic())
-        if suppressed is not None:
-            log.warning(
-                "connection %s: one send blocked %.0f ms (the client reads slowly)%s",
-                self.id,
-                blocked * 1000,
-                f"; {suppressed} similar suppressed" if suppressed else "",
-            )
+        _slow_send_warnings.warning(
+            log, "connection %s: one send blocked %.0f ms (the client reads slowly)", self.id, blocked * 1000
+        )
 
     # -- heartbeat ----------------------------------------------------------
 

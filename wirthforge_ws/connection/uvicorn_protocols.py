@@ -35,7 +35,7 @@ own kernel buffers fill and its writes block, at no cost to the server):
    close) costs one token from a per-connection bucket refilled at
    ``inbound_frame_rate`` per second (burst: one second's worth). Input is
    parsed in small slices (:data:`PARSE_SLICE_BYTES`), so one read of 256 KB
-   of 6-byte empty frames can no longer keep the event loop busy for a
+   of 6-byte empty frames cannot keep the event loop busy for a
    quarter of a second; when the bucket is empty the rest waits, unparsed,
    until it refills. A client that keeps the bucket empty for
    :data:`THROTTLE_GRACE_S` is closed with 1008: a well-behaved client never
@@ -208,6 +208,13 @@ class WireStats:
     refused_over_capacity: int = 0
     throttled: int = 0  # times a connection's frame budget ran out
     admission: Admission | None = None  # paces new connections (set by protocol_classes)
+
+    def closed_by_code(self) -> Counter[int]:
+        """Connections closed, by close code whichever side sent it; 1006 for those that ended without one."""
+        codes = self.closed_by_server + self.closed_by_client
+        if self.closed_without_frame:
+            codes[1006] += self.closed_without_frame
+        return codes
 
     def closes(self) -> dict[str, Any]:
         return {
@@ -571,7 +578,7 @@ _HTTP_METHODS = ("connection_made", "data_received", "on_message_begin", "on_hea
 
 
 def check_uvicorn() -> None:
-    """Raise if uvicorn no longer has what the subclasses build on (an upgrade changed it)."""
+    """Raise if uvicorn lacks what the subclasses build on (a uvicorn version that changed its internals)."""
     missing = [
         f"WebSocketsSansIOProtocol.{name}"
         for name in _WS_METHODS

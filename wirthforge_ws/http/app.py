@@ -2,8 +2,10 @@
 
 Routes: ``GET /`` (the example page), ``/static/*``, ``GET /health``,
 ``GET /metrics`` (Prometheus text format), ``POST /publish`` (only with ``--enable-publish``),
-the WebSocket ``/ws``, the prompt API (``/api/prompt``, prompt_api.py) and the recorded
-sessions (``/api/sessions``, ``/api/replay``, sessions_api.py).
+the WebSocket ``/ws``, the prompt API (``/api/prompt``, prompt_api.py), the recorded
+sessions (``/api/sessions``, ``/api/replay``, sessions_api.py) and the user's progress
+(``/api/progress``, progress_api.py; fed from a live source's answers by progress_feed.py).
+A :class:`~..storage.event_log.StorageError` on any route is answered 503 with a JSON reason.
 Background tasks (the frame loop and the heartbeat) are created in the
 lifespan and cancelled when it ends, so nothing outlives the server. A
 :class:`~.supervisor.Supervisor` owns them: one that dies is reported by
@@ -38,21 +40,28 @@ from ..connection.direct import ExposeTransport
 from ..connection.options import ConnectOptions
 from ..connection.security import OriginHostGuard, refusals
 from ..connection.uvicorn_protocols import WireStats, ensure_fd_limit, protocol_classes
+from ..energy.profiles import PROFILES, EnergyProfile
+from ..energy.tiers import TierChoice, choose_tier
 from ..protocol.codes import SUBPROTOCOLS, negotiate
 from ..protocol.schemas import SchemaSet
 from ..settings import Settings
 from ..sources.backends.adapters import build_backend
+from ..sources.base import EnergySource
 from ..sources.live import LiveSource
 from ..sources.replay import Replayer
-from ..sources.simulated import EnergySource, SimulatedModel
-from ..storage.event_log import EventLog, PersistenceLocked, default_path
+from ..sources.simulated import SimulatedModel
+from ..storage.event_log import EventLog, PersistenceLocked, StorageError, default_path
+from ..storage.progress import ProgressState, UserProgress
 from ..stream.frame_loop import FrameLoop
 from ..stream.heartbeats import Heartbeats
 from ..stream.hub import Hub
 from . import sessions_api
 from .bodies import BadBody, json_body
+from .energy_metrics import MeteredSource
 from .health import health_report
 from .persistence_faults import PersistenceFaults
+from .progress_api import router as progress_router
+from .progress_feed import ProgressFeed
 from .prometheus import MetricCounters, ServerMetrics
 from .prompt_api import router as prompt_router
 from .publish import Publisher
@@ -84,17 +93,33 @@ class Server:
             history_seconds=settings.history_seconds,
             durable=self.event_log,
         )
-        self.source: EnergySource = build_source(settings)
+        # The tier first: its profile drives the sources' meters, its council limit the prompt API.
+        self.tier: TierChoice = resolve_tier(settings)
+        self.profile: EnergyProfile = self.tier.profile
+        settings = dataclasses.replace(settings, tier=self.tier.tier)  # startup_complete sends the resolved name
+        self.source: EnergySource = build_source(settings, self.profile)
         if isinstance(self.source, LiveSource) and settings.model_id == Settings.model_id:
             # startup_complete announces the real model, not the simulator's name
             settings = dataclasses.replace(settings, model_id=self.source.model_id)
         self.settings = settings
         self.connections: set[Connection] = set()
+        durable = self.event_log if self.event_log is not None and self.event_log.available else None
+        # The user's progress, from real answers only: a live source is wrapped, the simulator is not.
+        self.progress = UserProgress(
+            durable.progress if durable is not None else ProgressState(),
+            persist=durable.save_progress if durable is not None else None,
+        )
+        stepped: EnergySource = (
+            ProgressFeed(self.source, self.progress) if isinstance(self.source, LiveSource) else self.source
+        )
         faults = [PersistenceFaults(self.event_log, self.hub).check] if self.event_log is not None else []
         self.heartbeats = Heartbeats(self.connections, lambda: self.frame_loop.clock.achieved_rate, also=faults)
-        self.metrics = ServerMetrics(self.metric_counters)
+        configured = self.source.model_ids if isinstance(self.source, LiveSource) else None
+        self.metrics = ServerMetrics(self.metric_counters, models=configured)
+        # The frame loop steps the source through the energy metrics' tap (energy_metrics.py).
+        metered = MeteredSource(stepped, self.metrics.energy)
         self.frame_loop = FrameLoop(
-            settings, self.hub, self.source, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
+            settings, self.hub, metered, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
         )
         self.hub.on_attach = self.frame_loop.clock.wake
         self.replayer = Replayer(self.frame_loop)
@@ -149,6 +174,7 @@ class Server:
             frames_built=loop.frames_built,
             frames_skipped=loop.clock.frames_skipped,
             budget_overruns=loop.budget_overruns,
+            closed_by_code=self.wire_stats.closed_by_code(),
         )
 
 
@@ -187,20 +213,37 @@ def _open_event_log(settings: Settings) -> EventLog | None:
         max_bytes=settings.persist_max_bytes,
         max_age_seconds=settings.persist_max_age_hours * 3600.0,
         energy_rate=settings.persist_energy_rate,
+        record_text=settings.record_text,
+        private_dir=not settings.persist_path,  # the user's data directory; a named path's folder is left alone
     )
     event_log.open()
     return event_log
 
 
-def build_source(settings: Settings) -> EnergySource:
-    """The energy source that settings.source names: a real model (with its council) or the simulator."""
+def resolve_tier(settings: Settings) -> TierChoice:
+    """The tier in force (``--tier auto`` detects it; a wire name is the user's choice), logged once."""
+    choice = choose_tier(settings.tier)
+    log.info(
+        "tier %s, %s: profile %s, council limit %d",
+        choice.tier,
+        f"detected from {choice.reason}" if choice.detected else choice.reason,
+        choice.profile.name,
+        choice.council_limit,
+    )
+    return choice
+
+
+def build_source(settings: Settings, profile: EnergyProfile = PROFILES["Dual"]) -> EnergySource:
+    """The energy source that settings.source names: a real model (with its council) or the simulator.
+
+    *profile* is the tier's energy profile, which the source's meters compute with.
+    """
     if settings.source == "sim":
         return SimulatedModel(
             settings.model_id,
             council=settings.council,
             seed=settings.seed,
-            frame_rate=settings.frame_rate,
-            field_every_frames=settings.field_every_frames,
+            profile=profile,
         )
     primary = build_backend(settings.source, settings)
     council = []
@@ -218,8 +261,7 @@ def build_source(settings: Settings) -> EnergySource:
         council,
         max_tokens=settings.max_tokens,
         top_k=settings.top_logprobs,
-        frame_rate=settings.frame_rate,
-        field_every_frames=settings.field_every_frames,
+        profile=profile,
     )
 
 
@@ -250,6 +292,13 @@ def create_app(settings: Settings | None = None, wire_stats: WireStats | None = 
     )
     app.state.server = server
     app.include_router(prompt_router)
+    app.include_router(progress_router)
+
+    @app.exception_handler(StorageError)
+    async def storage_failed(request: Request, error: StorageError) -> JSONResponse:
+        """A storage failure on any route: a clear 503 with the reason, never a traceback."""
+        return JSONResponse({"error": str(error), "retry": True}, status_code=503)
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -11,6 +11,7 @@ from .. import __version__
 if TYPE_CHECKING:
     from ..connection.connection import Connection
     from ..connection.uvicorn_protocols import Admission
+    from ..energy.tiers import TierChoice
     from .app import Server
 
 
@@ -26,6 +27,7 @@ def health_report(server: Server) -> dict[str, Any]:
         "version": __version__,
         "epoch": server.hub.epoch,
         "uptimeSeconds": round(time.monotonic() - server.started, 3),
+        "tier": tier_info(server.tier),
         "connections": {
             "count": len(server.connections),
             "byProtocol": dict(Counter(c.version for c in server.connections)),
@@ -81,4 +83,15 @@ def client_info(connection: Connection) -> dict[str, Any]:
         "subscriptions": sorted(connection.subscriptions),
         "energyRateHz": connection.energy_rate,
         "energyPaused": connection.energy_paused,
+    }
+
+
+def tier_info(choice: TierChoice) -> dict[str, Any]:
+    """``tier``: the tier in force, whether it was detected or set, why, and what it sets."""
+    return {
+        "name": choice.tier,
+        "detected": choice.detected,
+        "reason": choice.reason,
+        "profile": choice.profile.name,
+        "councilLimit": choice.council_limit,
     }

@@ -96,7 +96,15 @@ class Publisher:
             if isinstance(frame_number, int) and frame_number > MAX_FRAME_NUMBER:
                 # The schema says integer >= 0; the durable log stores it as a signed 64-bit INTEGER.
                 return 422, {"error": f"frameNumber is larger than {MAX_FRAME_NUMBER}", "index": index}
-            event = Event(item["type"], item.get("payload"), frame_number)
+            payload = item.get("payload")
+            if not isinstance(payload, dict):  # the answer schema validation gives for it, without building an Event
+                return 422, {
+                    "error": "invalid message",
+                    "index": index,
+                    "reason": "payload must be object",
+                    "path": "/payload",
+                }
+            event = Event(item["type"], payload, frame_number)
             try:
                 self._schemas.validate_outbound("1.1", messages.envelope("1.1", event, messages.now_ms(), 1))
             except MessageValidationError as error:

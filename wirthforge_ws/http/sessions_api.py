@@ -8,15 +8,26 @@
 - ``POST /api/replay`` ``{"session": id, "speed": 2}`` (or ``{"from": ms,
   "to": ms}``): plays it back through the live pipeline; ``POST
   /api/replay/stop`` ends it early; ``GET /api/replay`` tells what plays.
+- ``DELETE /api/sessions/{id}``: deletes one recording (its rows, the
+  energy, council and reward rows meanwhile, and its replays' recordings);
+  ``DELETE /api/sessions`` deletes every recording
+  (``?resetProgress=true`` also resets the user's progress). The space is
+  handed back on the log's writer thread; the frame loop never waits.
+- ``GET /api/sessions/{id}/trace``: the recording as a WVMP v0.1 trace, E
+  per token rebuilt from its token_streams' evidence (traces.py); 409 for
+  a recording without per-token evidence, 503 when the log cannot be read.
 
 Every database read runs in a worker thread. The Origin/Host guard in front
-of the app covers these routes like the others (POSTs need an allowed
-Origin or none).
+of the app covers these routes like the others (POSTs and DELETEs need an
+allowed Origin or none). A storage failure is answered 503 with a JSON
+reason (the app's StorageError handler).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -25,11 +36,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..protocol import messages
+from ..sources.live import LiveSource
 from ..sources.replay import MAX_SPEED, ReplaySource
-from ..storage.event_log import EventLog, Recording, StoredMessage
+from ..storage.event_log import EventLog, Recording, StorageError, StoredMessage
+from . import traces
 from .params import EPOCH_RULE, ID_RULE, epoch_ms, recording_id
 
 router = APIRouter(prefix="/api")
+logger = logging.getLogger("wirthforge.sessions")
 
 PAGE_ROWS = 1000
 MAX_REPLAY_MESSAGES = 200_000  # about an hour of a busy generation with its energy frames
@@ -52,7 +66,42 @@ async def list_sessions(
     if log is None:  # not an error for a page that lists what there is: there is nothing
         return JSONResponse({"sessions": [], "recording": False})
     recordings = await asyncio.to_thread(log.recordings, max(1, min(limit, 1000)), before)
-    return JSONResponse({"sessions": [r.as_json() for r in recordings], "recording": True})
+    return JSONResponse(
+        {"sessions": [r.as_json() for r in recordings], "recording": True, "recordText": log.record_text}
+    )
+
+
+@router.delete("/sessions/{key}")
+async def delete_session(request: Request, key: str) -> Response:
+    """Delete one recording; 404 if there is none with that id."""
+    log = _log(request)
+    if log is None:
+        return _unavailable()
+    number = recording_id(key)
+    recording = await asyncio.to_thread(log.recording, number) if number is not None else None
+    if recording is None or not await asyncio.to_thread(log.delete_recording, recording.id):
+        return JSONResponse({"error": "no such session", "rule": ID_RULE}, status_code=404)
+    server = request.app.state.server
+    if server.replayer.recording_id == key:
+        await server.replayer.stop()
+    gone = {recording.session_id, f"replay-{recording.session_id}"}
+    server.hub.forget(lambda event: event.type == "token_stream" and event.payload.get("sessionId") in gone)
+    return JSONResponse({"deleted": key})
+
+
+@router.delete("/sessions")
+async def purge_sessions(request: Request, resetProgress: bool = False) -> Response:  # noqa: N803 - the query name
+    """Delete every recording and row (and, when asked, the user's progress)."""
+    log = _log(request)
+    if log is None:
+        return _unavailable()
+    server = request.app.state.server
+    await server.replayer.stop()
+    rows = await asyncio.to_thread(log.purge)
+    server.hub.forget(lambda event: event.type == "token_stream")
+    if resetProgress:
+        server.progress.reset()
+    return JSONResponse({"purged": True, "rows": rows, "progressReset": resetProgress})
 
 
 async def _selection(
@@ -99,17 +148,49 @@ async def export_session(request: Request, key: str) -> Response:
     if isinstance(selected, JSONResponse):
         return selected
     fetch = _reader(log, *selected)
+    first = await asyncio.to_thread(fetch, 0)  # a failing file is answered 503 before the stream starts
 
     async def lines() -> AsyncIterator[bytes]:
-        after = 0
-        while True:
-            page = await asyncio.to_thread(fetch, after)
-            if not page:
-                return
+        page = first
+        while page:
             yield b"".join(orjson.dumps(messages.envelope("1.1", m.event, m.timestamp_ms, m.seq)) + b"\n" for m in page)
-            after = page[-1].seq
+            try:
+                page = await asyncio.to_thread(fetch, page[-1].seq)
+            except StorageError as error:  # the status went out with the first page: end with the reason
+                yield orjson.dumps({"error": str(error)}) + b"\n"
+                return
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+# -- trace: a recording as a WVMP v0.1 trace (traces.py) ------------------
+
+
+@router.get("/sessions/{key}/trace")
+async def session_trace(request: Request, key: str) -> Response:
+    """The recording's E per token per model, rebuilt from its token_streams' evidence (WVMP v0.1)."""
+    log = _log(request)
+    if log is None:
+        return _unavailable()
+    server = request.app.state.server
+    source = server.source
+    kinds = {b.model_id: b.kind for b in source.backends} if isinstance(source, LiveSource) else {}
+    try:
+        number = recording_id(key)
+        recording = await asyncio.to_thread(log.recording, number) if number is not None else None
+        if recording is None:
+            return JSONResponse({"error": "no such session"}, status_code=404)
+        trace = await asyncio.to_thread(
+            traces.recording_trace, log, recording, server.profile, traces.backend_names(kinds, server.settings.source)
+        )
+    except traces.NoEvidence as missing:
+        return JSONResponse({"error": str(missing), "session": key}, status_code=409)
+    except (StorageError, sqlite3.Error, OSError, orjson.JSONDecodeError) as error:
+        logger.warning("trace of recording %s: the event log could not be read: %s", key, type(error).__name__)
+        return JSONResponse(
+            {"error": f"the event log could not be read ({type(error).__name__}); see /health"}, status_code=503
+        )
+    return JSONResponse(trace)
 
 
 @router.post("/replay")
