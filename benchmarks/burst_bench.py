@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/burst_bench.py                       # 1,000-connection burst + 3 x 5,000 published, 3 rounds
     .venv/bin/python benchmarks/burst_bench.py --clients 1160 --cap 1100 --rounds 1
     .venv/bin/python benchmarks/burst_bench.py --server-root ../other-checkout   # the same load on another tree
+    .venv/bin/python benchmarks/burst_bench.py --after 25 --env WF_GC_INTERVAL=0   # Python's automatic full GC
 
 Per round, on a real server process (tests/server_process.py, loopback only,
 ``WF_ENABLE_PUBLISH=1``), one healthy protocol 1.1 client records every
@@ -19,12 +20,16 @@ Per round, on a real server process (tests/server_process.py, loopback only,
    clients subscribe to the system channel only (``--burst-channels``), so
    that what is measured is the connection work, not 1,000 more energy
    streams (docs/PERFORMANCE.md measures those);
+4. **after** (only with ``--after SECONDS``): the reader alone again, long
+   enough for the full garbage collection the server put off during the
+   burst (``--gc-interval``, wirthforge_ws/stream/collector.py) to run.
 
 For each phase: the reader's worst stall (longest time between two energy
 frames), the frames it missed (frameNumber gaps), the server's skipped
 frames and budget overruns (``/health``), and the time the server waited
 for a CPU (scheduler statistics: above a few percent of the phase, the
-machine, not the server, is what the reader measures). The burst phase also
+machine, not the server, is what the reader measures) and the full garbage
+collections the server's collector ran (``/health`` ``gc``). The burst phase also
 reports how the connections fared (101 / 503 / failed) and how long the
 slowest one took to open. Every loop is bounded in count and time; the
 burst process has a hard alarm.
@@ -102,7 +107,10 @@ def server_counters(server: ServerProcess) -> dict[str, float]:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     loop = health["frameLoop"]
+    collector = health.get("gc", {})
     return {
+        "fullCollections": sum(collector.get("collections", {}).values()),
+        "gcLongestPauseMs": collector.get("longestPauseMs"),
         "cpu": (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"),
         "skipped": loop["framesSkipped"],
         "overruns": loop["budgetOverruns"],
@@ -170,6 +178,7 @@ async def phase(
         "budgetOverruns": after["overruns"] - before["overruns"],
         "serverWaitedForCpuMs": round((after["waited"] - before["waited"]) * 1000),
         "serverCpuMs": round((after["cpu"] - before["cpu"]) * 1000),
+        "scheduledFullCollections": after["fullCollections"] - before["fullCollections"],
         **loop_held(monitor, start, end),
     }
     if extra:
@@ -184,7 +193,7 @@ async def phase(
 
 
 async def one_round(args: argparse.Namespace) -> list[dict[str, Any]]:
-    env = {"WF_ENABLE_PUBLISH": "1"}
+    env = {"WF_ENABLE_PUBLISH": "1", **dict(item.split("=", 1) for item in args.env)}
     if args.cap:
         env["WF_MAX_CONNECTIONS"] = str(args.cap)
     results = []
@@ -220,11 +229,17 @@ async def one_round(args: argparse.Namespace) -> list[dict[str, Any]]:
                 ]
                 return {"answerSeconds": [round(a, 2) for a in answers]}
 
+            async def after_burst() -> dict[str, Any]:
+                await asyncio.sleep(args.after)
+                return {"gcLongestPauseMs": server_counters(server)["gcLongestPauseMs"]}
+
             # Publishing before the burst: the garbage 1,000 closed connections leave would
             # otherwise be collected during the publish phase and counted against it.
             results.append(await phase(server, reader, monitor, "quiet", quiet, 0.5))
             results.append(await phase(server, reader, monitor, "publish", publish_batches, 1.0))
             results.append(await phase(server, reader, monitor, "burst", connect_burst, 1.0))
+            if args.after:
+                results.append(await phase(server, reader, monitor, "after", after_burst, 0.5))
     os.unlink(monitor)
     return results
 
@@ -238,11 +253,18 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=3, help="POST /publish requests in the publish phase")
     parser.add_argument("--batch-size", type=int, default=5000, help="messages per request (the server's maximum)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--after", type=float, default=0.0, help="seconds of one more phase after the burst (e.g. past --gc-interval)"
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="server setting, e.g. WF_GC_INTERVAL=0"
+    )
     parser.add_argument("--server-root", type=Path, default=None, help="run ws_server.py of another checkout")
     args = parser.parse_args()
     args.clients = min(max(args.clients, 1), 5000)
     args.rounds = min(max(args.rounds, 1), 10)
     args.batches = min(max(args.batches, 0), 10)
+    args.after = min(max(args.after, 0.0), 120.0)
     if args.server_root is not None:
         server_process.ROOT = args.server_root.resolve()
     rows = []

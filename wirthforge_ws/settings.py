@@ -109,6 +109,14 @@ class Settings:
         ),
     )
 
+    gc_interval: float = field(
+        default=30.0,
+        metadata=_help(
+            "seconds at least between two full garbage collections while clients are connected, run by the frame "
+            "loop after a frame (sooner after much churn or when nobody is connected); 0 = Python's automatic ones"
+        ),
+    )
+
     # Resume history (protocol 1.1)
     history_messages: int = field(default=10_000, metadata=_help("reliable messages kept for resume"))
     history_seconds: float = field(
@@ -278,6 +286,8 @@ class Settings:
             raise ValueError("max_connections must be >= 1")
         if self.admit_per_frame < 0:
             raise ValueError("admit_per_frame must be >= 0")
+        if self.gc_interval < 0:
+            raise ValueError("gc_interval must be >= 0")
         if not re.fullmatch(r"[a-zA-Z0-9_-]+", self.model_id):
             raise ValueError("model_id may only hold letters, digits, '_' and '-' (map 'llama3.2:1b' to 'llama3_2-1b')")
         if self.source not in SOURCES:

@@ -52,6 +52,7 @@ from ..sources.replay import Replayer
 from ..sources.simulated import SimulatedModel
 from ..storage.event_log import EventLog, PersistenceLocked, StorageError, default_path
 from ..storage.progress import ProgressState, UserProgress
+from ..stream.collector import FullCollections
 from ..stream.frame_loop import FrameLoop
 from ..stream.heartbeats import Heartbeats
 from ..stream.hub import Hub
@@ -118,8 +119,19 @@ class Server:
         self.metrics = ServerMetrics(self.metric_counters, models=configured)
         # The frame loop steps the source through the energy metrics' tap (energy_metrics.py).
         metered = MeteredSource(stepped, self.metrics.energy)
+        # Full garbage collections at frame boundaries (collector.py); None keeps Python's automatic ones.
+        self.collector = (
+            FullCollections(settings.gc_interval, idle=self._no_clients, open_connections=lambda: len(self.connections))
+            if settings.gc_interval > 0
+            else None
+        )
         self.frame_loop = FrameLoop(
-            settings, self.hub, metered, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
+            settings,
+            self.hub,
+            metered,
+            on_frame=self.metrics.observe_frame,
+            before_frame=self.heartbeats.in_frame,
+            after_frame=self.collector.after_frame if self.collector is not None else None,
         )
         self.hub.on_attach = self.frame_loop.clock.wake
         self.replayer = Replayer(self.frame_loop)
@@ -144,8 +156,12 @@ class Server:
         self.supervisor.start("frame-loop", self.frame_loop.run)
         self.supervisor.start("heartbeat", self.heartbeats.run)
         _freeze_startup_heap()
+        if self.collector is not None:
+            self.collector.start()
 
     async def stop(self) -> None:
+        if self.collector is not None:
+            self.collector.stop()  # Python's automatic full collections again
         if self.wire_stats.admission is not None:
             self.wire_stats.admission.close()  # its timer; uvicorn closes the waiting connections
         await self.replayer.stop()
@@ -155,9 +171,19 @@ class Server:
         if self.event_log is not None:
             await asyncio.to_thread(self.event_log.close)  # flush: nothing published before the stop is lost
 
+    def _no_clients(self) -> bool:
+        """No WebSocket connection is open or waiting for admission: a pause now delays nobody's frames."""
+        admission = self.wire_stats.admission
+        return not self.connections and not (admission is not None and admission.waiting)
+
     def add_connection(self, connection: Connection) -> None:
         self.connections.add(connection)
         self.heartbeats.connected()
+
+    def remove_connection(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        if self.collector is not None:
+            self.collector.connection_closed()
 
     def health(self) -> dict[str, Any]:
         """The ``/health`` document (see http/health.py)."""
@@ -352,7 +378,7 @@ def create_app(settings: Settings | None = None, wire_stats: WireStats | None = 
         try:
             await connection.serve()
         finally:
-            server.connections.discard(connection)
+            server.remove_connection(connection)
 
     guard = OriginHostGuard(
         app,

@@ -38,6 +38,7 @@ def health_report(server: Server) -> dict[str, Any]:
             "admission": admission_info(wire.admission),
         },
         "frameLoop": server.frame_loop.health(),
+        "gc": server.collector.health() if server.collector is not None else {"fullCollections": "automatic"},
         "messages": {
             "published": dict(stats.published),
             "validationFailures": stats.validation_failures,

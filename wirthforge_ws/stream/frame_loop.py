@@ -64,6 +64,7 @@ class FrameLoop:
         *,
         on_frame: Callable[[float, float], None] | None = None,
         before_frame: Callable[[float], None] | None = None,
+        after_frame: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -77,6 +78,9 @@ class FrameLoop:
         # Called first inside each frame's scope with time.monotonic(): connections' own messages sent
         # there (heartbeats) share the frame's socket write, ahead of the frame's higher seqs.
         self._before_frame = before_frame
+        # Called last in each tick, after the frame was published: the quiet moment of the frame
+        # period, where the full garbage collection runs (collector.py).
+        self._after_frame = after_frame
         self._overrun_warnings = Throttle(WARN_EVERY)
         self._skip_warnings = Throttle(WARN_EVERY)
         self._skip_notices = Throttle(NOTICE_EVERY)
@@ -103,6 +107,8 @@ class FrameLoop:
                 )
             if self._on_frame is not None and len(hub):  # idle ticks are not frames
                 self._on_frame(tick.lateness, elapsed)
+            if self._after_frame is not None:
+                self._after_frame()
 
     def _skipped(self, tick: Tick) -> None:
         """The clock skipped frames: warn the log and, rate-limited, the clients."""
