@@ -32,7 +32,7 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from .. import settings as settings_module
-from ..connection.connection import Connection
+from ..connection.connection import Connection, State
 from ..connection.direct import ExposeTransport
 from ..connection.options import ConnectOptions
 from ..connection.security import OriginHostGuard, refusals
@@ -42,7 +42,7 @@ from ..protocol.schemas import SchemaSet
 from ..settings import Settings
 from ..sources.backends.adapters import build_backend
 from ..sources.live import LiveSource
-from ..sources.replay import Replayer
+from ..sources.replay import Replayer, ReplayPace, SourceMix
 from ..sources.simulated import EnergySource, SimulatedModel
 from ..storage.event_log import EventLog, PersistenceLocked, default_path
 from ..stream.frame_loop import FrameLoop
@@ -92,11 +92,21 @@ class Server:
         faults = [PersistenceFaults(self.event_log, self.hub).check] if self.event_log is not None else []
         self.heartbeats = Heartbeats(self.connections, lambda: self.frame_loop.clock.achieved_rate, also=faults)
         self.metrics = ServerMetrics(self.metric_counters)
+        # The frame loop's source: the live one in every frame, with a replay beside it while one plays;
+        # the simulator, which takes no prompts, pauses instead (sources/replay.py).
+        self.mix = SourceMix(self.source, live_during_replay=isinstance(self.source, LiveSource))
         self.frame_loop = FrameLoop(
-            settings, self.hub, self.source, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
+            settings, self.hub, self.mix, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
         )
         self.hub.on_attach = self.frame_loop.clock.wake
-        self.replayer = Replayer(self.frame_loop)
+        pace = ReplayPace(
+            backlog=self.deepest_send_queue,
+            backlog_limit=max(settings.send_queue_limit // 4, 1),
+            hold_limit=settings.send_timeout,
+            frame_cost=self.frame_loop.processing.last,
+            budget=settings.frame_budget_ms / 1000.0,
+        )
+        self.replayer = Replayer(self.mix, pace=pace)
         self.publisher = Publisher(
             self.schemas,
             self.frame_loop,
@@ -119,12 +129,16 @@ class Server:
         self.supervisor.start("heartbeat", self.heartbeats.run)
 
     async def stop(self) -> None:
-        await self.replayer.stop()
+        await self.replayer.close()
         await self.supervisor.stop()
         if isinstance(self.source, LiveSource):
             await self.source.stop()
         if self.event_log is not None:
             await asyncio.to_thread(self.event_log.close)  # flush: nothing published before the stop is lost
+
+    def deepest_send_queue(self) -> int:
+        """Reliable messages waiting in the fullest send queue of an open connection (replay pacing)."""
+        return max((c.outbox.reliable_count for c in self.connections if c.state is State.OPEN), default=0)
 
     def add_connection(self, connection: Connection) -> None:
         self.connections.add(connection)

@@ -7,6 +7,8 @@
   One generation at a time: while one runs, another prompt gets ``409``
   with the running sessionId (a queue would hide from the user that the
   model is busy; the page disables Send instead).
+  A prompt accepted while a replay plays stops the replay (its replayed
+  answer gets its ``isComplete`` in the next frame).
 - ``POST /api/prompt/{sessionId}/cancel``: stops it (``200``); ``404`` when
   no generation with that id is running.
 
@@ -96,6 +98,7 @@ async def start_prompt(request: Request) -> JSONResponse:
         return _error(409, "a generation is running; cancel it or wait for its isComplete", sessionId=busy.session_id)
     except KeyError:
         return _error(422, "unknown model", accepted=live.model_ids)
+    request.app.state.server.replayer.stop()  # a prompt ends a replay: the answer is what the user now watches
     return JSONResponse({"sessionId": session_id, "models": model_ids}, status_code=202)
 
 

@@ -415,6 +415,12 @@ class EventLog:
             return []
         return self.queries.events_between(start_ms, end_ms, after_seq=after_seq, limit=limit)
 
+    def span(self, recording: Recording | None, start_ms: float = 0.0, end_ms: float = 0.0) -> tuple[int, float, float]:
+        """(messages, first, last timestamp) of a recording's or a time range's messages (see EventQueries.span)."""
+        if not self.available:
+            return 0, 0.0, 0.0
+        return self.queries.span(recording, start_ms, end_ms)
+
     # -- reporting ----------------------------------------------------------
 
     def disk_bytes(self) -> int:
