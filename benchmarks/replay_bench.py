@@ -3,6 +3,8 @@
 
     .venv/bin/python benchmarks/replay_bench.py               # 2 runs, about 2 minutes
     .venv/bin/python benchmarks/replay_bench.py --runs 1 --messages 5000   # a quick look
+    .venv/bin/python benchmarks/replay_bench.py --scenario concurrent --messages 100000 --runs 1
+    .venv/bin/python benchmarks/replay_bench.py --scenario loop --runs 1
 
 Each run starts a real server (tests/server_process.py: the simulator,
 persistence on in a temporary directory, ``POST /publish`` on) and builds a
@@ -20,7 +22,12 @@ range of the recording at ``--speed``. Reported per run:
   the longest time between two energy frames, and replayed messages received;
 - ``replaySeconds``: from the ``202`` to the end of the replay.
 
-Results are printed as JSON.
+``--scenario concurrent`` fires ``--concurrent`` replays of the range at
+once beside one reader and reports their statuses, the server's RSS
+(before, peak over ``--window`` seconds, after a stop) and the reader's
+stream; ``--scenario loop`` starts and stops a replay in a loop for
+``--window`` seconds and reports the statuses, the server's CPU and the
+reader's stream. Results are printed as JSON.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -153,6 +161,76 @@ async def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def concurrent_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """``--concurrent`` replays at once of a ``--messages`` range, beside one healthy reader."""
+    env = {"WF_ENABLE_PUBLISH": "1", "WF_PERSIST": "1", "WF_PERSIST_PATH": str(tmp / "events.sqlite3"), "WF_SEED": "7"}
+    with ServerProcess(env=env) as server:
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=60) as http:
+            first_ms = time.time() * 1000
+            for start in range(0, args.messages, 5000):
+                await http.post("/publish", json=dense_batch(start, min(5000, args.messages - start)))
+            last_ms = time.time() * 1000
+            await asyncio.sleep(2.0)
+            reader = Reader(server.ws_url)
+            await reader.start()
+            rss_before = server.rss_kib()
+            started = time.monotonic()
+            body = {"from": first_ms, "to": last_ms, "speed": 1}
+            answers = await asyncio.gather(*(http.post("/api/replay", json=body) for _ in range(args.concurrent)))
+            peak = server.rss_kib()
+            while time.monotonic() - started < args.window:
+                await asyncio.sleep(0.25)
+                peak = max(peak, server.rss_kib())
+            ended = time.monotonic()
+            await http.post("/api/replay/stop")
+            await asyncio.sleep(1.0)
+            rss_after = server.rss_kib()
+            await reader.stop()
+    return {
+        "concurrent": args.concurrent,
+        "statuses": sorted(a.status_code for a in answers),
+        "rssMB": {
+            "before": round(rss_before / 1024),
+            "peak": round(peak / 1024),
+            "afterStop": round(rss_after / 1024),
+        },
+        "reader": reader.report(started, ended),
+    }
+
+
+async def loop_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Start and stop a replay in a loop for ``--window`` seconds beside one healthy reader."""
+    env = {"WF_ENABLE_PUBLISH": "1", "WF_PERSIST": "1", "WF_PERSIST_PATH": str(tmp / "events.sqlite3"), "WF_SEED": "7"}
+    with ServerProcess(env=env) as server:
+        assert server.process is not None
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=60) as http:
+            first_ms = time.time() * 1000
+            for start in range(0, args.messages, 5000):
+                await http.post("/publish", json=dense_batch(start, min(5000, args.messages - start)))
+            last_ms = time.time() * 1000
+            await asyncio.sleep(2.0)
+            reader = Reader(server.ws_url)
+            await reader.start()
+            body = {"from": first_ms, "to": last_ms, "speed": 100}
+            statuses: list[int] = []
+            started, cpu0 = time.monotonic(), cpu_seconds(server.process.pid)
+            while time.monotonic() - started < args.window:
+                statuses.append((await http.post("/api/replay", json=body)).status_code)
+                await http.post("/api/replay/stop")
+            ended, cpu = time.monotonic(), cpu_seconds(server.process.pid) - cpu0
+            await reader.stop()
+    return {
+        "starts": {str(code): statuses.count(code) for code in sorted(set(statuses))},
+        "serverCpuPctOfCore": round(cpu / (ended - started) * 100, 1),
+        "reader": reader.report(started, ended),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=2)
@@ -161,11 +239,21 @@ async def main() -> None:
     parser.add_argument("--every", type=float, default=0.1, help="seconds between batches")
     parser.add_argument("--speed", type=float, default=100.0)
     parser.add_argument("--timeout", type=float, default=120.0, help="longest wait for the replay to end")
+    parser.add_argument(
+        "--scenario",
+        choices=("fast", "concurrent", "loop"),
+        default="fast",
+        help="fast: one replay at --speed beside two readers; concurrent: --concurrent replays at once "
+        "(use --messages 100000); loop: start/stop in a loop for --window seconds",
+    )
+    parser.add_argument("--concurrent", type=int, default=8)
+    parser.add_argument("--window", type=float, default=10.0, help="seconds measured (concurrent, loop)")
     args = parser.parse_args()
+    scenario = {"fast": one_run, "concurrent": concurrent_run, "loop": loop_run}[args.scenario]
     runs = []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="wf-replay-bench-") as tmp:
-            runs.append(await one_run(args, Path(tmp)))
+            runs.append(await scenario(args, Path(tmp)))
     print(json.dumps({"runs": runs}, indent=2))
 
 
