@@ -230,6 +230,7 @@ async def test_a_second_replay_is_refused_while_one_plays(tmp_path: Path) -> Non
             assert server.rss_kib() - rss_before < 20 * 1024, "refused replays held memory"
             status = (await http.get("/api/replay")).json()
             assert status["active"] is True and status["speed"] == 0.1, "the first replay was replaced"
+            assert server.health()["replay"]["refused"] == {"busy": 8, "rateLimited": 0}
             stopped = await http.post("/api/replay/stop")
             assert stopped.json() == {"stopped": True, "wasPlaying": True}
             assert not await replay_active(http)
@@ -257,6 +258,7 @@ async def test_replay_start_stop_loop_is_rate_limited(tmp_path: Path) -> None:
                 allowed = STARTS_BURST + STARTS_PER_SECOND * (ended - started) + 1
                 assert statuses.count(202) <= allowed, f"{statuses.count(202)} starts in {ended - started:.1f} s"
                 assert limited, "40 starts in a row were never refused"
+                assert server.health()["replay"]["refused"]["rateLimited"] == len(limited)
                 retry_after = int(limited[-1].headers["Retry-After"])
                 assert 1 <= retry_after <= 1 / STARTS_PER_SECOND + 1
                 assert limited[-1].json()["retryAfterSeconds"] == retry_after

@@ -200,18 +200,21 @@ class ReplaySource:
         if self._fetch is None or self._wanted is None:
             return
         fetch = self._fetch
-        while not self.exhausted:
-            if self.buffered >= PAGE_ROWS * (PAGES_AHEAD - 1):
-                self._wanted.clear()
-                await self._wanted.wait()
-                continue
-            try:
-                page = await asyncio.to_thread(fetch, self._after)
-            except Exception as error:  # noqa: BLE001 - a failed read ends the replay early, not the server
-                log.warning("replay: reading the recording failed (%s); it ends early", type(error).__name__)
-                page = []
-            self._feed(page)
-            self.exhausted = len(page) < PAGE_ROWS
+        try:
+            while not self.exhausted:
+                if self.buffered >= PAGE_ROWS * (PAGES_AHEAD - 1):
+                    self._wanted.clear()
+                    await self._wanted.wait()
+                    continue
+                try:
+                    page = await asyncio.to_thread(fetch, self._after)
+                except Exception as error:  # noqa: BLE001 - a failed read ends the replay early, not the server
+                    log.warning("replay: reading the recording failed (%s); it ends early", type(error).__name__)
+                    page = []
+                self._feed(page)
+                self.exhausted = len(page) < PAGE_ROWS
+        finally:
+            self.exhausted = True  # however this task ends, the replay can finish with what it has read
 
     def step(self, frame_number: int, now: float) -> FrameActivity:
         if self._last_now is not None:
@@ -382,8 +385,8 @@ class Replayer:
         self._starting = False  # admitted, reading its first page
         self._stop_requested = False  # a stop came while starting
         self._task: asyncio.Task[None] | None = None
-        self.refused_busy = 0
-        self.refused_rate = 0
+        self.refused_busy = 0  # starts refused with 409
+        self.refused_rate = 0  # starts refused with 429
 
     @property
     def current(self) -> ReplaySource | None:
@@ -440,6 +443,14 @@ class Replayer:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+    def health(self) -> dict[str, object]:
+        """``/health``'s ``replay``: the status, and the starts refused so far."""
+        return {
+            **self.status(),
+            "refused": {"busy": self.refused_busy, "rateLimited": self.refused_rate},
+            "heldFrames": self.pace.held_frames,
+        }
 
     def status(self) -> dict[str, object]:
         source = self.mix.replay
