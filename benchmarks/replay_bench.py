@@ -20,7 +20,9 @@ range of the recording at ``--speed``. Reported per run:
   ``processingMs.max``, sampled every 0.5 s during the replay);
 - per reader: close code and reason (None while open), frameNumber gaps,
   the longest time between two energy frames, and replayed messages received;
-- ``replaySeconds``: from the ``202`` to the end of the replay.
+- ``replaySeconds``: from the ``202`` to the end of the replay;
+- ``serverWaitedForCpuMs``: how long the server's main thread was runnable
+  but had no CPU meanwhile (a shared machine's share of the stalls).
 
 ``--scenario concurrent`` fires ``--concurrent`` replays of the range at
 once beside one reader and reports their statuses, the server's RSS
@@ -131,6 +133,8 @@ async def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 await reader.start()
             await asyncio.sleep(1.0)
             before = (await http.get("/health")).json()["frameLoop"]
+            assert server.process is not None
+            waited0 = cpu_wait_seconds(server.process.pid)
             started = time.monotonic()
             response = await http.post("/api/replay", json={"from": first_ms, "to": last_ms, "speed": args.speed})
             answer = response.json()
@@ -145,6 +149,7 @@ async def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 if all(reader.closed for reader in readers):
                     break
             ended = time.monotonic()
+            waited = cpu_wait_seconds(server.process.pid) - waited0
             await asyncio.sleep(0.5)
             after = (await http.get("/health")).json()["frameLoop"]
             for reader in readers:
@@ -157,8 +162,14 @@ async def one_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "framesSkipped": after["framesSkipped"] - before["framesSkipped"],
         "budgetOverruns": after["budgetOverruns"] - before["budgetOverruns"],
         "worstFrameMs": round(max(worst_ms, after["processingMs"]["max"] or 0.0), 2),
+        "serverWaitedForCpuMs": round(waited * 1000),
         "readers": [reader.report(started, ended) for reader in readers],
     }
+
+
+def cpu_wait_seconds(pid: int) -> float:
+    """Time the server's main thread was runnable but waiting for a CPU (the machine, not the server)."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
 
 
 def cpu_seconds(pid: int) -> float:
