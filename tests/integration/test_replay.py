@@ -340,6 +340,7 @@ async def test_cancel_during_a_replay_closes_the_answer_within_one_frame(
             await reader.wait(lambda: reader.completes(session_id), 2, "the cancelled answer's isComplete")
             closing = reader.completes(session_id)[0]
             late_ms = closing["timestamp"] - answered_ms
+            print(f"\nMEASURED isComplete published {late_ms:.1f} ms after the cancel was answered")
             assert late_ms <= scaled(FRAME_S) * 1000 + 5, f"isComplete published {late_ms:.0f} ms after the cancel"
             assert await replay_active(http), "the cancel stopped the replay too"
             assert (await http.post("/api/prompt", json={"prompt": "Again."})).status_code == 202, "the model is free"
