@@ -29,7 +29,8 @@ Four parts:
 - :class:`Replayer` owns the one replay at a time: a second start while one
   plays or starts is refused (:class:`ReplayBusy`, HTTP 409), starts are
   rate-limited (:class:`ReplayRateLimited`, HTTP 429), and a stop closes
-  the replayed answer with an ``isComplete`` in the next frame.
+  the replayed answer with an ``isComplete`` in the next frame (so does a
+  replay that ends with an answer still open).
 """
 
 from __future__ import annotations
@@ -338,6 +339,8 @@ class SourceMix:
         self._model_id = replay.model_id
         if replay.finished:
             self.replay = None
+            if replay.answer_open:  # e.g. a time range that ends in the middle of an answer
+                events.append(_closing(replay))
             log.info("replay %s ended", replay.label)
         return FrameActivity(played.tokens, played.energy, played.session_id, played.response_complete, events)
 
@@ -399,7 +402,7 @@ class Replayer:
         """
         if self._starting or self.mix.replay is not None:
             self.refused_busy += 1
-            raise ReplayBusy(self.status())
+            raise ReplayBusy(self.status() if self.mix.replay is not None else {"active": False, "starting": True})
         now = self._clock()
         if not self._starts.take(now):
             self.refused_rate += 1

@@ -293,3 +293,15 @@ async def test_a_stop_while_a_replay_starts_wins() -> None:
     assert replayer.status() == {"active": False}
     replayer.admit()  # the slot is free again
     replayer.release()
+
+
+def test_a_replay_that_ends_in_the_middle_of_an_answer_closes_it() -> None:
+    mix = SourceMix(FakeLive(), live_during_replay=False)
+    mix.play(ReplaySource([tokens(1, 1000.0), tokens(2, 1010.0)], speed=1, model_id="recorded-model", label="replay-s"))
+    closing: list[Event] = []
+    for frame in range(5):
+        closing += [
+            e for e in token_streams(mix.step(frame, 50.0 + frame * FRAME_S), "replay-s") if e.payload["isComplete"]
+        ]
+    assert mix.replay is None
+    assert [(e.payload["tokens"], e.payload["modelId"]) for e in closing] == [([], "recorded-model")]
