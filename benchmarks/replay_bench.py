@@ -47,6 +47,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,7 +73,9 @@ class Reader:
 
     async def _read(self) -> None:
         try:
-            async with connect(self.url, subprotocols=["wirthforge.1.1"], compression=None, proxy=None) as ws:
+            async with connect(
+                self.url, subprotocols=[Subprotocol("wirthforge.1.1")], compression=None, proxy=None
+            ) as ws:
                 async for text in ws:
                     head = text[:40]
                     if '"energy_update"' in head:

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from tests.fake_ollama import TOKENS, FakeOllama
 from tests.server_process import ServerProcess
@@ -77,7 +78,7 @@ class Reader:
 
     async def __aenter__(self) -> Reader:
         self._ws = await connect(
-            self.url, subprotocols=["wirthforge.1.1"], compression=None, proxy=None, open_timeout=scaled(5)
+            self.url, subprotocols=[Subprotocol("wirthforge.1.1")], compression=None, proxy=None, open_timeout=scaled(5)
         )
         self._task = asyncio.create_task(self._read())
         await self.wait(lambda: len(self.frames) >= 10, 5, "energy frames")

@@ -224,12 +224,12 @@ class ReplaySource:
         if not self.exhausted:
             self._cursor_ms = min(self._cursor_ms, self._horizon_ms)  # not past what has been read
         cursor_ms = self._cursor_ms
-        allowance = self.pace.allowance()
         tokens: list[str] = []
         events: list[Event] = []
         complete = False
         played = 0
         queue = self._messages
+        allowance = self.pace.allowance() if queue and queue[0].timestamp_ms <= cursor_ms else 0
         while queue and queue[0].timestamp_ms <= cursor_ms and played < allowance:
             event = queue.popleft().event
             played += 1
@@ -237,6 +237,7 @@ class ReplaySource:
                 tokens.extend(event.payload.get("tokens") or ())
                 if event.payload.get("isComplete"):
                     complete = True
+                    break  # the frame's token_stream ends that answer: the next one starts in the next frame
             elif event.frame_number is not None:
                 events.append(Event(event.type, event.payload, frame_number))  # the loop's own frame numbers
             else:
