@@ -8,6 +8,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Re-install whenever requirements.txt changes.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+# The page's Node tools (TypeScript, pinned in package.json and package-lock.json).
+NODE_STAMP := node_modules/.installed-$(shell cat package-lock.json | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint unit bench scale model-bench deps
 
@@ -18,10 +20,13 @@ test: $(STAMP) lint
 	scripts/ensure-test-tools.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Lint and format check (config in pyproject.toml); part of `make test`.
-lint: $(STAMP)
+# Lint, format check, type check of the package (mypy) and of the page's JSDoc
+# (tsc --checkJs, config in tsconfig.json); config in pyproject.toml; part of `make test`.
+lint: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	node_modules/.bin/tsc -p tsconfig.json
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
@@ -44,6 +49,13 @@ deps: $(STAMP)
 # instructions that crash with SIGILL on another CPU.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_AVX512=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+
+# Node.js itself comes from scripts/ensure-test-tools.sh (apt-get); npm ci installs
+# exactly package-lock.json.
+$(NODE_STAMP): package-lock.json
+	scripts/ensure-test-tools.sh
+	npm ci --no-audit --no-fund --loglevel=error
+	rm -f node_modules/.installed-* && touch $@
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

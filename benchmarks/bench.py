@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmarks of the WIRTHFORGE real-time transport (how each number is taken: docs/PERFORMANCE.md).
+"""Benchmarks of the WIRTHFORGE real-time transport (how each number is taken: benchmarks/results/NOTES.md).
 
     .venv/bin/python benchmarks/bench.py                 # full run, 9-15 minutes
     .venv/bin/python benchmarks/bench.py --quick         # about 4 minutes
@@ -28,7 +28,7 @@ and the load clients in one or two further processes. The machine is shared:
 before each run the harness waits (``--wait-quiet``) until other processes use
 less than ``--quiet-threshold`` % of a core, and repeats a run during which
 they used more (``--retries``), keeping the quietest. Results go to
-``benchmarks/results.json`` (and to ``--out``: ``.json`` for the raw results,
+``benchmarks/results/results.json`` (and to ``--out``: ``.json`` for the raw results,
 anything else for Markdown tables). Every subprocess is stopped on exit,
 Ctrl-C, SIGTERM or error.
 

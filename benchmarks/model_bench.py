@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/model_bench.py --quick # about 2 minutes
     .venv/bin/python benchmarks/model_bench.py --configs 1:10,2:0 --seconds 30
 
-Sections (method and numbers: docs/PERFORMANCE.md, "A real model on the same machine"):
+Sections (method and numbers: benchmarks/results/NOTES.md, "A real model on the same machine"):
 
 ``alone``    the embedded model's tokens/s with nothing else running: the
              llama.cpp worker (wirthforge_ws/llama_worker.py) driven directly,
@@ -23,7 +23,7 @@ Sections (method and numbers: docs/PERFORMANCE.md, "A real model on the same mac
              the OpenAI-compatible adapter against ``python -m llama_cpp.server``
              serving the same GGUF.
 
-Results: benchmarks/model_results.json (and ``--out`` as Markdown). The
+Results: benchmarks/results/model_results.json (and ``--out`` as Markdown). The
 machine's load (other processes) is recorded with each run; nothing here
 retries a noisy run: before each run it waits (``--wait-quiet``, like
 bench.py) until other processes use less than 25 % of a core, and records
@@ -54,7 +54,7 @@ for path in (str(ROOT), str(BENCH_DIR)):
 
 from benchmarks.wfbench import machine, processes, report, runs  # noqa: E402  the transport benchmark's pieces
 
-RESULTS_JSON = BENCH_DIR / "model_results.json"
+RESULTS_JSON = BENCH_DIR / "results" / "model_results.json"
 PROMPTS = [
     "Write a long story about a lighthouse keeper and the sea.",
     "Explain how rain forms, step by step, in detail.",

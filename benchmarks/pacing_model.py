@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""How old the energy frames a slow reader reads are, under the pacing law (docs/PERFORMANCE.md §11).
+"""How old the energy frames a slow reader reads are, under the pacing law (benchmarks/results/NOTES.md §11).
 
     .venv/bin/python benchmarks/pacing_model.py                 # about a second
-    .venv/bin/python benchmarks/pacing_model.py --legacy        # the law before 2026-11-29, for comparison
+    .venv/bin/python benchmarks/pacing_model.py --legacy        # the law without early heartbeats, probing and threshold
 
 A deterministic model, not a server: the project's :class:`EnergyPacer`
 (wirthforge_ws/pacing.py) paces one connection whose client reads *R*
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument(
         "--legacy",
         action="store_true",
-        help="the law before 2026-11-29: heartbeats at 0.1 and 0.5 s, no probing, no threshold",
+        help="the simpler law, for comparison: heartbeats at 0.1 and 0.5 s, no probing, no threshold",
     )
     args = parser.parse_args()
     print("| reads/s | worst frame age | at | energy_update Hz |")

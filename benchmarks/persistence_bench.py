@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Cost of the durable event log (docs/PERFORMANCE.md, section "Event persistence").
+"""Cost of the durable event log (benchmarks/results/NOTES.md, section "Event persistence").
 
     .venv/bin/python benchmarks/persistence_bench.py              # about 5 minutes
     .venv/bin/python benchmarks/persistence_bench.py --seconds 10 --rounds 1   # a quick look
@@ -215,6 +215,7 @@ def write_recording(path: Path, minutes: float) -> None:
                 processing_time_ms=0.2,
                 model_id="wirthforge-sim",
                 distribution={"generation": 0.3, "attention": 0.1, "reasoning": 0.1},
+                evidence=messages.energy_evidence(profile="Dual"),
             ),
             ms,
         )

@@ -64,7 +64,7 @@ from wirthforge_ws.stream.rolling import percentile  # noqa: E402
 
 # The bare server's variants: the project's whole stream (same bytes on the wire), or energy_update only.
 BASELINES = {"baseline": "full", "baseline-energy": "energy"}
-RESULTS = HERE / "scale-results.json"
+RESULTS = HERE / "results" / "scale-results.json"
 PLOT = ROOT / "docs" / "scale.svg"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLIENTS_PER_PROCESS = 250

@@ -14,7 +14,9 @@ this. It answers like Ollama does:
 
 The model name picks the behaviour: ``tiny`` answers normally (``TOKENS``),
 ``cut`` closes the connection after three tokens, ``fails`` sends an error
-line after three tokens, ``slow`` goes silent after two tokens. Every
+line after three tokens, ``slow`` goes silent after two tokens, ``plain``
+answers like ``tiny`` but never sends logprobs (an Ollama without them),
+``empty`` ends at once with ``done_reason: length`` and no token. Every
 request body is recorded in ``requests`` (to check what the adapter sent).
 
 Runs under uvicorn in a thread: ``with FakeOllama() as fake: fake.url``.
@@ -40,7 +42,7 @@ from starlette.routing import Route
 from tests.server_process import LOOPBACK, free_port
 
 TOKENS = ["The", " sea", " is", " wide", ",", " deep", " and", " blue", ".", " Waves", " rise", " and", " fall", "."]
-MODELS = ("tiny", "cut", "fails", "slow")
+MODELS = ("tiny", "cut", "fails", "slow", "plain", "empty")
 TOKEN_INTERVAL_S = 0.03
 
 
@@ -74,11 +76,11 @@ async def chat(request: Request) -> Response:
     model = body.get("model", "")
     if model not in MODELS:
         return JSONResponse({"error": f'model "{model}" not found, try pulling it first'}, status_code=404)
-    logprobs = bool(body.get("logprobs"))
+    logprobs = bool(body.get("logprobs")) and model != "plain"
     top_k = int(body.get("top_logprobs") or 5)
 
     async def lines() -> AsyncIterator[bytes]:
-        for index, token in enumerate(TOKENS):
+        for index, token in enumerate(TOKENS if model != "empty" else ()):
             if model == "cut" and index == 3:
                 raise StreamCut("the fake server drops the connection")
             if model == "fails" and index == 3:
@@ -95,7 +97,7 @@ async def chat(request: Request) -> Response:
                     "created_at": datetime.now(UTC).isoformat(),
                     "message": {"role": "assistant", "content": ""},
                     "done": True,
-                    "done_reason": "stop",
+                    "done_reason": "length" if model == "empty" else "stop",
                     "total_duration": 1,
                     "load_duration": 1,
                     "prompt_eval_count": 1,

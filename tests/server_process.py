@@ -79,9 +79,17 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("already running")
-        # Persistence off and the simulator, unless a test asks otherwise: tests never touch the
-        # user's data directory, and most need the simulator's deterministic timeline and no model.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "WF_PERSIST": "0", "WF_SOURCE": "sim", **self.env}
+        # Persistence off, the simulator and Mid-Tier, unless a test asks otherwise: tests never touch the
+        # user's data directory, most need the simulator's deterministic timeline and no model, and a
+        # council of two fits the tier on any machine (tests of tier detection ask for WF_TIER=auto).
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "WF_PERSIST": "0",
+            "WF_SOURCE": "sim",
+            "WF_TIER": "Mid-Tier",
+            **self.env,
+        }
         command = [
             *self.prefix,
             sys.executable,

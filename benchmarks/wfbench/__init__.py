@@ -6,7 +6,7 @@
 - :mod:`.machine`     /proc readers and waiting for a quiet machine
 - :mod:`.runs`        the sections that load a real server
 - :mod:`.micro`       the in-process per-frame section
-- :mod:`.report`      environment and the Markdown tables of docs/PERFORMANCE.md
+- :mod:`.report`      environment and the Markdown tables of benchmarks/results/NOTES.md
 - :mod:`.cli`         the command line
 
 Percentiles are the project's one definition, ``wirthforge_ws.stream.rolling.percentile``.

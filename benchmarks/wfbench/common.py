@@ -14,7 +14,7 @@ from wirthforge_ws.stream.rolling import percentile
 BENCH_DIR = Path(__file__).resolve().parent.parent
 BENCH_FILE = BENCH_DIR / "bench.py"  # the entry point; load clients are started as ``bench.py _client``
 ROOT = BENCH_DIR.parent
-RESULTS_JSON = BENCH_DIR / "results.json"
+RESULTS_JSON = BENCH_DIR / "results" / "results.json"
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux: kernel receive timestamps (ns)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1

@@ -51,6 +51,18 @@ def section_micro(quick: bool) -> dict[str, Any]:
             processing_time_ms=0.0512,
             model_id="wirthforge-sim",
             distribution=distribution,
+            evidence=messages.energy_evidence(
+                profile="Dual",
+                session_id="prompt-0001-8f2c61d0",
+                state="FLOWING",
+                tokens=[messages.evidence_token(index=41, dt_ms=70.21, certainty=0.81234, energy=0.6234567)],
+                tps=11.0,
+                certainty=0.81234,
+                entropy=0.30123,
+                since_token_ms=4.1,
+                ttft_ms=412.5,
+                energy_units=0.2481,
+            ),
         )
 
     event = build()
@@ -150,7 +162,7 @@ def section_micro(quick: bool) -> dict[str, Any]:
         lambda: [json.dumps(msg10) for _ in range(100)], max(n // 100, 50)
     )
 
-    source = SimulatedModel("wirthforge-sim", council=True, seed=1, frame_rate=60.0, field_every_frames=6)
+    source = SimulatedModel("wirthforge-sim", council=True, seed=1)
     clock = [0.0]
 
     def step() -> Any:

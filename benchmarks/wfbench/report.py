@@ -1,4 +1,4 @@
-"""The run's environment (git, machine) and the Markdown tables of docs/PERFORMANCE.md."""
+"""The run's environment (git, machine) and the Markdown tables of benchmarks/results/NOTES.md."""
 
 from __future__ import annotations
 

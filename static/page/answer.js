@@ -19,8 +19,11 @@
  */
 
 import { certaintyLevel } from './mappings.js'
+import { untrusted } from './wire.js'
 
 /** @typedef {import('./view-state.js').TokenEvidence} TokenEvidence */
+/** @template T @typedef {import('./wire.js').Untrusted<T>} Untrusted */
+/** @typedef {import('./wire.js').TokenStreamPayload} TokenStreamPayload */
 
 export const MAX_ANSWER_CHARS = 20_000
 const PLACEHOLDER = '▯'
@@ -62,20 +65,22 @@ export class AnswerView {
 
   /**
    * Queues a token_stream payload.
-   * @param {Record<string, any>} p
+   * @param {unknown} payload
    */
-  push(p) {
-    const sid = typeof p?.sessionId === 'string' ? p.sessionId : ''
-    const model = String(p?.modelId ?? '')
-    const tokens = Array.isArray(p?.tokens) ? p.tokens : []
-    const first = typeof p?.firstIndex === 'number' ? p.firstIndex : NaN
-    const omitted = p?.textOmitted === true
+  push(payload) {
+    /** @type {Untrusted<TokenStreamPayload>} */
+    const p = untrusted(payload)
+    const sid = typeof p.sessionId === 'string' ? p.sessionId : ''
+    const model = String(p.modelId ?? '')
+    const tokens = Array.isArray(p.tokens) ? p.tokens : []
+    const first = typeof p.firstIndex === 'number' ? p.firstIndex : NaN
+    const omitted = p.textOmitted === true
     for (let i = 0; i < tokens.length; i++) {
       const text = String(tokens[i])
       this.queue.push({ sid, model, index: Number.isFinite(first) ? first + i : NaN, text, omitted: omitted || false })
       this.queuedChars += text.length || 1
     }
-    if (p?.isComplete) this.queue.push({ sid, model, complete: true })
+    if (p.isComplete === true) this.queue.push({ sid, model, complete: true })
     // bounded even when nothing flushes (a hidden tab runs no animation frames)
     while (this.queuedChars > MAX_ANSWER_CHARS && this.queue.length) {
       const dropped = this.queue.shift()

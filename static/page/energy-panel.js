@@ -29,10 +29,13 @@ import {
   ingestTokens,
   tokenEvidenceOf,
 } from './view-state.js'
+import { untrusted } from './wire.js'
 
 /** @typedef {import('./energy-view.js').Hit} Hit */
 /** @typedef {import('./quality.js').QualityLevel} QualityLevel */
 /** @typedef {import('../wirthforge/client.js').WirthforgeClient} WirthforgeClient */
+/** @template T @typedef {import('./wire.js').Untrusted<T>} Untrusted */
+/** @typedef {import('./wire.js').StartupPayload} StartupPayload */
 
 const READOUT_EVERY_MS = 250
 const STATE_ICONS = Object.freeze({ Dormant: '◇', Awakening: '◈', Active: '◆', Resonance: '✦' })
@@ -121,7 +124,9 @@ export function installEnergyPanel(client, params) {
   })
 
   let tierApplied = false
-  client.onStartup((p) => {
+  client.onStartup((payload) => {
+    /** @type {Untrusted<StartupPayload>} */
+    const p = untrusted(payload)
     askedRate = null
     if (!tierApplied && !quality.pinned) {
       tierApplied = true
@@ -130,14 +135,13 @@ export function installEnergyPanel(client, params) {
     }
     applyRate(quality.level)
   })
-  client.onMessage('energy_update', (m) => ingestEnergy(vs, m.payload || {}, client.now()))
+  client.onMessage('energy_update', (m) => ingestEnergy(vs, m.payload, client.now()))
   client.onMessage('token_stream', (m) => {
-    const p = m.payload || {}
-    ingestTokens(vs, p)
-    answer.push(p)
+    ingestTokens(vs, m.payload)
+    answer.push(m.payload)
   })
-  client.onMessage('interference_event', (m) => ingestInterference(vs, m.payload || {}, client.now()))
-  client.onMessage('resonance_event', (m) => ingestResonance(vs, m.payload || {}, client.now()))
+  client.onMessage('interference_event', (m) => ingestInterference(vs, m.payload, client.now()))
+  client.onMessage('resonance_event', (m) => ingestResonance(vs, m.payload, client.now()))
 
   // -- Evidence Mode: canvas elements ---------------------------------------------
   /** @type {Hit[]} */
@@ -197,7 +201,8 @@ export function installEnergyPanel(client, params) {
     const index = Number(span.dataset.index)
     const ev = tokenEvidenceOf(vs, sid, model, index)
     const what = span.dataset.omitted ? 'text not recorded' : JSON.stringify(span.textContent ?? '')
-    return `${what} · token #${Number.isFinite(index) ? index : '?'} · Δt ${orNa(ev?.dtMs, 1)} ms · certainty ${orNa(ev?.certainty, 2)}`
+    return `${what} · token #${Number.isFinite(index) ? index : '?'} · Δt ${orNa(ev?.dtMs, 1)} ms · ${orNa(ev?.tps, 1)} tokens/s`
+      + ` · certainty ${orNa(ev?.certainty, 2)}`
       + ` · E ${orNa(ev?.energy, 3)}${ev ? ` (from ${ev.source === 'frame' ? 'its energy frame' : 'its token_stream'})` : ''}`
   }
   /** @type {HTMLElement | null} */
@@ -288,7 +293,10 @@ export function installEnergyPanel(client, params) {
     setText(ui.council, `◎ council · ${vs.models.length} models${vs.interference ? ` · DI ${Math.round(vs.interference.di * 100)} %` : ''}`)
     setEvidence(ui.council, vs.interference ? `disagreement ${vs.interference.di.toFixed(3)} (${vs.interference.method})` : 'no interference reading yet')
     setEvidence(ui.level, `quality ${LEVEL_NAMES[quality.level]}${quality.pinned ? ' (pinned)' : ''}: ${quality.reason}`)
-    announcer.offer(summarize(vs), performance.now())
+    const summary = summarize(vs)
+    announcer.offer(summary, performance.now())
+    const label = `Energy view: ${summary.text}. ${vs.strikes.length} token strikes, ${vs.models.length} flow ribbon${vs.models.length === 1 ? '' : 's'}; arrow keys step through its elements`
+    if (canvas.getAttribute('aria-label') !== label) canvas.setAttribute('aria-label', label)
   }
 
   let lastReadout = -Infinity
@@ -343,6 +351,13 @@ export function installEnergyPanel(client, params) {
     announcer,
     answer,
     frame,
+    /**
+     * The evidence the view holds for one token (what Evidence Mode shows).
+     * @param {string} sessionId
+     * @param {string} modelId
+     * @param {number} index
+     */
+    evidenceOf: (sessionId, modelId, index) => tokenEvidenceOf(vs, sessionId, modelId, index),
     /** Appends queued answer text without an animation frame (hidden tab). */
     flushText: () => answer.flush(client.now()),
     get hits() {

@@ -29,6 +29,7 @@
 
 import {
   TIMING,
+  VIEW_COLORS,
   energyState,
   fieldBrightness,
   interferenceAlpha,
@@ -69,20 +70,6 @@ import { LEVEL_PARTICLES } from './quality.js'
  * @property {number} dtMs time since the previous drawn frame (advances the ribbons' flow)
  * @property {string | null} [focusKey] a strike or element key to outline (keyboard focus)
  */
-
-/** Colours of the view (design tokens of the upstream visual grammar). */
-export const VIEW_COLORS = Object.freeze({
-  background: '#0b111b',
-  lightning: '#fbbf24',
-  lightningGlow: 'rgba(254, 243, 199, 0.28)',
-  stream: '#60a5fa',
-  constructive: '#c084fc',
-  destructive: '#ef4444',
-  resonance: ['#a855f7', '#06b6d4', '#10b981', '#f59e0b', '#ef4444'],
-  label: '#cbd5e1',
-  muted: '#94a3b8',
-  bar: '#f59e0b',
-})
 
 const STRIKE_SPACING = 14
 const STRIKE_LIFE_MS = TIMING.strikeMs + TIMING.fadeMs
@@ -139,7 +126,16 @@ function boltPath(ctx, index, x, y0, y1, branch) {
  * @param {Strike} s
  */
 function strikeText(s) {
-  return `token #${s.index} · Δt ${orNa(s.dtMs, 1)} ms · certainty ${orNa(s.certainty, 2)} · E ${orNa(s.energy, 3)}`
+  return `token #${s.index} · Δt ${orNa(s.dtMs, 1)} ms · ${orNa(s.tps, 1)} tokens/s · certainty ${orNa(s.certainty, 2)} · E ${orNa(s.energy, 3)}`
+}
+
+/**
+ * The newest frame's flow, for the elements drawn from a whole frame or event.
+ * @param {ViewState} vs
+ */
+function flowText(vs) {
+  const last = vs.strikes.length ? vs.strikes[vs.strikes.length - 1] : null
+  return `${orNa(vs.tps, 1)} tokens/s · certainty ${orNa(vs.certainty, 2)} · Δt ${orNa(last ? last.dtMs : null, 1)} ms (last token)`
 }
 
 /**
@@ -190,13 +186,13 @@ export function drawView(canvas, vs, now, opts) {
   // field: brightness from E
   ctx.fillStyle = VIEW_COLORS.background
   ctx.fillRect(0, 0, w, h)
-  ctx.globalAlpha = fieldBrightness(vs.e) * 0.55
+  ctx.globalAlpha = fieldBrightness(vs.e)
   ctx.fillStyle = VIEW_COLORS.lightning
   ctx.fillRect(0, 0, w, h)
   ctx.globalAlpha = 1
   hits.push({
     kind: 'field', x0: 0, y0: 0, x1: w, y1: h,
-    text: `field · E ${orNa(vs.e, 3)} (${Math.round(e * 100)} %, ${energyState(vs.e)}) · state ${vs.state}`,
+    text: `field · E ${orNa(vs.e, 3)} (${Math.round(e * 100)} %, ${energyState(vs.e)}) · state ${vs.state} · ${flowText(vs)}`,
   })
 
   const laneTop = 14
@@ -326,7 +322,7 @@ export function drawView(canvas, vs, now, opts) {
     const color = kind === 'constructive' ? VIEW_COLORS.constructive : VIEW_COLORS.destructive
     const oy0 = ribbonTop
     const oy1 = ribbonTop + rowH * rows
-    ctx.globalAlpha = interferenceAlpha(di) * 0.45
+    ctx.globalAlpha = interferenceAlpha(di) * 0.25
     ctx.fillStyle = color
     ctx.fillRect(ribbonX0, oy0, x1 - ribbonX0, oy1 - oy0)
     ctx.globalAlpha = interferenceAlpha(di)
@@ -351,7 +347,8 @@ export function drawView(canvas, vs, now, opts) {
     ctx.textAlign = 'left'
     hits.push({
       kind: 'interference', key: 'interference', x0: ribbonX0, y0: oy0, x1, y1: oy1,
-      text: `interference · disagreement ${di.toFixed(3)} (${vs.interference.method}, ${vs.interference.window} tokens) · ${kind}`,
+      text: `interference · disagreement ${di.toFixed(3)} (${vs.interference.method}, ${vs.interference.window} tokens) · ${kind}`
+        + ` · ${flowText(vs)} · E ${orNa(vs.e, 3)}`,
     })
   }
 
@@ -379,7 +376,8 @@ export function drawView(canvas, vs, now, opts) {
       ctx.textAlign = 'left'
       hits.push({
         kind: 'resonance', key: 'resonance', x0: cx - 80, y0: cy - 60, x1: cx + 80, y1: cy + 60,
-        text: `resonance · disagreement ${orNa(vs.resonance.disagreement, 3)} · tokens/s ratio ${orNa(vs.resonance.tpsRatio, 2)}`,
+        text: `resonance · disagreement ${orNa(vs.resonance.disagreement, 3)} · tokens/s ratio ${orNa(vs.resonance.tpsRatio, 2)}`
+          + ` · ${flowText(vs)} · E ${orNa(vs.e, 3)}`,
       })
     }
   }
@@ -388,7 +386,7 @@ export function drawView(canvas, vs, now, opts) {
   if (opts.focusKey) {
     const f = hits.find((x) => x.key === opts.focusKey)
     if (f) {
-      ctx.strokeStyle = '#fbbf24'
+      ctx.strokeStyle = VIEW_COLORS.focus
       ctx.lineWidth = 2
       ctx.setLineDash([])
       ctx.strokeRect(f.x0 + 1, f.y0 + 1, f.x1 - f.x0 - 2, f.y1 - f.y0 - 2)

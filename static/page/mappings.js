@@ -159,16 +159,20 @@ export function particleCount(certainty, maxPerToken) {
   return Math.round(clamp(certainty, 0, 1) * maxPerToken)
 }
 
+/** Opacity of the field's tint at E = 0 and at E = 1: at most 0.15, so that every label and form on it keeps its contrast. */
+export const FIELD_ALPHA = Object.freeze({ min: 0.02, max: 0.15 })
+
 /**
- * Field brightness (fill opacity) for E, in steps of 1/8 (rounded down), so
- * that the decay of E after an answer ends in a still canvas (E below 0.125
- * is the resting field) rather than a crawl the eye cannot read anyway.
+ * Field brightness (the opacity of its golden tint) for E, in steps of 1/8
+ * (rounded down), so that the decay of E after an answer ends in a still
+ * canvas (E below 0.125 is the resting field) rather than a crawl the eye
+ * cannot read anyway; 0 without an E.
  * @param {number} e
  */
 export function fieldBrightness(e) {
   if (!Number.isFinite(e)) return 0
   const step = Math.floor(clamp(e, 0, 1) * 8) / 8
-  return 0.04 + 0.5 * step
+  return FIELD_ALPHA.min + (FIELD_ALPHA.max - FIELD_ALPHA.min) * step
 }
 
 /**
@@ -193,16 +197,15 @@ export function interferenceKind(di) {
 
 /**
  * Certainty from raw top-K probabilities, as the wire defines it:
- * 1 - H(normalised top-K) / ln K; null for no top-K, 1 for K = 1.
+ * 1 - H(normalised top-K) / ln K; null for no top-K or K < 2 (as the server's meter).
  * @param {readonly number[] | null | undefined} topK
  * @returns {number | null}
  */
 export function certaintyOfTopK(topK) {
-  if (!Array.isArray(topK) || topK.length === 0) return null
+  if (!Array.isArray(topK) || topK.length < 2) return null
   const ps = topK.filter((p) => typeof p === 'number' && p > 0)
   const sum = ps.reduce((a, b) => a + b, 0)
   if (!(sum > 0)) return null
-  if (topK.length === 1) return 1
   let h = 0
   for (const p of ps) {
     const q = p / sum
@@ -279,4 +282,96 @@ export function seeded(seed) {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
+}
+
+
+/**
+ * Colours of the view (design tokens of the upstream visual grammar): each
+ * keeps WCAG AA contrast on the field at its brightest (text 4.5:1, forms 3:1).
+ */
+export const VIEW_COLORS = Object.freeze({
+  background: '#0b111b',
+  lightning: '#fbbf24',
+  lightningGlow: 'rgba(254, 243, 199, 0.28)',
+  stream: '#60a5fa',
+  constructive: '#c084fc',
+  destructive: '#ef4444',
+  resonance: Object.freeze(['#a855f7', '#06b6d4', '#10b981', '#f59e0b', '#ef4444']),
+  label: '#cbd5e1',
+  muted: '#94a3b8',
+  bar: '#f59e0b',
+  focus: '#fbbf24',
+})
+
+/**
+ * @param {string} hex `#rrggbb`
+ * @returns {[number, number, number]}
+ */
+function rgbOf(hex) {
+  const m = /^#([0-9a-f]{6})$/i.exec(hex)
+  if (!m) throw new Error(`not a #rrggbb colour: ${hex}`)
+  const n = parseInt(m[1] ?? '', 16)
+  return [(n >> 16) & 255, (n >> 8) & 255, n & 255]
+}
+
+/**
+ * `fg` drawn with opacity `alpha` over `bg` (both `#rrggbb`).
+ * @param {string} fg
+ * @param {string} bg
+ * @param {number} alpha
+ */
+export function blend(fg, bg, alpha) {
+  const f = rgbOf(fg)
+  const b = rgbOf(bg)
+  return `#${f.map((c, i) => Math.round(alpha * c + (1 - alpha) * (b[i] ?? 0)).toString(16).padStart(2, '0')).join('')}`
+}
+
+/**
+ * WCAG relative luminance of a `#rrggbb` colour.
+ * @param {string} hex
+ */
+export function luminance(hex) {
+  const [r, g, b] = rgbOf(hex).map((c) => {
+    const v = c / 255
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4
+  })
+  return 0.2126 * (r ?? 0) + 0.7152 * (g ?? 0) + 0.0722 * (b ?? 0)
+}
+
+/**
+ * WCAG contrast ratio of two `#rrggbb` colours (1 to 21).
+ * @param {string} a
+ * @param {string} b
+ */
+export function contrastRatio(a, b) {
+  const la = luminance(a)
+  const lb = luminance(b)
+  return (Math.max(la, lb) + 0.05) / (Math.min(la, lb) + 0.05)
+}
+
+/** The tokens/s window of the server's meter (every profile's window_ms). */
+export const TPS_WINDOW_MS = 1000
+
+/**
+ * Tokens/s at token `index` as the server's meter defines it: the tokens
+ * whose time lies in (t(index) - window, t(index)], itself included, with
+ * t the running sum of the tokens' Δt. `dtOf(j)` gives token j's Δt (the
+ * first token's, the TTFT, is never needed); null when a Δt the window
+ * needs is unknown.
+ * @param {number} index
+ * @param {(j: number) => number | null | undefined} dtOf
+ * @param {number} [windowMs]
+ * @returns {number | null}
+ */
+export function tpsAtToken(index, dtOf, windowMs = TPS_WINDOW_MS) {
+  let sum = 0
+  let n = 1
+  for (let j = index; j > 0; j--) {
+    const dt = dtOf(j)
+    if (typeof dt !== 'number' || !Number.isFinite(dt)) return null
+    sum += dt
+    if (sum >= windowMs) return (n * 1000) / windowMs
+    n++
+  }
+  return (n * 1000) / windowMs
 }

@@ -16,9 +16,19 @@
  * @module page/view-state
  */
 
-import { certaintyOfTopK, sessionState, strikeWidth } from './mappings.js'
+import { certaintyOfTopK, sessionState, strikeWidth, tpsAtToken } from './mappings.js'
+import { untrusted, untrustedList } from './wire.js'
 
 /** @typedef {import('./mappings.js').SessionState} SessionState */
+/** @template T @typedef {import('./wire.js').Untrusted<T>} Untrusted */
+/** @typedef {import('./wire.js').EnergyPayload} EnergyPayload */
+/** @typedef {import('./wire.js').EnergyEvidence} EnergyEvidence */
+/** @typedef {import('./wire.js').EvidenceToken} EvidenceToken */
+/** @typedef {import('./wire.js').EvidenceModel} EvidenceModel */
+/** @typedef {import('./wire.js').TokenStreamPayload} TokenStreamPayload */
+/** @typedef {import('./wire.js').TokenStreamEvidence} TokenStreamEvidence */
+/** @typedef {import('./wire.js').InterferencePayload} InterferencePayload */
+/** @typedef {import('./wire.js').ResonancePayload} ResonancePayload */
 
 /**
  * One token's strike.
@@ -27,6 +37,7 @@ import { certaintyOfTopK, sessionState, strikeWidth } from './mappings.js'
  * @property {string} sessionId
  * @property {number} index position in the answer
  * @property {number | null} dtMs its inter-arrival time
+ * @property {number | null} tps tokens/s at it (from the Δt of the tokens before it, else its frame's)
  * @property {number | null} certainty
  * @property {number} energy E right after it
  * @property {number} width strike thickness in px (from dtMs)
@@ -50,6 +61,7 @@ import { certaintyOfTopK, sessionState, strikeWidth } from './mappings.js'
  * Evidence the page holds for one token, by `${sessionId}:${modelId}:${index}`.
  * @typedef {object} TokenEvidence
  * @property {number | null} dtMs
+ * @property {number | null} tps tokens/s at it (the meter's window over the Δt known before it; else its frame's)
  * @property {number | null} certainty
  * @property {number | null} energy E right after it (only from an energy frame)
  * @property {'frame' | 'token_stream'} source where the certainty came from
@@ -59,7 +71,7 @@ import { certaintyOfTopK, sessionState, strikeWidth } from './mappings.js'
  * @typedef {object} ViewState
  * @property {number} e E of the newest frame (NaN before any)
  * @property {boolean} hasEvidence whether frames carry the 1.1 evidence
- * @property {string | null} sessionId
+ * @property {string | null} sessionId the newest answer's (kept while the wire says "" between answers)
  * @property {SessionState} state
  * @property {string} profile
  * @property {number} tps
@@ -70,6 +82,7 @@ import { certaintyOfTopK, sessionState, strikeWidth } from './mappings.js'
  * @property {boolean} burst
  * @property {number | null} ttftMs
  * @property {number} energyUnits
+ * @property {number | null} ensembleEnergy the council's mean E (council frames only)
  * @property {number} tokensOmitted tokens of the newest frame beyond those listed
  * @property {string} primaryModel modelId of the primary model
  * @property {Strike[]} strikes newest last, at most MAX_STRIKES, of the newest session
@@ -101,6 +114,7 @@ export function createViewState() {
     burst: false,
     ttftMs: null,
     energyUnits: 0,
+    ensembleEnergy: null,
     tokensOmitted: 0,
     primaryModel: '',
     strikes: [],
@@ -144,25 +158,43 @@ function remember(vs, key, ev) {
 }
 
 /**
+ * Tokens/s at token `index` of a series of remembered evidence (keys
+ * `${prefix}${index}`), from the Δt of the tokens before it; null when one
+ * the window needs is unknown. `ownDt` stands in for token `index`'s own Δt
+ * when it is not remembered under this prefix yet.
+ * @param {ViewState} vs
+ * @param {string} prefix
+ * @param {number} index
+ * @param {number | null} [ownDt]
+ */
+function tpsOf(vs, prefix, index, ownDt) {
+  return tpsAtToken(index, (j) => (j === index && ownDt !== undefined ? ownDt : vs.tokenEvidence.get(`${prefix}${j}`)?.dtMs))
+}
+
+/**
  * Records one energy_update payload (1.0 or 1.1) at page time `now`.
  * @param {ViewState} vs
- * @param {Record<string, any>} p
+ * @param {unknown} payload
  * @param {number} now
  */
-export function ingestEnergy(vs, p, now) {
+export function ingestEnergy(vs, payload, now) {
   vs.frames++
-  const e = numOr(p?.totalEnergy, NaN)
-  const ev = p?.evidence
+  /** @type {Untrusted<EnergyPayload>} */
+  const p = untrusted(payload)
+  const e = numOr(p.totalEnergy, NaN)
   const before = vs.e
   vs.e = e
   if (Math.abs((Number.isFinite(before) ? before : -1) - (Number.isFinite(e) ? e : -1)) > 1e-4) vs.version++
-  if (!ev || typeof ev !== 'object') {
+  if (p.evidence === null || typeof p.evidence !== 'object') {
     // a 1.0-shaped frame: the single model's ribbon, at rest (no tokens/s on the wire)
-    if (!vs.models.length) syncModels(vs, null, e)
+    if (!vs.models.length) syncModels(vs, [], e)
     return
   }
+  /** @type {Untrusted<EnergyEvidence>} */
+  const ev = untrusted(p.evidence)
   vs.hasEvidence = true
-  const sid = typeof ev.sessionId === 'string' ? ev.sessionId : null
+  // "" between answers: the last answer's strikes stay until the next one starts
+  const sid = typeof ev.sessionId === 'string' && ev.sessionId ? ev.sessionId : vs.sessionId
   if (sid !== vs.sessionId) {
     vs.sessionId = sid
     vs.strikes = []
@@ -186,50 +218,57 @@ export function ingestEnergy(vs, p, now) {
   vs.ttftMs = numOrNull(ev.ttftMs)
   vs.energyUnits = numOr(ev.energyUnits, 0)
   vs.tokensOmitted = numOr(ev.tokensOmitted, 0)
+  vs.ensembleEnergy = numOrNull(ev.ensembleEnergy)
 
-  const members = Array.isArray(ev.models) ? ev.models : null
-  vs.council = !!members && members.length >= 2
-  const primary = vs.council && members ? String(members[0]?.modelId ?? '') : vs.primaryModel
-  if (vs.council) vs.primaryModel = primary
-  if (Array.isArray(ev.tokens) && ev.tokens.length) {
-    for (const t of ev.tokens) {
-      const index = numOr(t?.index, NaN)
-      if (!Number.isFinite(index) || sid === null) continue
+  /** @type {Untrusted<EvidenceModel>[]} */
+  const members = untrustedList(ev.models)
+  vs.council = members.length >= 2
+  if (vs.council) vs.primaryModel = String(members[0]?.modelId ?? '')
+  const primary = vs.primaryModel
+  /** @type {Untrusted<EvidenceToken>[]} */
+  const tokens = untrustedList(ev.tokens)
+  if (tokens.length && sid !== null) {
+    for (const t of tokens) {
+      const index = numOr(t.index, NaN)
+      if (!Number.isInteger(index) || index < 0) continue
       const dtMs = numOrNull(t.dtMs)
       const certainty = numOrNull(t.certainty)
       const energy = numOr(t.energy, e)
       const key = `${sid}:${index}`
-      if (vs.strikes.length && vs.strikes[vs.strikes.length - 1].index >= index) {
-        // a replayed or resumed frame: keep one strike per token
-        if (vs.strikes.some((s) => s.key === key)) continue
-      }
-      vs.strikes.push({ key, sessionId: sid, index, dtMs, certainty, energy, width: strikeWidth(dtMs), at: now })
-      remember(vs, `${sid}:${primary}:${index}`, { dtMs, certainty, energy, source: 'frame' })
-      remember(vs, `${sid}::${index}`, { dtMs, certainty, energy, source: 'frame' })
+      const last = vs.strikes[vs.strikes.length - 1]
+      // a replayed or resumed frame: keep one strike per token
+      if (last && last.index >= index && vs.strikes.some((s) => s.key === key)) continue
+      remember(vs, `${sid}::${index}`, { dtMs, tps: null, certainty, energy, source: 'frame' })
+      const tokenTps = tpsOf(vs, `${sid}::`, index) ?? tpsOf(vs, `${sid}:${primary}:`, index, dtMs) ?? tps
+      /** @type {TokenEvidence} */
+      const evidence = { dtMs, tps: tokenTps, certainty, energy, source: 'frame' }
+      vs.strikes.push({ key, sessionId: sid, index, dtMs, tps: tokenTps, certainty, energy, width: strikeWidth(dtMs), at: now })
+      remember(vs, `${sid}:${primary}:${index}`, evidence)
+      remember(vs, `${sid}::${index}`, evidence)
     }
     if (vs.strikes.length > MAX_STRIKES) vs.strikes.splice(0, vs.strikes.length - MAX_STRIKES)
     vs.version++
   }
-  syncModels(vs, members, e)
+  syncModels(vs, vs.council ? members : [], e)
 }
 
 /**
  * The flows: one per council member, or the single model's.
  * @param {ViewState} vs
- * @param {any[] | null} members
+ * @param {Untrusted<EvidenceModel>[]} members [] outside a council
  * @param {number} e
  */
 function syncModels(vs, members, e) {
-  /** @type {{modelId: string, energy: number, state: SessionState, tps: number, certainty: number | null, dtMs: number | null, tokens: number}[]} */
-  const next = members && members.length >= 2
+  /** @type {Omit<ModelFlow, 'phase'>[]} */
+  const next = members.length >= 2
     ? members.slice(0, 8).map((m) => ({
-      modelId: String(m?.modelId ?? '?'),
-      energy: numOr(m?.energy, 0),
-      state: sessionState(m?.state),
-      tps: numOr(m?.tps, 0),
-      certainty: numOrNull(m?.certainty),
-      dtMs: numOrNull(m?.dtMs),
-      tokens: numOr(m?.tokens, 0),
+      modelId: String(m.modelId ?? '?'),
+      energy: numOr(m.energy, 0),
+      state: sessionState(m.state),
+      tps: numOr(m.tps, 0),
+      certainty: numOrNull(m.certainty),
+      dtMs: numOrNull(m.dtMs),
+      tokens: numOr(m.tokens, 0),
     }))
     : [{
       modelId: vs.primaryModel || 'model',
@@ -249,22 +288,28 @@ function syncModels(vs, members, e) {
  * Records one token_stream payload: the evidence of each token (its Δt and
  * the certainty of its top-K), for the answer and Evidence Mode.
  * @param {ViewState} vs
- * @param {Record<string, any>} p
+ * @param {unknown} payload
  */
-export function ingestTokens(vs, p) {
-  const sid = typeof p?.sessionId === 'string' ? p.sessionId : ''
-  const model = String(p?.modelId ?? '')
+export function ingestTokens(vs, payload) {
+  /** @type {Untrusted<TokenStreamPayload>} */
+  const p = untrusted(payload)
+  const sid = typeof p.sessionId === 'string' ? p.sessionId : ''
+  const model = String(p.modelId ?? '')
   if (!vs.primaryModel && model) vs.primaryModel = model
-  const first = numOr(p?.firstIndex, NaN)
-  const evidence = Array.isArray(p?.tokenEvidence) ? p.tokenEvidence : []
-  if (!Number.isFinite(first)) return
-  for (let i = 0; i < evidence.length; i++) {
-    const te = evidence[i]
+  const first = numOr(p.firstIndex, NaN)
+  if (!Number.isInteger(first)) return
+  /** @type {Untrusted<TokenStreamEvidence>[]} */
+  const evidence = untrustedList(p.tokenEvidence)
+  evidence.forEach((te, i) => {
     const key = `${sid}:${model}:${first + i}`
     const known = vs.tokenEvidence.get(key)
-    if (known && known.source === 'frame') continue
-    remember(vs, key, { dtMs: numOrNull(te?.dtMs), certainty: certaintyOfTopK(te?.topK), energy: null, source: 'token_stream' })
-  }
+    if (known && known.source === 'frame') return
+    const topK = Array.isArray(te.topK) ? te.topK : null
+    const dtMs = numOrNull(te.dtMs)
+    remember(vs, key, { dtMs, tps: null, certainty: certaintyOfTopK(topK), energy: null, source: 'token_stream' })
+    const ev = vs.tokenEvidence.get(key)
+    if (ev) ev.tps = tpsOf(vs, `${sid}:${model}:`, first + i)
+  })
 }
 
 /**
@@ -286,18 +331,21 @@ export function tokenEvidenceOf(vs, sessionId, modelId, index) {
 /**
  * Records an interference_event payload.
  * @param {ViewState} vs
- * @param {Record<string, any>} p
+ * @param {unknown} payload
  * @param {number} now
  */
-export function ingestInterference(vs, p, now) {
-  const ev = p?.evidence
-  const di = numOr(ev?.disagreement, numOr(p?.intensity, NaN))
+export function ingestInterference(vs, payload, now) {
+  /** @type {Untrusted<InterferencePayload>} */
+  const p = untrusted(payload)
+  /** @type {Untrusted<NonNullable<InterferencePayload['evidence']>>} */
+  const ev = untrusted(p.evidence)
+  const di = numOr(ev.disagreement, numOr(p.intensity, NaN))
   if (!Number.isFinite(di)) return
   vs.interference = {
     di,
-    method: typeof ev?.method === 'string' ? ev.method : 'intensity',
-    window: numOr(ev?.window, 0),
-    models: Array.isArray(p?.models) ? p.models.map(String) : [],
+    method: typeof ev.method === 'string' ? ev.method : 'intensity',
+    window: numOr(ev.window, 0),
+    models: Array.isArray(p.models) ? p.models.map(String) : [],
     at: now,
   }
   vs.version++
@@ -306,17 +354,20 @@ export function ingestInterference(vs, p, now) {
 /**
  * Records a resonance_event payload: the celebration starts now.
  * @param {ViewState} vs
- * @param {Record<string, any>} p
+ * @param {unknown} payload
  * @param {number} now
  */
-export function ingestResonance(vs, p, now) {
-  const ev = p?.evidence
+export function ingestResonance(vs, payload, now) {
+  /** @type {Untrusted<ResonancePayload>} */
+  const p = untrusted(payload)
+  /** @type {Untrusted<NonNullable<ResonancePayload['evidence']>>} */
+  const ev = untrusted(p.evidence)
   vs.resonance = {
     at: now,
-    type: typeof p?.resonanceType === 'string' ? p.resonanceType : 'resonance',
-    disagreement: numOrNull(ev?.disagreement),
-    tpsRatio: numOrNull(ev?.tpsRatio),
-    participants: Array.isArray(p?.participants) ? p.participants.map(String) : [],
+    type: typeof p.resonanceType === 'string' ? p.resonanceType : 'resonance',
+    disagreement: numOrNull(ev.disagreement),
+    tpsRatio: numOrNull(ev.tpsRatio),
+    participants: Array.isArray(p.participants) ? p.participants.map(String) : [],
   }
   vs.version++
 }

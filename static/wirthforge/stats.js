@@ -118,7 +118,7 @@ export function percentile(sorted, p) {
   return sorted[rank - 1]
 }
 
-/** The former name of {@link percentile}, kept for existing importers. */
+/** Another name of {@link percentile}, for importers that use it. */
 export const quantile = percentile
 
 /**

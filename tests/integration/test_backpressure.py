@@ -190,10 +190,10 @@ async def test_slow_reader_gets_the_newest_frames(server: ServerProcess) -> None
     assert jumps, f"no frameNumber jumps: the reader gets every frame, an ever older backlog ({summary})"
     assert coalesced > 0, summary
     # What remains is the reader's own socket buffer plus the few KiB the
-    # server keeps below its outbox (wirthforge_ws/transport.py): a backlog
-    # of a couple of seconds at this read rate. Beyond it the server
-    # coalesces, so the age of what is read stops growing (before the fix
-    # it grew by ~0.75 s every second, without bound).
+    # server keeps below its outbox (wirthforge_ws/connection/direct.py): a
+    # backlog of a couple of seconds at this read rate. Beyond it the server
+    # coalesces, so the age of what is read stops growing (without coalescing
+    # it would grow by ~0.75 s every second, without bound).
     earlier = [latency for at, _, latency in reads if SLOW_READ_SECONDS - 3.0 <= at < SLOW_READ_SECONDS - 2.0]
     assert earlier, summary
     assert worst < scaled(4000.0), f"stale frames ({summary})"

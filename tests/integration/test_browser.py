@@ -34,6 +34,12 @@ skip_module_without_chromium()
 
 from playwright.sync_api import Browser, Page  # noqa: E402
 
+
+def ms(seconds: float) -> float:
+    """A Playwright timeout or wait in ms: *seconds* stretched by the test time factor (tests/timing.py)."""
+    return scaled(seconds) * 1000
+
+
 # The color of each plotted series in static/page/app.js, to check that data (not
 # only the axes) was drawn.
 RATE_RGB = (0x22, 0xD3, 0xEE)
@@ -54,7 +60,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def wf_server() -> Iterator[ServerProcess]:
     """A server of its own for each test (one of them restarts it)."""
-    with ServerProcess(env={"WF_ENABLE_PUBLISH": "1"}) as process:
+    with ServerProcess(env={"WF_ENABLE_PUBLISH": "1"}, startup_timeout=scaled(20)) as process:
         yield process
 
 
@@ -81,7 +87,7 @@ class PageWatch:
 def page(browser: Browser, wf_server: ServerProcess) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(ms(10))
     try:
         yield page
     finally:
@@ -161,17 +167,17 @@ def token(tokens: list[str], complete: bool = False) -> dict[str, Any]:
 
 def test_page_connects_and_shows_live_stats(page: Page, wf_server: ServerProcess) -> None:
     watch = open_page(page, wf_server)
-    wait_state(page, "connected", 5_000)
+    wait_state(page, "connected", ms(5))
     assert watch.websockets and watch.websockets[0].startswith(wf_server.ws_url)
 
-    wait_readout(page, "frame-rate", 58, 62, 3_000)
-    wait_readout(page, "latency-median", 0, 4.999, 3_000)
+    wait_readout(page, "frame-rate", 58, 62, ms(3))
+    wait_readout(page, "latency-median", 0, 4.999, ms(3))
     assert number(page, "latency-p99") >= number(page, "latency-median")
 
     # both plots carry data, not only axes
     # (a 60 s plot is ~10 px per second: two seconds of data make short lines)
-    page.wait_for_function("() => window.wirthforge.stats.p99History.length >= 8", timeout=3_000)
-    page.wait_for_timeout(100)
+    page.wait_for_function("() => window.wirthforge.stats.p99History.length >= 8", timeout=ms(3))
+    page.wait_for_timeout(ms(0.1))
     assert colored_pixels(page, "plot-rate", RATE_RGB) > 20
     latency_pixels = {
         name: colored_pixels(page, "plot-latency", rgb)
@@ -184,7 +190,7 @@ def test_page_connects_and_shows_live_stats(page: Page, wf_server: ServerProcess
     wf_server.publish([token(["héllo ", "wörld ", "東京 ", "🚀"])])
     page.wait_for_function(
         "() => document.querySelector('[data-testid=token-output]').textContent.includes('héllo wörld 東京 🚀')",
-        timeout=3_000,
+        timeout=ms(3),
     )
     assert number(page, "frames") > 60
     assert number(page, "tokens") >= 4
@@ -210,7 +216,7 @@ def test_page_opened_as_a_file_says_where_the_served_page_is(browser: Browser) -
         text_shown, href = _guidance(page)
         assert "make run" in text_shown and "http://127.0.0.1:8145/" in text_shown
         assert href == "http://127.0.0.1:8145/"
-        page.click('[data-testid="served-page-link"]', no_wait_after=True, timeout=2_000, trial=True)  # clickable
+        page.click('[data-testid="served-page-link"]', no_wait_after=True, timeout=ms(2), trial=True)  # clickable
     finally:
         context.close()
 
@@ -234,7 +240,7 @@ def foreign_origin() -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
-        thread.join(timeout=5)
+        thread.join(timeout=scaled(5))
 
 
 def test_page_served_by_another_web_server_says_where_the_served_page_is(browser: Browser, foreign_origin: str) -> None:
@@ -243,7 +249,7 @@ def test_page_served_by_another_web_server_says_where_the_served_page_is(browser
         page = context.new_page()
         page.goto(foreign_origin + "/client-example.html")
         assert not page.locator('[data-testid="open-served-page"]').is_visible()  # hidden before the first paint
-        page.locator('[data-testid="open-served-page"]').wait_for(state="visible", timeout=scaled(10) * 1000)
+        page.locator('[data-testid="open-served-page"]').wait_for(state="visible", timeout=ms(10))
         text_shown, href = _guidance(page)
         assert "make run" in text_shown
         assert href == "http://127.0.0.1:8145/"
@@ -253,40 +259,42 @@ def test_page_served_by_another_web_server_says_where_the_served_page_is(browser
 
 def test_reconnects_within_two_seconds_of_a_restart(page: Page, wf_server: ServerProcess) -> None:
     watch = open_page(page, wf_server)
-    wait_state(page, "connected", 5_000)
-    wait_readout(page, "frame-rate", 58, 62, 3_000)
+    wait_state(page, "connected", ms(5))
+    wait_readout(page, "frame-rate", 58, 62, ms(3))
     wf_server.publish([token(["before "])])
     page.wait_for_function(
-        "() => document.querySelector('[data-testid=token-output]').textContent.includes('before')", timeout=3_000
+        "() => document.querySelector('[data-testid=token-output]').textContent.includes('before')", timeout=ms(3)
     )
 
     wf_server.stop()
-    wait_state(page, "reconnecting", 3_000)
-    page.wait_for_timeout(1_500)  # down for a while: the page keeps retrying, backing off
+    down = time.monotonic()
+    wait_state(page, "reconnecting", ms(3))
+    page.wait_for_timeout(ms(1.5))  # down for a while: the page keeps retrying, backing off
     assert text(page, "connection-status") == "reconnecting"
     attempts_while_down = page.evaluate("() => window.wirthforge.stats.counters.attempts")
-    assert attempts_while_down <= 12, "backoff: no hammering while the server is down"
+    # backoff (ceilings 100 ms doubling to 1 s, full jitter): a few quick tries, then about 2 a second
+    assert attempts_while_down <= 8 + 3 * (time.monotonic() - down), "backoff: no hammering while the server is down"
 
     wf_server.start()  # returns once /health answers
     restarted = time.monotonic()
-    wait_state(page, "connected", 2_000)
-    assert time.monotonic() - restarted < 2.0
+    wait_state(page, "connected", ms(2))
+    assert time.monotonic() - restarted < scaled(2.0)
     frames_after = number(page, "frames")
 
     # the readouts move again
-    wait_readout(page, "reconnects", 1, 1e9, 1_000)
+    wait_readout(page, "reconnects", 1, 1e9, ms(1))
     page.wait_for_function(
         "n => parseFloat(document.querySelector('[data-testid=frames]').textContent.replace(/,/g, '')) > n + 30",
         arg=frames_after,
-        timeout=3_000,
+        timeout=ms(3),
     )
-    wait_readout(page, "frame-rate", 58, 62, 3_000)
+    wait_readout(page, "frame-rate", 58, 62, ms(3))
     # a new epoch: the seq space restarted and the client followed it
     resume = page.evaluate("() => window.wirthforge.lastResume")
     assert resume["status"] == "incomplete" and resume["reason"] == "epoch_changed"
     wf_server.publish([token(["after"])])
     page.wait_for_function(
-        "() => document.querySelector('[data-testid=token-output]').textContent.includes('after')", timeout=3_000
+        "() => document.querySelector('[data-testid=token-output]').textContent.includes('after')", timeout=ms(3)
     )
     assert watch.errors == [] or all("WebSocket" in e for e in watch.errors)
 
@@ -294,8 +302,8 @@ def test_reconnects_within_two_seconds_of_a_restart(page: Page, wf_server: Serve
 def test_resume_replays_what_was_missed(page: Page, wf_server: ServerProcess) -> None:
     """A dropped connection resumes with epoch/lastSeq; the server replays the gap."""
     open_page(page, wf_server)
-    wait_state(page, "connected", 5_000)
-    wait_readout(page, "frames", 30, 1e9, 3_000)
+    wait_state(page, "connected", ms(5))
+    wait_readout(page, "frames", 30, 1e9, ms(3))
     epoch = page.evaluate("() => window.wirthforge.epoch")
     # Drop the socket as a network failure would, and hold the retry for ~1 s
     # (longest backoff step) so that messages are published in the gap.
@@ -308,27 +316,27 @@ def test_resume_replays_what_was_missed(page: Page, wf_server: ServerProcess) ->
              c.socket.close(4001, 'test: simulated drop')
            }"""
     )
-    wait_state(page, "reconnecting", 2_000)
+    wait_state(page, "reconnecting", ms(2))
     published = wf_server.publish([token([f"missed-{i} "]) for i in range(3)])
     assert published["published"] == 3
-    wait_state(page, "connected", 3_000)
+    wait_state(page, "connected", ms(3))
     page.wait_for_function(
         "() => document.querySelector('[data-testid=token-output]').textContent.includes('missed-0 missed-1 missed-2')",
-        timeout=2_000,
+        timeout=ms(2),
     )
     resume = page.evaluate("() => window.wirthforge.lastResume")
     assert resume["status"] == "complete", resume
     assert resume["replayed"] >= 3
     assert page.evaluate("() => window.wirthforge.epoch") == epoch
-    wait_readout(page, "recovered", 3, 1e9, 1_000)
-    wait_readout(page, "reconnects", 1, 1, 1_000)
+    wait_readout(page, "recovered", 3, 1e9, ms(1))
+    wait_readout(page, "reconnects", 1, 1, ms(1))
     assert page.evaluate("() => window.wirthforge.lastSeq") >= max(published["seqs"])
 
 
 def test_hidden_page_pauses_the_energy_stream(page: Page, wf_server: ServerProcess) -> None:
     open_page(page, wf_server)
-    wait_state(page, "connected", 5_000)
-    wait_readout(page, "frame-rate", 58, 62, 3_000)
+    wait_state(page, "connected", ms(5))
+    wait_readout(page, "frame-rate", 58, 62, ms(3))
     set_hidden = """h => {
         Object.defineProperty(document, 'hidden', {value: h, configurable: true})
         Object.defineProperty(document, 'visibilityState', {value: h ? 'hidden' : 'visible', configurable: true})
@@ -337,13 +345,13 @@ def test_hidden_page_pauses_the_energy_stream(page: Page, wf_server: ServerProce
     missed_before = page.evaluate("() => window.wirthforge.stats.counters.framesMissed")
     page.evaluate(set_hidden, True)
     page.wait_for_function(
-        "() => window.wirthforge.stats.frameRate(window.wirthforge.now()) === 0", timeout=3_000, polling=50
+        "() => window.wirthforge.stats.frameRate(window.wirthforge.now()) === 0", timeout=ms(3), polling=50
     )
     clients = wf_server.health()["connections"]["clients"]
     assert [c["energyPaused"] for c in clients] == [True]
     assert page.evaluate("() => window.wirthforge.state") == "connected", "paused is not stalled"
     page.evaluate(set_hidden, False)
-    wait_readout(page, "frame-rate", 58, 62, 3_000)
+    wait_readout(page, "frame-rate", 58, 62, ms(3))
     assert [c["energyPaused"] for c in wf_server.health()["connections"]["clients"]] == [False]
     # ~a second of paused frames is not counted as missed (the server may skip a frame now and then)
     assert page.evaluate("() => window.wirthforge.stats.counters.framesMissed") - missed_before < 10
@@ -355,26 +363,26 @@ def test_token_text_reaches_a_page_without_animation_frames_and_stays_bounded(
     """A hidden tab runs no requestAnimationFrame: token text must still be flushed, and bounded.
 
     Animation frames are switched off before the page's scripts run. Token
-    text used to wait for the next animation frame, so it grew without bound
-    and never reached the page.
+    text that waited for the next animation frame would grow without bound
+    and never reach the page.
     """
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     try:
         page = context.new_page()
         page.add_init_script("window.requestAnimationFrame = () => 0")
         open_page(page, wf_server)
-        page.wait_for_function("() => window.wirthforge.state === 'connected'", timeout=5_000, polling=50)
+        page.wait_for_function("() => window.wirthforge.state === 'connected'", timeout=ms(5), polling=50)
         wf_server.publish([token(["no-animation-frames "])])
         page.wait_for_function(
             "() => document.querySelector('[data-testid=token-output]').textContent.includes('no-animation-frames')",
-            timeout=3_000,
+            timeout=ms(3),
             polling=100,
         )
         # 400 KB of token text, far more than the page keeps (20,000 characters).
         wf_server.publish([token([f"<{i:04d}>" + "x" * 994]) for i in range(400)])
         page.wait_for_function(
             "() => document.querySelector('[data-testid=token-output]').textContent.includes('<0399>')",
-            timeout=5_000,
+            timeout=ms(5),
             polling=100,
         )
         shown = page.evaluate("() => document.querySelector('[data-testid=token-output]').textContent.length")
@@ -385,7 +393,7 @@ def test_token_text_reaches_a_page_without_animation_frames_and_stays_bounded(
 
 def test_policy_close_is_shown_and_not_retried(page: Page, wf_server: ServerProcess) -> None:
     watch = open_page(page, wf_server)
-    wait_state(page, "connected", 5_000)
+    wait_state(page, "connected", ms(5))
     sockets_before = len(watch.websockets)
 
     # flood the server past its inbound rate limit (100/s, bursts of 200)
@@ -399,16 +407,16 @@ def test_policy_close_is_shown_and_not_retried(page: Page, wf_server: ServerProc
            }"""
     )
     assert sent > 200
-    wait_state(page, "refused", 3_000)
+    wait_state(page, "refused", ms(3))
     page.wait_for_function(
         "() => document.querySelector('[data-testid=close-reason]').textContent.includes('rate limit exceeded')",
-        timeout=1_000,
+        timeout=ms(1),
     )
     assert page.locator('[data-testid="refused-banner"]').is_visible()
     assert "1008" in text(page, "close-reason")
     attempts = page.evaluate("() => window.wirthforge.stats.counters.attempts")
 
-    page.wait_for_timeout(3_000)
+    page.wait_for_timeout(ms(3))
     assert text(page, "connection-status") == "refused"
     assert len(watch.websockets) == sockets_before, "no new WebSocket after a policy close"
     assert page.evaluate("() => window.wirthforge.stats.counters.attempts") == attempts
@@ -417,7 +425,7 @@ def test_policy_close_is_shown_and_not_retried(page: Page, wf_server: ServerProc
 
 def test_tokens_and_event_text_are_never_html(page: Page, wf_server: ServerProcess) -> None:
     open_page(page, wf_server)
-    wait_state(page, "connected", 5_000)
+    wait_state(page, "connected", ms(5))
     evil = '<img src=x onerror="window.__xss=(window.__xss||0)+1">'
     wf_server.publish(
         [
@@ -434,13 +442,13 @@ def test_tokens_and_event_text_are_never_html(page: Page, wf_server: ServerProce
         ]
     )
     page.wait_for_function(
-        "s => document.querySelector('[data-testid=token-output]').textContent.includes(s)", arg=evil, timeout=3_000
+        "s => document.querySelector('[data-testid=token-output]').textContent.includes(s)", arg=evil, timeout=ms(3)
     )
     page.wait_for_function(
         "() => document.querySelector('[data-testid=event-log]').textContent.includes('<script>x</script>')",
-        timeout=3_000,
+        timeout=ms(3),
     )
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(ms(0.3))
     # the answer is one span per token (and a label per block): no element the text could have made
     tags = page.evaluate(
         "() => [...new Set([...document.querySelectorAll('[data-testid=token-output] *')].map((e) => e.tagName))]"
@@ -461,7 +469,7 @@ def test_screenshot(page: Page, wf_server: ServerProcess) -> None:
     """Writes a screenshot of the running page (see the module docstring)."""
     seconds = float(os.environ.get("WF_SCREENSHOT_SECONDS", "8"))
     open_page(page, wf_server)
-    wait_state(page, "connected", 5_000)
+    wait_state(page, "connected", ms(5))
     demo = [
         {
             "type": "reward_event",
@@ -487,17 +495,23 @@ def test_screenshot(page: Page, wf_server: ServerProcess) -> None:
     time.sleep(max(0.0, seconds - 0.7))
     wf_server.publish(demo)
     page.wait_for_function(
-        "() => document.querySelector('[data-testid=event-log]').textContent.includes('MODEL_SLOW')", timeout=3_000
+        "() => document.querySelector('[data-testid=event-log]').textContent.includes('MODEL_SLOW')", timeout=ms(3)
     )
-    page.wait_for_timeout(400)
+    page.wait_for_timeout(ms(0.4))
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
 
 
 def test_page_lists_recorded_sessions_and_replays_one(browser: Browser, tmp_path: Path) -> None:
-    env = {"WF_ENABLE_PUBLISH": "1", "WF_PERSIST": "1", "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3")}
-    with ServerProcess(env=env) as server:
+    # --record-text: the replayed (or resumed) words come from the recording.
+    env = {
+        "WF_ENABLE_PUBLISH": "1",
+        "WF_PERSIST": "1",
+        "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3"),
+        "WF_RECORD_TEXT": "1",
+    }
+    with ServerProcess(env=env, startup_timeout=scaled(20)) as server:
         recorded = {
             "tokens": ["recorded ", "words ", "again"],
             "isComplete": True,
@@ -507,13 +521,13 @@ def test_page_lists_recorded_sessions_and_replays_one(browser: Browser, tmp_path
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         try:
             page = context.new_page()
-            page.set_default_timeout(10_000)
+            page.set_default_timeout(ms(10))
             watch = open_page(page, server)
-            wait_state(page, "connected", 5_000)
+            wait_state(page, "connected", ms(5))
             server.publish([{"type": "token_stream", "payload": recorded}])
             # No click: the list reloads by itself once a generation completes and is committed.
             row = page.locator('[data-testid="sessions-list"] li', has_text="rec-7")
-            row.wait_for(timeout=5_000)
+            row.wait_for(timeout=ms(5))
             assert "3 tokens" in (row.text_content() or "")
             page.select_option('[data-testid="replay-speed"]', "2")
             row.locator('[data-testid="replay-button"]').click()
@@ -521,7 +535,7 @@ def test_page_lists_recorded_sessions_and_replays_one(browser: Browser, tmp_path
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=token-output]').textContent"
                 ".split('recorded words again').length === 3",
-                timeout=5_000,
+                timeout=ms(5),
             )
             assert "at 2×" in text(page, "sessions-status")
             assert not watch.errors, watch.errors
@@ -532,19 +546,25 @@ def test_page_lists_recorded_sessions_and_replays_one(browser: Browser, tmp_path
 
 def test_page_loses_no_token_across_a_server_restart(browser: Browser, tmp_path: Path) -> None:
     """With the event log, a stop and start keeps the epoch: the page resumes complete, every token once."""
-    env = {"WF_ENABLE_PUBLISH": "1", "WF_PERSIST": "1", "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3")}
-    with ServerProcess(env=env) as server:
+    # --record-text: the replayed (or resumed) words come from the recording.
+    env = {
+        "WF_ENABLE_PUBLISH": "1",
+        "WF_PERSIST": "1",
+        "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3"),
+        "WF_RECORD_TEXT": "1",
+    }
+    with ServerProcess(env=env, startup_timeout=scaled(20)) as server:
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         try:
             page = context.new_page()
-            page.set_default_timeout(10_000)
+            page.set_default_timeout(ms(10))
             open_page(page, server)
-            wait_state(page, "connected", 5_000)
+            wait_state(page, "connected", ms(5))
             epoch = page.evaluate("() => window.wirthforge.epoch")
             server.publish([token(["tok-before "])])
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=token-output]').textContent.includes('tok-before')",
-                timeout=3_000,
+                timeout=ms(3),
             )
             server.publish([token([f"tok-{i} "]) for i in range(5)])  # just before the stop
             server.stop()
@@ -552,7 +572,7 @@ def test_page_loses_no_token_across_a_server_restart(browser: Browser, tmp_path:
             server.publish([token(["tok-after "])])  # most likely before the page is back
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=token-output]').textContent.includes('tok-after')",
-                timeout=5_000,
+                timeout=ms(5),
             )
             resume = page.evaluate("() => window.wirthforge.lastResume")
             assert resume["status"] == "complete", resume
@@ -594,17 +614,17 @@ def top_row(page: Page, testid: str, rgb: tuple[int, int, int], tolerance: int =
 
 
 def test_prompt_box_streams_a_real_answer_and_stop_works(browser: Browser) -> None:
-    with ServerProcess(env={"WF_SOURCE": "embedded", "WF_MAX_TOKENS": "60"}) as server:
+    with ServerProcess(env={"WF_SOURCE": "embedded", "WF_MAX_TOKENS": "60"}, startup_timeout=scaled(60)) as server:
         context = browser.new_context(viewport={"width": 1440, "height": 1200})
         page = context.new_page()
-        page.set_default_timeout(30_000)
+        page.set_default_timeout(ms(30))
         try:
             watch = open_page(page, server)
-            wait_state(page, "connected", 5_000)
+            wait_state(page, "connected", ms(5))
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=prompt-status]').textContent.startsWith('models:')"
             )
-            page.wait_for_timeout(1_500)  # the energy view fills its 10 s window at rest
+            page.wait_for_timeout(ms(1.5))  # the energy view fills its 10 s window at rest
             resting = top_row(page, "energy-view", TOTAL_RGB)
 
             page.locator('[data-testid="prompt-input"]').fill("Write a short poem about the sea.")
@@ -612,11 +632,11 @@ def test_prompt_box_streams_a_real_answer_and_stop_works(browser: Browser) -> No
             assert page.locator('[data-testid="prompt-send"]').is_disabled()
             page.wait_for_function(ANSWER_JS + ".length > 30")
             page.wait_for_function(
-                "() => document.querySelector('[data-testid=prompt-status]').textContent === 'done'", timeout=60_000
+                "() => document.querySelector('[data-testid=prompt-status]').textContent === 'done'", timeout=ms(60)
             )
             answer = page.evaluate(ANSWER_JS)
             assert answer.startswith("SmolLM2-135M-Instruct: ") and answer.endswith(" ■")
-            # shown once: the answer's text is on the page once (it used to be in two panels)
+            # shown once: the answer's text is on the page once, not in two panels
             body = answer.removeprefix("SmolLM2-135M-Instruct: ").removesuffix(" ■")
             assert len(body) > 20
             assert page.evaluate("() => document.body.textContent").count(body) == 1
@@ -632,7 +652,7 @@ def test_prompt_box_streams_a_real_answer_and_stop_works(browser: Browser) -> No
                 "() => document.querySelector('[data-testid=prompt-status]').textContent === 'stopped'"
             )
             stopped = page.evaluate(ANSWER_JS)
-            page.wait_for_timeout(1_000)
+            page.wait_for_timeout(ms(1))
             assert page.evaluate(ANSWER_JS) == stopped, "no token after Stop"
             assert page.locator('[data-testid="prompt-send"]').is_enabled()
             assert not watch.errors, watch.errors

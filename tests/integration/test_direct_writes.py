@@ -121,7 +121,7 @@ def test_uvicorn_protocol_still_has_what_direct_writes_read() -> None:
     config.load()
     protocol = WebSocketsSansIOProtocol(config, ServerState(), {}, asyncio.new_event_loop())
     missing = [name for name in transport.UVICORN_PROTOCOL_ATTRIBUTES if not hasattr(protocol, name)]
-    assert not missing, f"uvicorn's WebSocket protocol no longer has {missing}: update transport.DirectWriter"
+    assert not missing, f"uvicorn's WebSocket protocol lacks {missing}: update transport.DirectWriter"
     assert isinstance(protocol.writable, asyncio.Event)
     assert protocol.conn.extensions == []
 
@@ -171,6 +171,7 @@ async def test_direct_and_queued_paths_send_identical_bytes(mode: str) -> None:
             processing_time_ms=0.1,
             model_id="m",
             distribution={"generation": 0.2, "attention": 0.2, "reasoning": 0.1},
+            evidence=messages.energy_evidence(profile="Dual"),
         )
 
     def tokens(n: int) -> messages.Event:

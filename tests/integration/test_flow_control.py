@@ -1,13 +1,13 @@
-"""Flow control against the real server: long resumes, large publish batches, slow readers (issue 7, part B).
+"""Flow control against the real server: long resumes, large publish batches, slow readers.
 
 - A resume that needs more replayed messages than a send queue holds
-  completes, in order, paced by the client (it used to be closed with 1013
-  before anything was sent, and retry the same way forever).
+  completes, in order, paced by the client (not closed with 1013 before
+  anything is sent, which the client would retry the same way forever).
 - A POST /publish batch larger than a send queue reaches a fast reader
-  without closing it (the publish loop used to overflow every queue at once).
+  without closing it (the batch must not overflow every queue at once).
 - A client that reads slower than the server sends (40 messages/s against
   ~70) never reads an energy frame older than a second: its energy rate is
-  paced from its heartbeat answers (the backlog used to grow in its own
+  paced from its heartbeat answers (unpaced, the backlog grows in its own
   receive buffer, to 10 s of age after 20 s).
 
 The module-scoped ``server`` fixture (tests/conftest.py) has POST /publish.

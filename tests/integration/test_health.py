@@ -81,7 +81,7 @@ async def test_a_dead_frame_loop_shows_in_health_within_a_second(in_process: InP
         assert health["tasks"]["frame-loop"]["deaths"] >= 1
         assert "simulated fault" not in str(health), "an exception's text reached /health"
 
-        # Fixed: the supervisor restarts the loop; the status stays degraded for a while, and says why.
+        # The fault heals: the supervisor restarts the loop; the status stays degraded for a while, and says why.
         source.step = original
         async with asyncio.timeout(scaled(10)):
             while True:

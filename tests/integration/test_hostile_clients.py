@@ -34,11 +34,11 @@ SCHEMAS = SchemaSet()
 
 FLOOD_SECONDS = 10.0
 RSS_BUDGET_KB = 30 * 1024
-# Share of one core the server may spend while attacked (measured: 3-6% after
-# the fix; 70-100% before it, when one flood kept the event loop busy).
+# Share of one core the server may spend while attacked (measured: 3-6 %; a
+# flood that kept the event loop busy would take 70-100 %).
 CPU_BUDGET = 0.35
 # Above this share of the window spent waiting for a CPU, the machine (not the
-# server) is the bottleneck, and frame gaps no longer say anything about it.
+# server) is the bottleneck, and frame gaps say nothing about it.
 BUSY_MACHINE_WAIT = 0.02
 HANDSHAKE_TIMEOUT = 2.0
 

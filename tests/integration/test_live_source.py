@@ -25,12 +25,16 @@ from hypothesis import strategies as st
 from tests.fake_ollama import TOKENS, FakeOllama
 from tests.server_process import free_port
 from tests.timing import scaled
-from wirthforge_ws.energy.meter import DECAY_HALF_LIFE_S, EnergyMeter, jensen_shannon
+from wirthforge_ws.energy import MeterSnapshot, ModelMeter, SessionState
+from wirthforge_ws.energy.meter import jensen_shannon
+from wirthforge_ws.energy.profiles import PROFILES
 from wirthforge_ws.protocol import messages
 from wirthforge_ws.protocol.codes import ErrorCode
 from wirthforge_ws.protocol.schemas import SchemaSet
 from wirthforge_ws.sources.backends.adapters import OllamaBackend, OpenAIBackend, Piece, SourceError, model_id_for
+from wirthforge_ws.sources.base import FrameActivity
 from wirthforge_ws.sources.live import Busy, LiveSource
+from wirthforge_ws.stream import energy_frames
 
 FRAME = 1 / 60
 PROMPT = "a private prompt that must never leave the server"
@@ -96,8 +100,13 @@ async def run_frames(source: LiveSource, seconds: float, *, until: Any = None) -
     return frames
 
 
+def frame_messages(activity: FrameActivity) -> list[messages.Event]:
+    """What the frame loop publishes for *activity* (the field aside)."""
+    return [energy_frames.token_stream(batch) for batch in activity.streams] + activity.events
+
+
 def events_of(frames: list[tuple[float, Any]], kind: str) -> list[messages.Event]:
-    return [event for _, activity in frames for event in activity.events if event.type == kind]
+    return [event for _, activity in frames for event in frame_messages(activity) if event.type == kind]
 
 
 # ---------------------------------------------------------------------------
@@ -114,9 +123,12 @@ async def test_tokens_in_order_with_one_completion_and_real_certainty() -> None:
     assert tokens == [piece.text for piece in model.pieces]
     assert [a.response_complete for _, a in frames].count(True) == 1
     assert {a.session_id for _, a in frames} == {session_id}
-    certainties = {round(a.energy.certainty, 6) for _, a in frames if a.tokens and a.energy.certainty is not None}
+    certainties = {round(r.certainty, 6) for _, a in frames for r in a.readings if r.certainty is not None}
     assert len(certainties) == 2, "certainty follows each token's top-K distribution"
-    assert max(a.energy.level for _, a in frames) > 0.2
+    assert max(a.total_energy for _, a in frames) > 0.2
+    indices = [r.index for _, a in frames for r in a.readings]
+    assert indices == list(range(20)), "one reading per token, in order"
+    assert frames[-1][1].primary.state == SessionState.DRAINED
     assert source.running is None, "the generation is over after its isComplete"
     assert model.prompts == [PROMPT]
 
@@ -147,7 +159,7 @@ async def test_a_failing_source_gives_one_error_event_and_energy_decays() -> Non
     validate(errors[0])
     assert [a.response_complete for _, a in frames].count(True) == 1
     assert sum(len(a.tokens) for _, a in frames) == 6
-    levels = [a.energy.level for _, a in frames[-20:]]
+    levels = [a.total_energy for _, a in frames[-20:]]
     assert all(later < earlier for earlier, later in zip(levels, levels[1:])), "energy decays as for silence"
 
 
@@ -166,7 +178,7 @@ async def test_cancel_stops_tokens_at_once() -> None:
     assert [(e.payload["tokens"], e.payload["isComplete"], e.payload["sessionId"]) for e in closing] == [
         ([], True, session_id)
     ], "the next frame closes the answer, once"
-    assert closing[0] in after[0][1].events
+    assert closing[0].payload == frame_messages(after[0][1])[0].payload
     assert model.cancelled, "the model's stream was closed"
 
 
@@ -175,7 +187,7 @@ async def test_council_interference_comes_from_real_disagreement() -> None:
     disagree = [{"p": 0.3, "q": 0.6, "x": 0.1}]
     first = ScriptedBackend("model-a", pieces(40, agree))
     second = ScriptedBackend("model-b", pieces(40, disagree))
-    source = LiveSource(first, [second], frame_rate=60.0)
+    source = LiveSource(first, [second])
     session_id, models = source.start(PROMPT, council=True)
     assert models == ["model-a", "model-b"]
     frames = await run_frames(source, scaled(6.0), until=lambda a: source.running is None)
@@ -184,6 +196,9 @@ async def test_council_interference_comes_from_real_disagreement() -> None:
     expected = 1.0 - jensen_shannon([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1]])  # ranked top-K of each model
     assert interference[0].payload["models"] == ["model-a", "model-b"]
     assert interference[0].payload["coherenceScore"] == pytest.approx(expected, abs=1e-6)
+    assert interference[0].payload["evidence"]["method"] == "jsd"
+    council = [a.council for _, a in frames if a.council]
+    assert council and all([m.model_id for m in c] == ["model-a", "model-b"] for c in council)
     streams = [e for e in events_of(frames, "token_stream") if e.payload["modelId"] == "model-b"]
     assert [t for e in streams for t in e.payload["tokens"]] == [p.text for p in second.pieces]
     assert [e.payload["isComplete"] for e in streams].count(True) == 1
@@ -210,56 +225,57 @@ def test_model_ids_are_wire_safe() -> None:
 
 
 # ---------------------------------------------------------------------------
-# The energy engine on scripted token timelines
+# The energy engine on scripted token timelines, as the frame loop sees it
+
+PROFILE = PROFILES["Dual"]
 
 
 def play(
-    meter: EnergyMeter,
+    meter: ModelMeter,
     token_times: Sequence[float],
     end: float,
     top_k: Sequence[float] | None = None,
     start: float = 0.0,
-) -> list[tuple[float, Any]]:
-    """Feed *token_times* to *meter* frame by frame from *start* to *end*; returns (time, reading) per frame."""
-    readings = []
+) -> list[tuple[float, MeterSnapshot]]:
+    """Feed *token_times* to *meter* frame by frame from *start* to *end*; returns (time, snapshot) per frame."""
+    snapshots = []
     pending = sorted(token_times)
     frame = start
     while frame <= end:
-        count = 0
         while pending and pending[0] <= frame:
             meter.on_token(pending.pop(0), top_k)
-            count += 1
-        readings.append((frame, meter.update(frame, count)))
+        snapshots.append((frame, meter.snapshot(frame)))
         frame += FRAME
-    return readings
+    return snapshots
 
 
 def test_steady_flow_raises_energy() -> None:
-    meter = EnergyMeter()
-    readings = play(meter, [i / 15 for i in range(1, 46)], 3.0, top_k=[0.8, 0.1, 0.1])
-    early = readings[10][1].level
-    late = readings[-1][1].level
+    meter = ModelMeter("m", PROFILE)
+    meter.start(0.0)
+    snapshots = play(meter, [i / 15 for i in range(1, 46)], 3.0, top_k=[0.8, 0.1, 0.1])
+    early = snapshots[10][1].energy
+    late = snapshots[-1][1].energy
     assert late > early and late > 0.5
-    assert readings[-1][1].friction == 1.0  # tokens keep coming: no stall
+    assert not snapshots[-1][1].stall  # tokens keep coming: no stall
 
 
-def test_a_stall_raises_friction_and_lowers_energy() -> None:
-    meter = EnergyMeter()
-    flow = [i / 15 for i in range(1, 31)]  # 15 tokens/s for 2 s
-    readings = play(meter, flow, 2.0, top_k=[0.8, 0.1, 0.1])
-    flowing = readings[-1][1]
+def test_a_stall_lowers_energy() -> None:
+    meter = ModelMeter("m", PROFILE)
+    meter.start(0.0)
+    flowing = play(meter, [i / 15 for i in range(1, 31)], 2.0, top_k=[0.8, 0.1, 0.1])[-1][1]
     stalled = play(meter, [], 3.6, start=2.0 + FRAME)[-1][1]  # then 1.6 s without a token
-    assert flowing.friction == 1.0 and stalled.friction == 0.0, "friction's flow term drops to 0 in a stall"
-    assert stalled.level < flowing.level / 2
+    assert not flowing.stall and stalled.stall
+    assert stalled.energy < flowing.energy / 2
 
 
 def test_silence_decays_with_the_stated_half_life() -> None:
-    meter = EnergyMeter()
-    last = play(meter, [i / 20 for i in range(1, 41)], 2.0)[-1]
-    level, at = last[1].level, last[0]
-    after = meter.update(at + DECAY_HALF_LIFE_S, 0).level
-    assert after == pytest.approx(level / 2, rel=1e-9)
-    assert meter.update(at + 2 * DECAY_HALF_LIFE_S, 0).level == pytest.approx(level / 4, rel=1e-9)
+    meter = ModelMeter("m", PROFILE)
+    meter.start(0.0)
+    play(meter, [i / 20 for i in range(1, 41)], 2.0)
+    meter.end(2.0)
+    level = meter.snapshot(2.0).energy
+    assert meter.snapshot(2.0 + PROFILE.half_life_ms / 1000).energy == pytest.approx(level / 2, rel=1e-3)
+    assert meter.snapshot(2.0 + 2 * PROFILE.half_life_ms / 1000).energy == pytest.approx(level / 4, rel=1e-3)
 
 
 token_timelines = st.lists(st.floats(min_value=0.0, max_value=4.0, allow_nan=False), max_size=120)
@@ -269,22 +285,36 @@ distributions = st.one_of(st.none(), st.lists(st.floats(min_value=1e-6, max_valu
 @hypothesis_settings(max_examples=60, deadline=None)
 @given(times=token_timelines, top_k=distributions)
 def test_energy_stays_in_range_and_every_frame_is_valid(times: list[float], top_k: list[float] | None) -> None:
-    meter = EnergyMeter()
-    for number, (_, reading) in enumerate(play(meter, times, 4.5, top_k=top_k)):
-        assert 0.0 <= reading.level <= 1.0
-        assert reading.certainty is None or 0.0 <= reading.certainty <= 1.0
-        if number % 15 == 0:  # validating every frame would make the test slow, not stronger
+    meter = ModelMeter("m", PROFILE)
+    meter.start(0.0)
+    pending = sorted(times)
+    for number in range(int(4.5 / FRAME)):
+        now = number * FRAME
+        readings = []
+        while pending and pending[0] <= now:
+            readings.append(meter.on_token(pending.pop(0), top_k))
+        snapshot = meter.snapshot(now)
+        assert 0.0 <= snapshot.energy <= 1.0
+        assert snapshot.certainty is None or 0.0 <= snapshot.certainty <= 1.0
+        if number % 15 == 0 or len(readings) > 1:  # every frame would make the test slow, not stronger
+            activity = FrameActivity(
+                session_id="s", primary=snapshot, profile=PROFILE, readings=readings, history=meter.readings
+            )
             validate(
                 messages.energy_update(
                     frame_number=number,
-                    total_energy=reading.level,
-                    delta_energy=reading.delta,
-                    tokens_generated=3,
+                    total_energy=activity.total_energy,
+                    delta_energy=0.0,
+                    tokens_generated=len(readings),
                     processing_time_ms=0.1,
                     model_id="m",
-                    distribution=reading.distribution(),
+                    distribution=energy_frames.frame_distribution(activity, activity.total_energy),
+                    evidence=energy_frames.frame_evidence(activity),
                 )
             )
+            field = energy_frames.FieldBuilder(1).build(number, now, activity)
+            assert field is not None
+            validate(field)
 
 
 @hypothesis_settings(max_examples=40, deadline=None)
@@ -299,7 +329,14 @@ def test_council_coherence_is_valid_for_any_distributions(a: list[float], b: lis
     assert 0.0 <= divergence <= 1.0
     validate(
         messages.interference_event(
-            frame_number=1, pattern_type="neutral", models=["m-a", "m-b"], intensity=0.5, coherence=1.0 - divergence
+            frame_number=1,
+            pattern_type="neutral",
+            models=["m-a", "m-b"],
+            intensity=divergence,
+            coherence=1.0 - divergence,
+            method="jsd",
+            disagreement=divergence,
+            window=8,
         )
     )
 

@@ -344,6 +344,7 @@ async def test_ollama_answers_a_prompt(ollama: ServerProcess) -> None:
         ("missing", None, "MODEL_NOT_FOUND"),
         ("cut", None, "MODEL_STREAM_CUT"),
         ("fails", None, "MODEL_FAILED"),
+        ("empty", None, "MODEL_FAILED"),
         ("tiny", "not-running", "MODEL_UNAVAILABLE"),
     ],
 )
@@ -408,7 +409,7 @@ async def test_a_second_prompt_gets_409_and_cancel_answers(ollama: ServerProcess
         (["hi"], {}, 422, "JSON object"),
         (b"{not json", {"Content-Type": "application/json"}, 400, "not JSON"),
         (b'{"prompt": "hi"}', {"Content-Type": "text/plain"}, 415, "application/json"),
-        (b"x" * 20_000, {"Content-Type": "application/json"}, 413, "larger than"),
+        (b"x" * 60_000, {"Content-Type": "application/json"}, 413, "larger than"),
     ],
 )
 def test_bad_prompts_get_a_clear_4xx(

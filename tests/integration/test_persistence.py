@@ -146,7 +146,7 @@ async def test_sigkill_mid_stream_never_duplicates_and_reports_server_crashed(tm
 
 
 async def test_recorded_session_replays_same_tokens_same_order_same_timing(tmp_path: Path) -> None:
-    with ServerProcess(env=persistent(tmp_path / "events.sqlite3", WF_SEED="3")) as process:
+    with ServerProcess(env=persistent(tmp_path / "events.sqlite3", WF_SEED="3", WF_RECORD_TEXT="1")) as process:
         collector = Collector()
         async with (
             WirthforgeClient(process.ws_url, channels=["experience"], on_message=collector) as client,

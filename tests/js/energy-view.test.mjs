@@ -4,8 +4,9 @@ import test from 'node:test'
 import assert from 'node:assert/strict'
 
 import {
-  certaintyLevel, certaintyOfTopK, energyState, fieldBrightness, interferenceAlpha, particleCount,
-  resonancePhase, ribbonSpeed, ribbonWidth, sessionState, strikeAlpha, strikeWidth,
+  FIELD_ALPHA, VIEW_COLORS, blend, certaintyLevel, certaintyOfTopK, contrastRatio, energyState, fieldBrightness,
+  interferenceAlpha, memberStyle, particleCount, resonancePhase, ribbonSpeed, ribbonWidth, sessionState, strikeAlpha,
+  strikeWidth, tpsAtToken,
 } from '../../static/page/mappings.js'
 import { QualityController, levelForTier, workBudgetMs } from '../../static/page/quality.js'
 import { Announcer, summarize } from '../../static/page/announcer.js'
@@ -127,4 +128,83 @@ test('view state: one strike per token from the frame evidence, joined with toke
   assert.equal(tokenEvidenceOf(vs, 's', 'm', 1).certainty, 0.7)
   ingestEnergy(vs, { totalEnergy: 0.1, evidence: { sessionId: 't', state: 'IDLE', tokens: [] } }, 2000)
   assert.equal(vs.strikes.length, 0, 'a new session starts a new lightning')
+})
+
+test('certainty: K < 2 is n/a, as the server computes it', () => {
+  assert.equal(certaintyOfTopK([1]), null)
+  assert.equal(certaintyOfTopK([]), null)
+  assert.ok(Math.abs(certaintyOfTopK([0.5, 0.5])) < 1e-12)
+  assert.ok(certaintyOfTopK([0.9, 0.05, 0.05]) > certaintyOfTopK([0.4, 0.3, 0.3]))
+})
+
+test('tokens/s at a token: the meter window (t - 1 s, t] over the running sum of Δt', () => {
+  const dts = [300, 50, 50, 50, 50]
+  assert.equal(tpsAtToken(0, (j) => dts[j]), 1, 'the first token alone')
+  assert.equal(tpsAtToken(4, (j) => dts[j]), 5, 'all five within 1 s (the TTFT is not a gap)')
+  const slow = [300, 400, 400, 400]
+  assert.equal(tpsAtToken(3, (j) => slow[j]), 3, 'token 0 is 1.2 s before token 3: out')
+  assert.equal(tpsAtToken(3, (j) => (j === 2 ? null : slow[j])), null, 'a Δt the window needs is unknown')
+  assert.equal(tpsAtToken(1, () => 1000), 1, 'exactly 1 s before is outside the window')
+})
+
+test('colours keep WCAG AA contrast on the field at its brightest', () => {
+  assert.ok(fieldBrightness(1) <= FIELD_ALPHA.max + 1e-12 && fieldBrightness(0) >= FIELD_ALPHA.min)
+  const backgrounds = [VIEW_COLORS.background, blend(VIEW_COLORS.lightning, VIEW_COLORS.background, FIELD_ALPHA.max)]
+  for (const bg of backgrounds) {
+    for (const text of [VIEW_COLORS.label, VIEW_COLORS.muted]) assert.ok(contrastRatio(text, bg) >= 4.5, `${text} on ${bg}`)
+    const forms = [VIEW_COLORS.lightning, VIEW_COLORS.bar, VIEW_COLORS.stream, VIEW_COLORS.constructive,
+      VIEW_COLORS.destructive, VIEW_COLORS.focus, ...[0, 1, 2, 3, 4].map((i) => memberStyle(i).color)]
+    for (const form of forms) assert.ok(contrastRatio(form, bg) >= 3, `${form} on ${bg}`)
+  }
+  assert.ok(Math.abs(contrastRatio('#ffffff', '#000000') - 21) < 1e-9)
+})
+
+test('members are told apart by shape, not colour alone', () => {
+  const shapes = [0, 1, 2, 3].map((i) => memberStyle(i).shape)
+  assert.equal(new Set(shapes).size, 4)
+})
+
+/** A 1.1 energy_update payload with exactly the wire's evidence field names. */
+function wireFrame(sessionId, tokens, extra = {}) {
+  return {
+    totalEnergy: 0.4, deltaEnergy: 0, tokensGenerated: tokens.length, processingTime: 0.1, modelId: 'smollm2',
+    evidence: {
+      sessionId, state: 'FLOWING', profile: 'Dual', tokens, tokensOmitted: 0, tps: 7, certainty: 0.6,
+      entropy: 0.4, sinceTokenMs: 3, stall: false, burst: false, ttftMs: 250, energyUnits: 0.02, ...extra,
+    },
+  }
+}
+
+test('view state reads the contract fields: tokens/s per strike from Δt, the council members, idle frames', () => {
+  const vs = createViewState()
+  ingestEnergy(vs, wireFrame('a', [{ index: 0, dtMs: 250, certainty: 0.5, energy: 0.2 }]), 0)
+  ingestEnergy(vs, wireFrame('a', [1, 2, 3].map((index) => ({ index, dtMs: 100, certainty: null, energy: 0.3 }))), 300)
+  assert.deepEqual(vs.strikes.map((s) => s.tps), [1, 2, 3, 4])
+  assert.equal(vs.profile, 'Dual')
+  assert.equal(vs.ttftMs, 250)
+  assert.equal(vs.energyUnits, 0.02)
+  assert.equal(tokenEvidenceOf(vs, 'a', 'smollm2', 3).certainty, null)
+  // between answers the wire says sessionId "": the answer's strikes stay
+  ingestEnergy(vs, wireFrame('', [], { state: 'DRAINED', tps: 0 }), 2000)
+  assert.equal(vs.strikes.length, 4)
+  assert.equal(vs.state, 'DRAINED')
+  // a council frame: one flow per member, primary first
+  const members = ['m1', 'm2'].map((modelId, i) => ({ modelId, energy: 0.3 + i / 10, state: 'FLOWING', tps: 5 + i, certainty: null, dtMs: 90, tokens: 4 }))
+  ingestEnergy(vs, wireFrame('b', [{ index: 0, dtMs: 200, certainty: 0.9, energy: 0.1 }], { models: members, ensembleEnergy: 0.35 }), 3000)
+  assert.equal(vs.council, true)
+  assert.deepEqual(vs.models.map((m) => [m.modelId, m.tps]), [['m1', 5], ['m2', 6]])
+  assert.equal(vs.ensembleEnergy, 0.35)
+  assert.equal(vs.primaryModel, 'm1')
+  assert.equal(vs.strikes.length, 1, 'a new session starts a new lightning')
+})
+
+test('view state: token_stream evidence gives tokens/s and certainty per token before any frame lists it', () => {
+  const vs = createViewState()
+  ingestTokens(vs, { sessionId: 's', modelId: 'm', firstIndex: 0, tokens: ['a', 'b', 'c'], isComplete: false,
+    tokenEvidence: [{ dtMs: 400, topK: [0.9, 0.1] }, { dtMs: 600, topK: null }, { dtMs: 500, topK: [0.5, 0.5] }] })
+  const ev = [0, 1, 2].map((i) => tokenEvidenceOf(vs, 's', 'm', i))
+  assert.deepEqual(ev.map((e) => e.tps), [1, 2, 2], "t = 400, 1000, 1500 ms")
+  assert.equal(ev[1].certainty, null)
+  assert.ok(Math.abs(ev[2].certainty) < 1e-12)
+  assert.equal(ev[0].source, 'token_stream')
 })

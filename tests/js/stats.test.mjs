@@ -14,7 +14,7 @@ test('percentile is nearest-rank (PROTOCOL.md §10.6): always an observed value'
   assert.equal(percentile([1, 2, 3], 0.5), 2)
   assert.equal(percentile([1, 2, 3, 4], 0.5), 2)
   assert.ok(Number.isNaN(percentile([], 0.5)))
-  assert.equal(quantile, percentile, 'the old name is the same function')
+  assert.equal(quantile, percentile, 'quantile is another name of the same function')
 })
 
 test('TimeSeries keeps the newest points in order and prunes by time', () => {

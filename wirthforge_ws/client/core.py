@@ -38,8 +38,8 @@ __all__ = [
     "WirthforgeClient",
 ]
 
-# The package's name, not this module's: log records keep the name they had
-# before the client was split into modules, so existing logging filters still match.
+# The package's name, not this module's: the client's records carry the name a
+# user configures logging for, whichever module of the client writes them.
 logger = logging.getLogger("wirthforge_ws.client")
 
 DEFAULT_URL: Final = "ws://127.0.0.1:8145/ws"

@@ -129,7 +129,7 @@ class Connection:
         self._heartbeats = HeartbeatSchedule(self.connected_at, settings.heartbeat_interval)
         self._send_started: float | None = None  # time.monotonic() while the writer is inside a send
         self._inbound_bucket = TokenBucket(settings.inbound_rate, settings.inbound_burst)
-        self._requests = Requests(
+        self._requests: Requests | None = Requests(
             self, hub.schemas, frame_rate=settings.frame_rate, max_invalid=settings.max_invalid_messages
         )
         self._writer: asyncio.Task[None] | None = None
@@ -139,6 +139,10 @@ class Connection:
         self.close_code: int | None = None
 
     # -- lifetime -----------------------------------------------------------
+
+    def is_open(self) -> bool:
+        """Whether the connection is OPEN now: a call, so a check after a call or an await reads the state anew."""
+        return self.state is State.OPEN
 
     def _transition(self, new: State) -> None:
         if new not in _NEXT[self.state]:
@@ -165,6 +169,11 @@ class Connection:
             if self._closer is not None:
                 await asyncio.gather(self._closer, return_exceptions=True)
             self._transition(State.CLOSED)
+            # Break the cycles through this object (its tasks' tracebacks, Requests' back
+            # reference), so that reference counting frees a closed connection now instead
+            # of leaving it to a full garbage collection, which a burst of closes makes long.
+            self._writer = self._closer = None
+            self._requests = None
 
     def _start(self, recalled: Recall | None = None) -> None:
         """Greet, queue the replay and attach, with no await in between (see Hub.plan_resume).
@@ -199,7 +208,7 @@ class Connection:
         # After the replay, so that seq keeps increasing after startup_complete.
         for error in self._options.errors:
             self.send_own(error)
-        if self.state is not State.OPEN:
+        if not self.is_open():  # sending an error may have failed the connection
             return
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.id}")
         self._writer.add_done_callback(self._writer_done)
@@ -392,7 +401,7 @@ class Connection:
         try:
             while self.state is State.OPEN:
                 text = await outbox.get()
-                if self.state is not State.OPEN:
+                if not self.is_open():
                     return  # closing: the close frame goes next, nothing else
                 # No per-send timer: the heartbeat tick checks _send_started
                 # (see heartbeat), which costs nothing per message. Both use
@@ -414,14 +423,9 @@ class Connection:
         self.fail(CloseCode.INTERNAL_ERROR, "internal server error")
 
     def _warn_slow_send(self, blocked: float) -> None:
-        suppressed = _slow_send_warnings.ready(time.monotonic())
-        if suppressed is not None:
-            log.warning(
-                "connection %s: one send blocked %.0f ms (the client reads slowly)%s",
-                self.id,
-                blocked * 1000,
-                f"; {suppressed} similar suppressed" if suppressed else "",
-            )
+        _slow_send_warnings.warning(
+            log, "connection %s: one send blocked %.0f ms (the client reads slowly)", self.id, blocked * 1000
+        )
 
     # -- heartbeat ----------------------------------------------------------
 
@@ -449,6 +453,8 @@ class Connection:
 
     async def _read_loop(self) -> None:
         receive = self.websocket.receive
+        requests = self._requests
+        assert requests is not None  # None only once CLOSED
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -465,7 +471,7 @@ class Connection:
             if not self._inbound_bucket.take():
                 self.fail(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
                 continue
-            kind = self._requests.handle_text(text)
+            kind = requests.handle_text(text)
             if kind is not None:
                 log.debug("connection %s: %s", self.id, kind)  # the type only: payloads may hold private text
 

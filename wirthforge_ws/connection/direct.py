@@ -40,7 +40,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -82,8 +82,7 @@ class ExposeTransport:
 
 
 def transport_of(scope: Scope) -> asyncio.Transport | None:
-    transport: Any = scope.get(SCOPE_KEY)
-    return transport
+    return cast("asyncio.Transport | None", scope.get(SCOPE_KEY))
 
 
 def tighten(transport: asyncio.Transport | None) -> None:

@@ -18,7 +18,10 @@ from ..protocol.messages import Event
 from ..settings import Settings
 from ..stream.hub import ResumeRequest
 
-_RESUME_SEQ = re.compile(r"[0-9]{1,18}")  # lastSeq: ASCII digits, at most 18 (fits a signed 64-bit integer)
+MAX_SEQ = 2**63 - 1  # seqs are SQLite INTEGERs in the durable log: signed 64-bit
+_SEQ_TEXT = re.compile(r"[0-9]{1,19}")  # ASCII digits only; 19 of them hold MAX_SEQ, the value is checked too
+# A rate in a URL: plain ASCII decimal. float() alone would also take '1_0', ' 30 ', '٣', 'nan' and '1e1'.
+_RATE_TEXT = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,9})?")
 
 
 @dataclass
@@ -59,10 +62,9 @@ class ConnectOptions:
             else:
                 options.energy_rate = rate
         if "epoch" in query or "lastSeq" in query:
-            epoch, last_seq = query.get("epoch", ""), query.get("lastSeq", "")
-            # ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses.
-            if epoch and len(epoch) <= 64 and _RESUME_SEQ.fullmatch(last_seq):
-                options.resume = ResumeRequest(epoch, int(last_seq))
+            epoch, last_seq = query.get("epoch", ""), parse_seq(query.get("lastSeq", ""))
+            if epoch and len(epoch) <= 64 and last_seq is not None:
+                options.resume = ResumeRequest(epoch, last_seq)
             else:
                 options.resume_invalid = True
                 options.errors.append(
@@ -79,12 +81,33 @@ def error(code: ErrorCode, text: str, details: dict[str, Any] | None = None) -> 
     return messages.error_event(code, text, details=details)
 
 
-def parse_rate(raw: object, maximum: float) -> float | None:
-    """An energy rate from 1 Hz to *maximum* (the frame rate), or None if *raw* is not one."""
-    try:
-        rate = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+def parse_seq(raw: str) -> int | None:
+    """A lastSeq from the connect URL: ASCII digits for 0..MAX_SEQ, or None.
+
+    ``str.isdigit()`` also accepts '²' and other digits ``int()`` refuses,
+    and a value past MAX_SEQ could not be compared with the durable log's
+    seqs: both are an invalid resume, never an error of the server.
+    """
+    if not _SEQ_TEXT.fullmatch(raw):
         return None
-    if not (1.0 <= rate <= maximum):
+    seq = int(raw)
+    return seq if seq <= MAX_SEQ else None
+
+
+def parse_rate(raw: object, maximum: float) -> float | None:
+    """An energy rate from 1 Hz to *maximum* (the frame rate), or None if *raw* is not one.
+
+    *raw* is the connect URL's text (plain ASCII decimal) or a JSON number
+    from a ``set_rate`` request (a boolean is not a number here).
+    """
+    if isinstance(raw, str):
+        if not _RATE_TEXT.fullmatch(raw):
+            return None
+        rate = float(raw)
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        rate = float(raw)
+    else:
+        return None
+    if not (1.0 <= rate <= maximum):  # also false for NaN
         return None
     return rate

@@ -52,7 +52,7 @@ must come within a few tenths of a second.
 
 Measured with ``benchmarks/pacing_model.py`` (this class against a model
 client reading *R* messages/s from a FIFO, with the project's stream of 83
-messages/s; docs/PERFORMANCE.md §11): over 12 seeds of 20 s, the worst
+messages/s; benchmarks/results/NOTES.md §11): over 12 seeds of 20 s, the worst
 energy frame age at 40 messages/s fell from 1.07 s to 0.54 s against the
 law without the early heartbeats, the probing and the threshold, and a
 fast client that stalls for 150-300 ms still keeps 57-60 Hz on average.

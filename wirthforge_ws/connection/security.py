@@ -63,12 +63,7 @@ class RefusalLog:
         throttle = self._throttles.get(kind)
         if throttle is None:
             throttle = self._throttles[kind] = Throttle(self.interval)
-        suppressed = throttle.ready(time.monotonic() if now is None else now)
-        if suppressed is None:
-            return False
-        more = f" ({suppressed} more refused since the last line)" if suppressed else ""
-        self.logger.warning("refused %s%s", detail, more)
-        return True
+        return throttle.warning(self.logger, "refused %s", detail, now=now)
 
 
 # Shared by every refusal path of the process (guard, prompt API, WebSocket endpoint).

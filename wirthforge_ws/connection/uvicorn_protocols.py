@@ -8,6 +8,15 @@ of choosing protocol implementations.
 
 :class:`GuardedHttpProtocol` (httptools) adds:
 
+- **admission in order**: the startup work of a new connection (parsing
+  its request head, the WebSocket upgrade, then in the application the
+  greeting and attach) starts only once :class:`Admission` admits it, at
+  most ``admit_per_frame`` connections per frame period; the others wait,
+  reading paused, first come first served. A burst of a thousand
+  connections then costs each frame a bounded slice of startup work
+  instead of one loop iteration that runs all of it and makes the frame
+  loop skip frames. Connections refused over the cap are not queued: their
+  503 is cheap;
 - a **handshake timeout**: a connection whose request head (for ``/ws``, the
   upgrade request) is not complete ``handshake_timeout`` seconds after it
   opened, or after its previous response, is closed. Without it a client
@@ -26,7 +35,7 @@ own kernel buffers fill and its writes block, at no cost to the server):
    close) costs one token from a per-connection bucket refilled at
    ``inbound_frame_rate`` per second (burst: one second's worth). Input is
    parsed in small slices (:data:`PARSE_SLICE_BYTES`), so one read of 256 KB
-   of 6-byte empty frames can no longer keep the event loop busy for a
+   of 6-byte empty frames cannot keep the event loop busy for a
    quarter of a second; when the bucket is empty the rest waits, unparsed,
    until it refills. A client that keeps the bucket empty for
    :data:`THROTTLE_GRACE_S` is closed with 1008: a well-behaved client never
@@ -56,11 +65,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import resource
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -97,6 +108,95 @@ _OPCODE_HANDLERS = {
 }
 
 
+class Admissible(Protocol):
+    """What :class:`Admission` needs of a connection: when it was queued (None: not waiting), and a callback."""
+
+    admission_queued_at: float | None
+
+    def admitted(self) -> None: ...
+
+
+class Admission:
+    """Admits at most *per_slot* new connections per *period* seconds; the rest wait in arrival order.
+
+    One per server, shared by its connections. A connection asks with
+    :meth:`request` when its first bytes arrive: True means start now;
+    False means it was queued, and its ``admitted()`` is called from a
+    timer once a later slot has room. A connection that goes away while
+    queued calls :meth:`withdraw` and is skipped. The timer runs only while
+    someone waits, so an idle server does not wake for it.
+    """
+
+    def __init__(self, per_slot: int, period: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_slot < 1 or period <= 0:
+            raise ValueError("admission needs per_slot >= 1 and period > 0")
+        self.per_slot = per_slot
+        self.period = period
+        self._clock = clock
+        self._slot_start = -math.inf
+        self._used = 0  # admissions in the current slot
+        self._queue: deque[Admissible] = deque()  # oldest first; withdrawn ones stay until popped
+        self._timer: asyncio.TimerHandle | None = None
+        self.waiting = 0  # connections queued and still there
+        self.admitted_at_once = 0
+        self.queued = 0  # connections that waited for a later slot
+        self.longest_wait = 0.0  # seconds one connection waited, the longest so far
+
+    def request(self, connection: Admissible) -> bool:
+        """True if *connection* may start its work now; else it is queued (see the class docstring)."""
+        now = self._clock()
+        if now - self._slot_start >= self.period:
+            self._slot_start, self._used = now, 0
+        if not self.waiting and self._used < self.per_slot:
+            self._used += 1
+            self.admitted_at_once += 1
+            return True
+        connection.admission_queued_at = now
+        self._queue.append(connection)
+        self.waiting += 1
+        self.queued += 1
+        if self._timer is None:
+            delay = max(self._slot_start + self.period - now, 0.0)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._next_slot)
+        return False
+
+    def withdraw(self, connection: Admissible) -> None:
+        """*connection* went away; if it was queued it will be skipped."""
+        if connection.admission_queued_at is not None:
+            connection.admission_queued_at = None
+            self.waiting -= 1
+
+    def close(self) -> None:
+        """Stop the timer and forget everyone waiting (the server is shutting down)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for connection in self._queue:
+            connection.admission_queued_at = None
+        self._queue.clear()
+        self.waiting = 0
+
+    def _next_slot(self) -> None:
+        """A new slot: admit the oldest waiting connections, up to per_slot; come back if more wait."""
+        self._timer = None
+        now = self._clock()
+        self._slot_start, self._used = now, 0
+        while self._queue and self._used < self.per_slot:
+            connection = self._queue.popleft()
+            queued_at = connection.admission_queued_at
+            if queued_at is None:
+                continue  # withdrawn
+            connection.admission_queued_at = None
+            self.waiting -= 1
+            self._used += 1
+            self.longest_wait = max(self.longest_wait, now - queued_at)
+            connection.admitted()
+        if self.waiting:
+            self._timer = asyncio.get_running_loop().call_later(self.period, self._next_slot)
+        else:
+            self._queue.clear()  # only withdrawn ones can be left
+
+
 @dataclass
 class WireStats:
     """What the wire layer did, shared by every connection of one server (read by ``/health``)."""
@@ -107,6 +207,14 @@ class WireStats:
     handshake_timeouts: int = 0
     refused_over_capacity: int = 0
     throttled: int = 0  # times a connection's frame budget ran out
+    admission: Admission | None = None  # paces new connections (set by protocol_classes)
+
+    def closed_by_code(self) -> Counter[int]:
+        """Connections closed, by close code whichever side sent it; 1006 for those that ended without one."""
+        codes = self.closed_by_server + self.closed_by_client
+        if self.closed_without_frame:
+            codes[1006] += self.closed_without_frame
+        return codes
 
     def closes(self) -> dict[str, Any]:
         return {
@@ -290,22 +398,46 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     handshake_timeout: float = 10.0
     max_connections: int = 1100
     stats: WireStats = WireStats()
+    admission: Admission | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
         self._over_capacity: bytearray | None = None
+        self._admitted = self.admission is None
+        self._held: bytearray | None = None  # bytes received while waiting for admission
+        self.admission_queued_at: float | None = None
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             self._over_capacity = bytearray()  # answer 503 once the request head is in
         self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self._over_capacity is None:
-            super().data_received(data)
+        if self._over_capacity is not None:
+            self._over_capacity += data
+            if b"\r\n\r\n" in self._over_capacity or len(self._over_capacity) > MAX_HEAD_BYTES:
+                self._refuse_over_capacity()
             return
-        self._over_capacity += data
-        if b"\r\n\r\n" in self._over_capacity or len(self._over_capacity) > MAX_HEAD_BYTES:
-            self._refuse_over_capacity()
+        if self._held is not None:  # still waiting; reading is paused, so little can arrive
+            self._held += data
+            return
+        if not self._admitted:
+            assert self.admission is not None
+            if not self.admission.request(self):
+                self._held = bytearray(data)
+                self.transport.pause_reading()
+                return
+            self._admitted = True
+        super().data_received(data)
+
+    def admitted(self) -> None:
+        """Called by :class:`Admission`: start the work on what arrived while this connection waited."""
+        self._admitted = True
+        held, self._held = self._held, None
+        if self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        if held:
+            super().data_received(bytes(held))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -317,6 +449,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self.admission is not None:
+            self.admission.withdraw(self)
+        self._held = None
         super().connection_lost(exc)
 
     def _arm_head_timer(self) -> None:
@@ -353,8 +488,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 def protocol_classes(
     settings: Settings, stats: WireStats
 ) -> tuple[type[GuardedHttpProtocol], type[FlowControlledWebSocketProtocol]]:
-    """The (http, ws) protocol classes for ``uvicorn.Config``, configured from *settings*."""
+    """The (http, ws) protocol classes for ``uvicorn.Config``, configured from *settings*.
+
+    With ``admit_per_frame`` > 0 they share one :class:`Admission`, kept in
+    ``stats.admission`` (``/health`` reads it).
+    """
     check_uvicorn()
+    if settings.admit_per_frame > 0:
+        stats.admission = Admission(settings.admit_per_frame, 1.0 / settings.frame_rate)
     http = type(
         "GuardedHttpProtocol",
         (GuardedHttpProtocol,),
@@ -362,6 +503,7 @@ def protocol_classes(
             "handshake_timeout": settings.handshake_timeout,
             "max_connections": settings.max_connections,
             "stats": stats,
+            "admission": stats.admission,
         },
     )
     ws = type(
@@ -436,7 +578,7 @@ _HTTP_METHODS = ("connection_made", "data_received", "on_message_begin", "on_hea
 
 
 def check_uvicorn() -> None:
-    """Raise if uvicorn no longer has what the subclasses build on (an upgrade changed it)."""
+    """Raise if uvicorn lacks what the subclasses build on (a uvicorn version that changed its internals)."""
     missing = [
         f"WebSocketsSansIOProtocol.{name}"
         for name in _WS_METHODS

@@ -2,8 +2,10 @@
 
 Routes: ``GET /`` (the example page), ``/static/*``, ``GET /health``,
 ``GET /metrics`` (Prometheus text format), ``POST /publish`` (only with ``--enable-publish``),
-the WebSocket ``/ws``, the prompt API (``/api/prompt``, prompt_api.py) and the recorded
-sessions (``/api/sessions``, ``/api/replay``, sessions_api.py).
+the WebSocket ``/ws``, the prompt API (``/api/prompt``, prompt_api.py), the recorded
+sessions (``/api/sessions``, ``/api/replay``, sessions_api.py) and the user's progress
+(``/api/progress``, progress_api.py; fed from a live source's answers by progress_feed.py).
+A :class:`~..storage.event_log.StorageError` on any route is answered 503 with a JSON reason.
 Background tasks (the frame loop and the heartbeat) are created in the
 lifespan and cancelled when it ends, so nothing outlives the server. A
 :class:`~.supervisor.Supervisor` owns them: one that dies is reported by
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import sys
@@ -37,21 +40,28 @@ from ..connection.direct import ExposeTransport
 from ..connection.options import ConnectOptions
 from ..connection.security import OriginHostGuard, refusals
 from ..connection.uvicorn_protocols import WireStats, ensure_fd_limit, protocol_classes
+from ..energy.profiles import PROFILES, EnergyProfile
+from ..energy.tiers import TierChoice, choose_tier
 from ..protocol.codes import SUBPROTOCOLS, negotiate
 from ..protocol.schemas import SchemaSet
 from ..settings import Settings
 from ..sources.backends.adapters import build_backend
+from ..sources.base import EnergySource
 from ..sources.live import LiveSource
 from ..sources.replay import Replayer, ReplayPace, SourceMix
-from ..sources.simulated import EnergySource, SimulatedModel
-from ..storage.event_log import EventLog, PersistenceLocked, default_path
+from ..sources.simulated import SimulatedModel
+from ..storage.event_log import EventLog, PersistenceLocked, StorageError, default_path
+from ..storage.progress import ProgressState, UserProgress
 from ..stream.frame_loop import FrameLoop
 from ..stream.heartbeats import Heartbeats
 from ..stream.hub import Hub
 from . import sessions_api
 from .bodies import BadBody, json_body
+from .energy_metrics import MeteredSource
 from .health import health_report
 from .persistence_faults import PersistenceFaults
+from .progress_api import router as progress_router
+from .progress_feed import ProgressFeed
 from .prometheus import MetricCounters, ServerMetrics
 from .prompt_api import router as prompt_router
 from .publish import Publisher
@@ -83,20 +93,36 @@ class Server:
             history_seconds=settings.history_seconds,
             durable=self.event_log,
         )
-        self.source: EnergySource = build_source(settings)
+        # The tier first: its profile drives the sources' meters, its council limit the prompt API.
+        self.tier: TierChoice = resolve_tier(settings)
+        self.profile: EnergyProfile = self.tier.profile
+        settings = dataclasses.replace(settings, tier=self.tier.tier)  # startup_complete sends the resolved name
+        self.source: EnergySource = build_source(settings, self.profile)
         if isinstance(self.source, LiveSource) and settings.model_id == Settings.model_id:
             # startup_complete announces the real model, not the simulator's name
             settings = dataclasses.replace(settings, model_id=self.source.model_id)
         self.settings = settings
         self.connections: set[Connection] = set()
+        durable = self.event_log if self.event_log is not None and self.event_log.available else None
+        # The user's progress, from real answers only: a live source is wrapped, the simulator is not.
+        self.progress = UserProgress(
+            durable.progress if durable is not None else ProgressState(),
+            persist=durable.save_progress if durable is not None else None,
+        )
+        stepped: EnergySource = (
+            ProgressFeed(self.source, self.progress) if isinstance(self.source, LiveSource) else self.source
+        )
         faults = [PersistenceFaults(self.event_log, self.hub).check] if self.event_log is not None else []
         self.heartbeats = Heartbeats(self.connections, lambda: self.frame_loop.clock.achieved_rate, also=faults)
-        self.metrics = ServerMetrics(self.metric_counters)
-        # The frame loop's source: the live one in every frame, with a replay beside it while one plays;
-        # the simulator, which takes no prompts, pauses instead (sources/replay.py).
-        self.mix = SourceMix(self.source, live_during_replay=isinstance(self.source, LiveSource))
+        configured = self.source.model_ids if isinstance(self.source, LiveSource) else None
+        self.metrics = ServerMetrics(self.metric_counters, models=configured)
+        # The frame loop steps metrics(mix(progress(live))): the energy metrics see every frame it publishes
+        # (energy_metrics.py), the progress counts real answers only, and the mix plays a replay beside the
+        # live source in every frame; the simulator, which takes no prompts, pauses instead (sources/replay.py).
+        self.mix = SourceMix(stepped, live_during_replay=isinstance(self.source, LiveSource))
+        metered = MeteredSource(self.mix, self.metrics.energy)
         self.frame_loop = FrameLoop(
-            settings, self.hub, self.mix, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
+            settings, self.hub, metered, on_frame=self.metrics.observe_frame, before_frame=self.heartbeats.in_frame
         )
         self.hub.on_attach = self.frame_loop.clock.wake
         pace = ReplayPace(
@@ -127,8 +153,11 @@ class Server:
             await self.source.start_backends()
         self.supervisor.start("frame-loop", self.frame_loop.run)
         self.supervisor.start("heartbeat", self.heartbeats.run)
+        _freeze_startup_heap()
 
     async def stop(self) -> None:
+        if self.wire_stats.admission is not None:
+            self.wire_stats.admission.close()  # its timer; uvicorn closes the waiting connections
         await self.replayer.close()
         await self.supervisor.stop()
         if isinstance(self.source, LiveSource):
@@ -159,7 +188,21 @@ class Server:
             frames_built=loop.frames_built,
             frames_skipped=loop.clock.frames_skipped,
             budget_overruns=loop.budget_overruns,
+            closed_by_code=self.wire_stats.closed_by_code(),
         )
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything alive after start-up (modules, compiled schemas, the app) out of the collector's sight.
+
+    A full (generation 2) collection walks every tracked object, and the
+    start-up heap is most of them: without this, each one held the event
+    loop for tens of milliseconds, several frames, however little there was
+    to collect. Frozen objects are never collected, which costs nothing
+    here: what start-up built lives as long as the process.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class _DenialLogFilter(logging.Filter):
@@ -184,20 +227,37 @@ def _open_event_log(settings: Settings) -> EventLog | None:
         max_bytes=settings.persist_max_bytes,
         max_age_seconds=settings.persist_max_age_hours * 3600.0,
         energy_rate=settings.persist_energy_rate,
+        record_text=settings.record_text,
+        private_dir=not settings.persist_path,  # the user's data directory; a named path's folder is left alone
     )
     event_log.open()
     return event_log
 
 
-def build_source(settings: Settings) -> EnergySource:
-    """The energy source that settings.source names: a real model (with its council) or the simulator."""
+def resolve_tier(settings: Settings) -> TierChoice:
+    """The tier in force (``--tier auto`` detects it; a wire name is the user's choice), logged once."""
+    choice = choose_tier(settings.tier)
+    log.info(
+        "tier %s, %s: profile %s, council limit %d",
+        choice.tier,
+        f"detected from {choice.reason}" if choice.detected else choice.reason,
+        choice.profile.name,
+        choice.council_limit,
+    )
+    return choice
+
+
+def build_source(settings: Settings, profile: EnergyProfile = PROFILES["Dual"]) -> EnergySource:
+    """The energy source that settings.source names: a real model (with its council) or the simulator.
+
+    *profile* is the tier's energy profile, which the source's meters compute with.
+    """
     if settings.source == "sim":
         return SimulatedModel(
             settings.model_id,
             council=settings.council,
             seed=settings.seed,
-            frame_rate=settings.frame_rate,
-            field_every_frames=settings.field_every_frames,
+            profile=profile,
         )
     primary = build_backend(settings.source, settings)
     council = []
@@ -215,8 +275,7 @@ def build_source(settings: Settings) -> EnergySource:
         council,
         max_tokens=settings.max_tokens,
         top_k=settings.top_logprobs,
-        frame_rate=settings.frame_rate,
-        field_every_frames=settings.field_every_frames,
+        profile=profile,
     )
 
 
@@ -247,6 +306,13 @@ def create_app(settings: Settings | None = None, wire_stats: WireStats | None = 
     )
     app.state.server = server
     app.include_router(prompt_router)
+    app.include_router(progress_router)
+
+    @app.exception_handler(StorageError)
+    async def storage_failed(request: Request, error: StorageError) -> JSONResponse:
+        """A storage failure on any route: a clear 503 with the reason, never a traceback."""
+        return JSONResponse({"error": str(error), "retry": True}, status_code=503)
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -10,6 +10,8 @@ from .. import __version__
 
 if TYPE_CHECKING:
     from ..connection.connection import Connection
+    from ..connection.uvicorn_protocols import Admission
+    from ..energy.tiers import TierChoice
     from .app import Server
 
 
@@ -25,6 +27,7 @@ def health_report(server: Server) -> dict[str, Any]:
         "version": __version__,
         "epoch": server.hub.epoch,
         "uptimeSeconds": round(time.monotonic() - server.started, 3),
+        "tier": tier_info(server.tier),
         "connections": {
             "count": len(server.connections),
             "byProtocol": dict(Counter(c.version for c in server.connections)),
@@ -32,6 +35,7 @@ def health_report(server: Server) -> dict[str, Any]:
             "handshakeTimeouts": wire.handshake_timeouts,
             "refusedOverCapacity": wire.refused_over_capacity,
             "inboundThrottled": wire.throttled,
+            "admission": admission_info(wire.admission),
         },
         "frameLoop": server.frame_loop.health(),
         "messages": {
@@ -45,6 +49,18 @@ def health_report(server: Server) -> dict[str, Any]:
         "refusedRequests": server.guard.refused if server.guard else 0,
         "persistence": server.event_log.status() if server.event_log is not None else {"status": "disabled"},
         "replay": server.replayer.health(),
+    }
+
+
+def admission_info(admission: Admission | None) -> dict[str, Any] | None:
+    """How new connections were paced (uvicorn_protocols.Admission); None when every one starts at once."""
+    if admission is None:
+        return None
+    return {
+        "perFrame": admission.per_slot,
+        "waiting": admission.waiting,
+        "queued": admission.queued,
+        "longestWaitMs": round(admission.longest_wait * 1000, 1),
     }
 
 
@@ -67,4 +83,15 @@ def client_info(connection: Connection) -> dict[str, Any]:
         "subscriptions": sorted(connection.subscriptions),
         "energyRateHz": connection.energy_rate,
         "energyPaused": connection.energy_paused,
+    }
+
+
+def tier_info(choice: TierChoice) -> dict[str, Any]:
+    """``tier``: the tier in force, whether it was detected or set, why, and what it sets."""
+    return {
+        "name": choice.tier,
+        "detected": choice.detected,
+        "reason": choice.reason,
+        "profile": choice.profile.name,
+        "councilLimit": choice.council_limit,
     }

@@ -13,6 +13,7 @@ from ..protocol import messages
 from ..protocol.codes import ErrorCode
 from ..storage.event_log import EventLog
 from ..stream.hub import Hub
+from ..stream.throttle import Throttle
 
 REPORT_INTERVAL = 30.0  # seconds between error_events while persistence stays degraded
 
@@ -24,7 +25,7 @@ class PersistenceFaults:
         self._log = event_log
         self._hub = hub
         self._reported_dropped = 0
-        self._reported_at = -REPORT_INTERVAL
+        self._reports = Throttle(REPORT_INTERVAL)
 
     def check(self, now: float) -> None:
         """Report now if the log dropped something new or is unavailable, unless reported recently."""
@@ -32,9 +33,11 @@ class PersistenceFaults:
             return  # no subscriber is attached yet (a new connection may still be opening): report when one is
         stats = self._log.stats
         dropped = stats.dropped
-        if (self._log.available and dropped == self._reported_dropped) or now - self._reported_at < REPORT_INTERVAL:
-            return  # healthy, or reported recently; an unavailable log is reported every interval
-        self._reported_dropped, self._reported_at = dropped, now
+        if self._log.available and dropped == self._reported_dropped:
+            return  # healthy
+        if self._reports.ready(now) is None:
+            return  # reported recently; an unavailable log is reported again every interval
+        self._reported_dropped = dropped
         self._hub.publish(
             messages.error_event(
                 ErrorCode.PERSISTENCE_DEGRADED,

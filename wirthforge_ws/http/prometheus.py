@@ -4,7 +4,9 @@ Almost everything is read at scrape time from the counters the server keeps
 anyway (:class:`~.hub.HubStats`, the frame clock, the connections), by a
 custom collector: nothing is added to the per-message or per-client path.
 Only the two histograms (tick lateness and frame processing time) observe
-on the hot path, once per frame, which costs about a microsecond at 60 Hz.
+on the hot path, once per frame, which costs about a microsecond at 60 Hz;
+the energy series (energy_metrics.py) read each frame's activity once and
+observe once per token.
 
 Labels are bounded sets (message types, protocol versions, reasons, close
 codes), never connection ids, so a thousand clients do not make a thousand
@@ -20,13 +22,15 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .energy_metrics import EnergyMetrics
 
 if TYPE_CHECKING:
     from ..stream.hub import HubStats
@@ -49,13 +53,16 @@ class MetricCounters:
     frames_built: int
     frames_skipped: int
     budget_overruns: int
+    closed_by_code: Mapping[int, int]  # WebSocket close codes, whichever side sent the close frame (1006: none)
 
 
 class ServerMetrics:
     """A per-server Prometheus registry: scrape-time counters plus two frame histograms."""
 
-    def __init__(self, snapshot: Callable[[], MetricCounters]) -> None:
+    def __init__(self, snapshot: Callable[[], MetricCounters], models: Collection[str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        # energy per model (energy_metrics.py); *models* bounds its model label
+        self.energy = EnergyMetrics(self.registry, models)
         self.tick_lateness = Histogram(
             "tick_lateness_seconds",
             "How late each frame tick fired after its deadline (skipped time included).",
@@ -104,38 +111,24 @@ class _ServerCollector:
         )
         yield _counter("messages_dropped", "Messages not sent, by reason.", "reason", stats.dropped)
         yield _counter("connections_closed", "Connections closed by the server, by reason.", "reason", stats.closed)
-        closed_by_code: Mapping[str, int] = getattr(stats, "closed_by_code", {})
         yield _counter(
             "connections_closed_by_code",
-            "Connections closed, by WebSocket close code.",
+            "Connections closed, by WebSocket close code (1006: without a close frame).",
             "code",
-            {str(code): n for code, n in closed_by_code.items()},
+            {str(code): n for code, n in counters.closed_by_code.items()},
         )
-        yield _counter(
-            "validation_failures",
-            "Outbound messages that failed schema validation.",
-            None,
-            {"": stats.validation_failures},
-        )
-        yield _counter(
-            "refused_requests",
-            "HTTP requests and WebSocket handshakes refused by the Origin/Host guard.",
-            None,
-            {"": counters.refused_requests},
-        )
-        yield _counter("frames_built", "Energy frames built.", None, {"": counters.frames_built})
-        yield _counter(
-            "frames_skipped",
-            "Frame ticks skipped because the loop fell a period behind.",
-            None,
-            {"": counters.frames_skipped},
-        )
-        yield _counter(
-            "frame_budget_overruns",
-            "Frames whose processing exceeded the frame budget.",
-            None,
-            {"": counters.budget_overruns},
-        )
+        for name, documentation, value in (
+            ("validation_failures", "Outbound messages that failed schema validation.", stats.validation_failures),
+            (
+                "refused_requests",
+                "HTTP requests and WebSocket handshakes refused by the Origin/Host guard.",
+                counters.refused_requests,
+            ),
+            ("frames_built", "Energy frames built.", counters.frames_built),
+            ("frames_skipped", "Frame ticks skipped when the loop fell 2+ periods behind.", counters.frames_skipped),
+            ("frame_budget_overruns", "Frames whose processing exceeded the frame budget.", counters.budget_overruns),
+        ):
+            yield _counter(name, documentation, None, {"": value})
         depths = counters.queued_messages
         queue = GaugeMetricFamily(
             f"{NAMESPACE}_send_queue_messages",

@@ -11,28 +11,43 @@
   rate-limited (``429`` with ``Retry-After``; see sources/replay.py);
   ``POST /api/replay/stop`` ends it early (``{"stopped": true, "wasPlaying":
   bool}``; never limited: it only frees); ``GET /api/replay`` tells what plays.
+- ``DELETE /api/sessions/{id}``: deletes one recording (its rows, the
+  energy, council and reward rows meanwhile, and its replays' recordings);
+  ``DELETE /api/sessions`` deletes every recording
+  (``?resetProgress=true`` also resets the user's progress). The space is
+  handed back on the log's writer thread; the frame loop never waits.
+- ``GET /api/sessions/{id}/trace``: the recording as a WVMP v0.1 trace, E
+  per token rebuilt from its token_streams' evidence (traces.py); 409 for
+  a recording without per-token evidence, 503 when the log cannot be read.
 
 Every database read runs in a worker thread. The Origin/Host guard in front
-of the app covers these routes like the others (POSTs need an allowed
-Origin or none).
+of the app covers these routes like the others (POSTs and DELETEs need an
+allowed Origin or none). A storage failure is answered 503 with a JSON
+reason (the app's StorageError handler).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..protocol import messages
+from ..sources.live import LiveSource
 from ..sources.replay import MAX_SPEED, PAGE_ROWS, ReplayBusy, Replayer, ReplayRateLimited, ReplaySource
-from ..storage.event_log import EventLog, Recording, StoredMessage
+from ..storage.event_log import EventLog, Recording, StorageError, StoredMessage
+from . import traces
+from .params import EPOCH_RULE, ID_RULE, epoch_ms, recording_id
 
 router = APIRouter(prefix="/api")
+logger = logging.getLogger("wirthforge.sessions")
 
 
 def _log(request: Request) -> EventLog | None:
@@ -45,26 +60,69 @@ def _unavailable() -> JSONResponse:
 
 
 @router.get("/sessions")
-async def list_sessions(request: Request, limit: int = 100, before: float | None = None) -> Response:
+async def list_sessions(
+    request: Request, limit: int = 100, before: float | None = Query(None, allow_inf_nan=False)
+) -> Response:
     log = _log(request)
     if log is None:  # not an error for a page that lists what there is: there is nothing
         return JSONResponse({"sessions": [], "recording": False})
     recordings = await asyncio.to_thread(log.recordings, max(1, min(limit, 1000)), before)
-    return JSONResponse({"sessions": [r.as_json() for r in recordings], "recording": True})
+    return JSONResponse(
+        {"sessions": [r.as_json() for r in recordings], "recording": True, "recordText": log.record_text}
+    )
+
+
+@router.delete("/sessions/{key}")
+async def delete_session(request: Request, key: str) -> Response:
+    """Delete one recording; 404 if there is none with that id."""
+    log = _log(request)
+    if log is None:
+        return _unavailable()
+    number = recording_id(key)
+    recording = await asyncio.to_thread(log.recording, number) if number is not None else None
+    if recording is None or not await asyncio.to_thread(log.delete_recording, recording.id):
+        return JSONResponse({"error": "no such session", "rule": ID_RULE}, status_code=404)
+    server = request.app.state.server
+    if server.replayer.recording_id == str(recording.id):
+        server.replayer.stop()
+    gone = {recording.session_id, f"replay-{recording.session_id}"}
+    server.hub.forget(lambda event: event.type == "token_stream" and event.payload.get("sessionId") in gone)
+    return JSONResponse({"deleted": key})
+
+
+@router.delete("/sessions")
+async def purge_sessions(request: Request, resetProgress: bool = False) -> Response:  # noqa: N803 - the query name
+    """Delete every recording and row (and, when asked, the user's progress)."""
+    log = _log(request)
+    if log is None:
+        return _unavailable()
+    server = request.app.state.server
+    server.replayer.stop()
+    rows = await asyncio.to_thread(log.purge)
+    server.hub.forget(lambda event: event.type == "token_stream")
+    if resetProgress:
+        server.progress.reset()
+    return JSONResponse({"purged": True, "rows": rows, "progressReset": resetProgress})
 
 
 async def _selection(
-    log: EventLog, key: str, start: float | None, end: float | None
-) -> tuple[Recording | None, tuple[float, float] | None] | None:
-    """A recording by id, or a time range; None when neither exists."""
+    log: EventLog, key: Any, start: Any, end: Any
+) -> tuple[Recording | None, tuple[float, float] | None] | JSONResponse:
+    """A recording by id (*key*), or a time range (*key* ``"range"``); else the 404/422 answer.
+
+    Ids and bounds are parsed by params.py, so that no path, query or body
+    value can reach the database as something it cannot bind.
+    """
     if key == "range":
-        if start is None or end is None or end < start:
-            return None
-        return None, (start, end)
-    if not key.isdigit():
-        return None
-    recording = await asyncio.to_thread(log.recording, int(key))
-    return None if recording is None else (recording, None)
+        low, high = epoch_ms(start), epoch_ms(end)
+        if low is None or high is None or high < low:
+            return JSONResponse({"error": f"bad range: {EPOCH_RULE}"}, status_code=422)
+        return None, (low, high)
+    number = recording_id(key)
+    recording = None if number is None else await asyncio.to_thread(log.recording, number)
+    if recording is None:
+        return JSONResponse({"error": "no such session", "rule": ID_RULE}, status_code=404)
+    return recording, None
 
 
 def _reader(
@@ -87,21 +145,53 @@ async def export_session(request: Request, key: str) -> Response:
     if log is None:
         return _unavailable()
     query = request.query_params
-    selected = await _selection(log, key, _float(query.get("from")), _float(query.get("to")))
-    if selected is None:
-        return JSONResponse({"error": "no such session (or a bad range)"}, status_code=404)
+    selected = await _selection(log, key, query.get("from"), query.get("to"))
+    if isinstance(selected, JSONResponse):
+        return selected
     fetch = _reader(log, *selected)
+    first = await asyncio.to_thread(fetch, 0)  # a failing file is answered 503 before the stream starts
 
     async def lines() -> AsyncIterator[bytes]:
-        after = 0
-        while True:
-            page = await asyncio.to_thread(fetch, after)
-            if not page:
-                return
+        page = first
+        while page:
             yield b"".join(orjson.dumps(messages.envelope("1.1", m.event, m.timestamp_ms, m.seq)) + b"\n" for m in page)
-            after = page[-1].seq
+            try:
+                page = await asyncio.to_thread(fetch, page[-1].seq)
+            except StorageError as error:  # the status went out with the first page: end with the reason
+                yield orjson.dumps({"error": str(error)}) + b"\n"
+                return
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+# -- trace: a recording as a WVMP v0.1 trace (traces.py) ------------------
+
+
+@router.get("/sessions/{key}/trace")
+async def session_trace(request: Request, key: str) -> Response:
+    """The recording's E per token per model, rebuilt from its token_streams' evidence (WVMP v0.1)."""
+    log = _log(request)
+    if log is None:
+        return _unavailable()
+    server = request.app.state.server
+    source = server.source
+    kinds = {b.model_id: b.kind for b in source.backends} if isinstance(source, LiveSource) else {}
+    try:
+        number = recording_id(key)
+        recording = await asyncio.to_thread(log.recording, number) if number is not None else None
+        if recording is None:
+            return JSONResponse({"error": "no such session"}, status_code=404)
+        trace = await asyncio.to_thread(
+            traces.recording_trace, log, recording, server.profile, traces.backend_names(kinds, server.settings.source)
+        )
+    except traces.NoEvidence as missing:
+        return JSONResponse({"error": str(missing), "session": key}, status_code=409)
+    except (StorageError, sqlite3.Error, OSError, orjson.JSONDecodeError) as error:
+        logger.warning("trace of recording %s: the event log could not be read: %s", key, type(error).__name__)
+        return JSONResponse(
+            {"error": f"the event log could not be read ({type(error).__name__}); see /health"}, status_code=503
+        )
+    return JSONResponse(trace)
 
 
 @router.post("/replay")
@@ -120,6 +210,9 @@ async def start_replay(request: Request) -> Response:
         return JSONResponse({"error": f"speed must be a number > 0 and <= {MAX_SPEED:g}"}, status_code=422)
     server = request.app.state.server
     replayer: Replayer = server.replayer
+    key = "range" if "from" in body else body.get("session")
+    if key != "range" and recording_id(key) is None:
+        return JSONResponse({"error": f"session: {ID_RULE}"}, status_code=422)
     try:
         replayer.admit()  # before any read: a refused start costs nothing
     except ReplayBusy as busy:
@@ -135,17 +228,18 @@ async def start_replay(request: Request) -> Response:
             headers={"Retry-After": str(retry_after)},
         )
     try:
-        return await _start(request, log, replayer, body, float(speed))
+        return await _start(request, log, replayer, body, key, float(speed))
     finally:
         replayer.release()
 
 
-async def _start(request: Request, log: EventLog, replayer: Replayer, body: dict[str, Any], speed: float) -> Response:
+async def _start(
+    request: Request, log: EventLog, replayer: Replayer, body: dict[str, Any], key: Any, speed: float
+) -> Response:
     """Read the selection's first page and its size (in worker threads), then hand the replay to the frame loop."""
-    key = "range" if "from" in body else str(body.get("session", ""))
-    selected = await _selection(log, key, _float(body.get("from")), _float(body.get("to")))
-    if selected is None:
-        return JSONResponse({"error": "no such session (or a bad range)"}, status_code=404)
+    selected = await _selection(log, key, body.get("from"), body.get("to"))
+    if isinstance(selected, JSONResponse):
+        return selected
     recording, span = selected
     fetch = _reader(log, recording, span)
     first = await asyncio.to_thread(fetch, 0)
@@ -165,6 +259,7 @@ async def _start(request: Request, log: EventLog, replayer: Replayer, body: dict
         end_ms=last_ms,
         total=max(total, len(first)),
     )
+    key = str(recording.id) if recording is not None else "range"
     if not replayer.start(source, key if recording is not None else f"range:{span}"):
         return JSONResponse({"error": "the replay was stopped while it was starting"}, status_code=409)
     return JSONResponse(
@@ -182,12 +277,3 @@ async def stop_replay(request: Request) -> Response:
 @router.get("/replay")
 async def replay_status(request: Request) -> Response:
     return JSONResponse(request.app.state.server.replayer.status())
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None

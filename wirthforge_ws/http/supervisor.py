@@ -1,9 +1,8 @@
 """Background tasks that cannot die unnoticed.
 
-The server's background tasks (the frame loop, the heartbeat) used to be
-fire-and-forget: if one raised, a log line said so and ``/health`` kept
-answering ``ok`` with the last frame rate it had seen. The
-:class:`Supervisor` owns them instead:
+A fire-and-forget background task (the frame loop, the heartbeat) that
+raised would leave a log line behind and ``/health`` answering ``ok`` with
+the last frame rate it had seen. The :class:`Supervisor` owns them instead:
 
 - when a task ends for any reason other than :meth:`Supervisor.stop`
   (an exception, or a cancellation nobody asked for), the death is recorded

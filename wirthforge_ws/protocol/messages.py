@@ -4,12 +4,17 @@ A message starts as an :class:`Event` (type, payload, optional frame number).
 The hub stamps it with a ``seq`` and a publish time and wraps it in the
 envelope of each protocol version that needs it (:func:`envelope`). Payload
 builders here return plain dicts that the schemas in ``schemas/`` accept.
+
+An event's payload holds the protocol 1.1 fields too (the energy evidence,
+each token's evidence, the council's disagreement): one event is built per
+message, and the 1.0 envelope leaves out the keys of :data:`ONLY_1_1`, so a
+1.0 client gets the upstream contract exactly.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +24,17 @@ from .codes import CHANNEL_OF, ErrorCode
 Payload = dict[str, Any]
 
 ERROR_MESSAGE_MAX = 1000  # upstream maxLength of error_event.message
+EVIDENCE_TOKENS_MAX = 8  # energy_update evidence.tokens: the latest 8 of the frame
+COUNCIL_MODELS_MAX = 8  # energy_update evidence.models
+TOP_K_MAX = 8  # token_stream tokenEvidence[].topK
+
+ONLY_1_1: dict[str, frozenset[str]] = {
+    "energy_update": frozenset({"evidence"}),
+    "token_stream": frozenset({"firstIndex", "tokenEvidence", "textOmitted"}),
+    "interference_event": frozenset({"evidence"}),
+    "resonance_event": frozenset({"evidence"}),
+}
+"""Payload keys of each type that exist in protocol 1.1 only; the 1.0 envelope drops them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,18 +62,23 @@ def now_ms() -> float:
 def envelope(version: str, event: Event, timestamp_ms: float, seq: int) -> dict[str, Any]:
     """Wrap *event* in the envelope of protocol *version* ("1.0" or "1.1").
 
-    1.0 is the upstream contract: integer milliseconds and no ``seq``.
-    1.1 adds ``seq`` and keeps microseconds in ``timestamp``.
+    1.0 is the upstream contract: integer milliseconds, no ``seq``, and none
+    of the payload keys of :data:`ONLY_1_1`. 1.1 adds ``seq``, keeps
+    microseconds in ``timestamp`` and the whole payload.
     """
     message: dict[str, Any] = {"type": event.type, "channel": CHANNEL_OF[event.type]}
+    payload = event.payload
     if version == "1.0":
         message["timestamp"] = int(timestamp_ms)
+        only_1_1 = ONLY_1_1.get(event.type)
+        if only_1_1 is not None and isinstance(payload, dict) and not only_1_1.isdisjoint(payload):
+            payload = {key: value for key, value in payload.items() if key not in only_1_1}
     else:
         message["timestamp"] = round(timestamp_ms, 3)
         message["seq"] = seq
     if event.frame_number is not None:
         message["frameNumber"] = event.frame_number
-    message["payload"] = event.payload
+    message["payload"] = payload
     return message
 
 
@@ -133,7 +154,9 @@ def energy_update(
     processing_time_ms: float,
     model_id: str,
     distribution: Mapping[str, float] | None = None,
+    evidence: Payload | None = None,
 ) -> Event:
+    """One frame's energy; *evidence* (:func:`energy_evidence`) is the 1.1 part, required there."""
     payload: Payload = {
         "totalEnergy": round(max(total_energy, 0.0), 6),
         "deltaEnergy": round(delta_energy, 6),
@@ -145,7 +168,89 @@ def energy_update(
     }
     if distribution is not None:
         payload["energyDistribution"] = {key: round(max(value, 0.0), 6) for key, value in distribution.items()}
+    if evidence is not None:
+        payload["evidence"] = evidence
     return Event("energy_update", payload, frame_number)
+
+
+def evidence_token(*, index: int, dt_ms: float, certainty: float | None, energy: float) -> Payload:
+    """One token of ``energy_update.evidence.tokens``: index in the answer, its own dt, certainty, E after it."""
+    return {
+        "index": index,
+        "dtMs": round(max(dt_ms, 0.0), 1),
+        "certainty": None if certainty is None else round(_unit(certainty), 4),
+        "energy": round(_unit(energy), 4),
+    }
+
+
+def council_member(
+    *,
+    model_id: str,
+    energy: float,
+    state: str,
+    tps: float,
+    certainty: float | None,
+    dt_ms: float | None,
+    tokens: int,
+) -> Payload:
+    """One member of ``energy_update.evidence.models`` at the frame's time."""
+    return {
+        "modelId": model_id,
+        "energy": round(_unit(energy), 4),
+        "state": state,
+        "tps": round(max(tps, 0.0), 2),
+        "certainty": None if certainty is None else round(_unit(certainty), 4),
+        "dtMs": None if dt_ms is None else round(max(dt_ms, 0.0), 1),
+        "tokens": tokens,
+    }
+
+
+def energy_evidence(
+    *,
+    profile: str,
+    session_id: str = "",
+    state: str = "IDLE",
+    tokens: Sequence[Payload] = (),
+    tokens_omitted: int = 0,
+    tps: float = 0.0,
+    certainty: float | None = None,
+    entropy: float | None = None,
+    since_token_ms: float | None = None,
+    stall: bool = False,
+    burst: bool = False,
+    ttft_ms: float | None = None,
+    energy_units: float = 0.0,
+    models: Sequence[Payload] | None = None,
+    ensemble_energy: float | None = None,
+) -> Payload:
+    """``energy_update.evidence`` (protocol 1.1): the primary model's signals at the frame's time.
+
+    The defaults describe a model that has not answered yet (IDLE). *tokens*
+    (:func:`evidence_token`) keeps the latest :data:`EVIDENCE_TOKENS_MAX`;
+    the rest are counted in ``tokensOmitted``. *models*
+    (:func:`council_member`) and *ensemble_energy* are given during a
+    council only, both or neither.
+    """
+    kept = list(tokens[-EVIDENCE_TOKENS_MAX:])
+    evidence: Payload = {
+        "sessionId": session_id,
+        "state": state,
+        "profile": profile,
+        "tokens": kept,
+        "tokensOmitted": max(tokens_omitted, 0) + len(tokens) - len(kept),
+        "tps": round(max(tps, 0.0), 2),
+        "certainty": None if certainty is None else round(_unit(certainty), 4),
+        "entropy": None if entropy is None else round(max(entropy, 0.0), 4),
+        "sinceTokenMs": None if since_token_ms is None else round(max(since_token_ms, 0.0), 1),
+        "stall": stall,
+        "burst": burst,
+        "ttftMs": None if ttft_ms is None else round(max(ttft_ms, 0.0), 1),
+        "energyUnits": round(max(energy_units, 0.0), 4),
+    }
+    if models is not None and ensemble_energy is not None:
+        evidence["models"] = list(models[:COUNCIL_MODELS_MAX])
+        evidence["ensembleEnergy"] = round(_unit(ensemble_energy), 4)
+    return evidence
 
 
 def energy_field(
@@ -164,27 +269,68 @@ def energy_field(
 
 
 def token_stream(
-    *, tokens: list[str], is_complete: bool, session_id: str, model_id: str, energy_cost: float | None = None
+    *,
+    tokens: list[str],
+    is_complete: bool,
+    session_id: str,
+    model_id: str,
+    energy_cost: float | None = None,
+    first_index: int | None = None,
+    token_evidence: list[Payload] | None = None,
+    text_omitted: bool = False,
 ) -> Event:
+    """Tokens of one model since its previous token_stream.
+
+    The 1.1 part: *first_index* (index of ``tokens[0]`` in the answer) and
+    *token_evidence* (one :func:`token_evidence` per token); *text_omitted*
+    when the texts are "" because a recording kept none.
+    """
     payload: Payload = {"tokens": tokens, "isComplete": is_complete, "sessionId": session_id, "modelId": model_id}
     if energy_cost is not None:
         payload["energyCost"] = round(max(energy_cost, 0.0), 6)
+    if token_evidence is not None:
+        if len(token_evidence) != len(tokens):
+            raise ValueError("token_stream needs one tokenEvidence per token")
+        payload["firstIndex"] = max(first_index or 0, 0)
+        payload["tokenEvidence"] = token_evidence
+    if text_omitted:
+        payload["textOmitted"] = True
     return Event("token_stream", payload)
 
 
+def token_evidence(*, dt_ms: float, top_k: Sequence[float] | None) -> Payload:
+    """One token's ``tokenEvidence``: its dt (0.1 ms) and its top-K probabilities, largest first (4 decimals)."""
+    ranked = None
+    if top_k:
+        ranked = sorted((round(_unit(p), 4) for p in top_k), reverse=True)[:TOP_K_MAX]
+    return {"dtMs": round(max(dt_ms, 0.0), 1), "topK": ranked}
+
+
 def interference_event(
-    *, frame_number: int, pattern_type: str, models: list[str], intensity: float, coherence: float
+    *,
+    frame_number: int,
+    pattern_type: str,
+    models: list[str],
+    intensity: float,
+    coherence: float,
+    method: str | None = None,
+    disagreement: float | None = None,
+    window: int | None = None,
 ) -> Event:
-    return Event(
-        "interference_event",
-        {
-            "patternType": pattern_type,
-            "models": models,
-            "intensity": round(_unit(intensity), 6),
-            "coherenceScore": round(_unit(coherence), 6),
-        },
-        frame_number,
-    )
+    """Interference of a council; *method*, *disagreement* and *window* are the 1.1 ``evidence``."""
+    payload: Payload = {
+        "patternType": pattern_type,
+        "models": models,
+        "intensity": round(_unit(intensity), 6),
+        "coherenceScore": round(_unit(coherence), 6),
+    }
+    if method is not None and disagreement is not None and window is not None:
+        payload["evidence"] = {
+            "method": method,
+            "disagreement": round(_unit(disagreement), 6),
+            "window": min(max(window, 1), 64),
+        }
+    return Event("interference_event", payload, frame_number)
 
 
 def resonance_event(
@@ -195,7 +341,10 @@ def resonance_event(
     amplitude: float,
     participants: list[str],
     phase: float | None = None,
+    disagreement: float | None = None,
+    tps_ratio: float | None = None,
 ) -> Event:
+    """Resonance of a council; *disagreement* and *tps_ratio* are the 1.1 ``evidence``."""
     payload: Payload = {
         "resonanceType": resonance_type,
         "frequency": round(max(frequency, 0.0), 4),
@@ -204,6 +353,8 @@ def resonance_event(
     }
     if phase is not None:
         payload["phase"] = round(phase % 360.0, 3)
+    if disagreement is not None and tps_ratio is not None:
+        payload["evidence"] = {"disagreement": round(_unit(disagreement), 6), "tpsRatio": round(_unit(tps_ratio), 4)}
     return Event("resonance_event", payload, frame_number)
 
 

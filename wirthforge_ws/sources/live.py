@@ -8,14 +8,14 @@ its arrival time, to that model's deque; ``step()`` only drains those
 deques, so the frame loop never waits on a model. Between prompts, and
 when a model fails, no token arrives and the energy decays as for silence.
 
-Per frame, for the answer of the primary (first) model: its tokens feed the
-energy meter with their real top-K probabilities (certainty) and go out as
-the frame's ``token_stream``; council members' tokens go out as their own
-``token_stream`` messages. Twice a second, while two or more models answer,
-the Jensen-Shannon divergence of their latest top-K distributions (ranked)
-gives an ``interference_event``; agreement at a shared
-rhythm gives a ``resonance_event``. A failure becomes one ``error_event``
-(component ``model``) and ends that model's answer.
+Every model has its own :class:`~wirthforge_ws.energy.ModelMeter`: started
+when the prompt is accepted, fed each token with the token's own arrival
+time and top-K probabilities, ended with the answer. Per frame, the source
+reports each meter's snapshot, and each model's tokens of the frame with
+their readings (one ``token_stream`` each, the primary's first); the
+council's events come from :mod:`.council_events` (one rule for every
+source). A failure becomes one ``error_event`` (component ``model``) and
+ends that model's answer.
 
 Only one generation runs at a time: ``start()`` refuses a second one with
 :class:`Busy` (the API answers 409).
@@ -32,19 +32,16 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..energy.meter import EnergyMeter, EnergyReading, jensen_shannon
+from ..energy import ModelMeter, TokenReading
+from ..energy.profiles import PROFILES, EnergyProfile
 from ..protocol import messages
 from ..protocol.codes import ErrorCode
 from ..protocol.messages import Event
 from .backends.adapters import ModelBackend, Piece, SourceError
-from .simulated import FrameActivity, energy_field_wave
+from .base import FrameActivity, TokenBatch
+from .council_events import CouncilEvents, Voice
 
 log = logging.getLogger("wirthforge.live")
-
-COUNCIL_EVERY_S = 0.5
-RESONANCE_COHERENCE = 0.8
-RESONANCE_RHYTHM = 0.7  # slower/faster token rate at least this close
-RESONANCE_GAP_S = 2.0
 
 
 class Busy(Exception):
@@ -68,18 +65,11 @@ class Member:
     """One model's part in the current generation."""
 
     backend: ModelBackend
-    meter: EnergyMeter
+    meter: ModelMeter
     arrived: deque[tuple[float, Piece | _End]] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
-    latest_top_k: dict[str, float] = field(default_factory=dict)
-    tokens: int = 0
+    readings: list[TokenReading] = field(default_factory=list)  # this answer's, as the meter read them
     ended: bool = False
-    recent: deque[float] = field(default_factory=deque)  # arrival times of the last second's tokens
-
-    def tokens_per_second(self, now: float) -> float:
-        while self.recent and self.recent[0] <= now - 1.0:
-            self.recent.popleft()
-        return float(len(self.recent))
 
     @property
     def model_id(self) -> str:
@@ -104,22 +94,19 @@ class LiveSource:
         *,
         max_tokens: int = 256,
         top_k: int = 5,
-        frame_rate: float = 60.0,
-        field_every_frames: int = 6,
+        profile: EnergyProfile = PROFILES["Dual"],
     ) -> None:
         self.backends = [primary, *council]
         self.max_tokens = max_tokens
         self.top_k = top_k
-        self._meters = {backend.model_id: EnergyMeter() for backend in self.backends}
-        self._field_every = max(field_every_frames, 1)
-        self._council_every = max(int(frame_rate * COUNCIL_EVERY_S), 1)
+        self.profile = profile
+        self._meters = {backend.model_id: ModelMeter(backend.model_id, profile) for backend in self.backends}
+        self._council = CouncilEvents()
         self._current: Generation | None = None
+        self._last: Generation | None = None  # the running one, or the one whose energy is decaying
         self._closing: list[Generation] = []  # cancelled, their isComplete not sent yet
         self._primary_id = primary.model_id
-        self._last_resonance = -float("inf")
         self._sessions = itertools.count(1)
-        self._tokens_total = 0
-        self._responses = 0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -172,13 +159,14 @@ class LiveSource:
         if self._current is not None:
             raise Busy(self._current.session_id)
         session_id = f"prompt-{next(self._sessions):04d}-{secrets.token_hex(4)}"
+        accepted = time.monotonic()
         members = [Member(backend, self._meters[backend.model_id]) for backend in backends]
-        generation = Generation(session_id, members, time.monotonic())
+        generation = Generation(session_id, members, accepted)
         self._primary_id = members[0].model_id
         for member in members:
+            member.meter.start(accepted)
             member.task = asyncio.create_task(self._run(member, prompt), name=f"generate-{member.model_id}")
-        self._current = generation
-        self._responses += 1
+        self._current = self._last = generation
         return session_id, [member.model_id for member in members]
 
     def cancel(self, session_id: str) -> bool:
@@ -195,9 +183,12 @@ class LiveSource:
         # It is over for start() at once; step() still closes its answers next frame.
         self._current = None
         self._closing.append(generation)
+        now = time.monotonic()
         for member in generation.members:
             if member.task is not None:
                 member.task.cancel()
+            if not member.ended:
+                member.meter.end(now)  # now, not when the closing frame drains it: a new prompt may start first
             member.arrived.clear()
             member.arrived.append((0.0, _End("cancelled")))  # due at once, whatever the next frame's time
         return True
@@ -222,73 +213,73 @@ class LiveSource:
     # -- EnergySource ---------------------------------------------------------
 
     def step(self, frame_number: int, now: float) -> FrameActivity:
-        tokens: list[str] = []
-        complete = False
         events: list[Event] = []
-        session_id = self._current.session_id if self._current else ""
+        streams: list[TokenBatch] = []
         for closing in self._closing:  # cancelled ones: only their closing isComplete
             for member in closing.members:
-                _, ended = self._drain(member, now, events, closing.session_id)
-                if ended:
-                    events.append(
-                        messages.token_stream(
-                            tokens=[],
-                            is_complete=True,
-                            session_id=closing.session_id,
-                            model_id=member.model_id,
-                            energy_cost=0.0,
-                        )
-                    )
+                batch = self._drain(member, now, events, closing.session_id)
+                if batch is not None and batch.complete:
+                    streams.append(batch)
         self._closing = [g for g in self._closing if not all(member.ended for member in g.members)]
         generation = self._current
+        primary: TokenBatch | None = None
         if generation is not None:
             for index, member in enumerate(generation.members):
-                texts, ended = self._drain(member, now, events, session_id)
+                batch = self._drain(member, now, events, generation.session_id)
+                if batch is None:
+                    continue
                 if index == 0:
-                    tokens, complete = texts, ended
-                elif texts or ended:
-                    events.append(
-                        messages.token_stream(
-                            tokens=texts,
-                            is_complete=ended,
-                            session_id=session_id,
-                            model_id=member.model_id,
-                            energy_cost=0.01 * len(texts),
-                        )
-                    )
+                    primary = batch
+                    streams.insert(0, batch)
+                else:
+                    streams.append(batch)
+            voices = [member for member in generation.members if not member.ended]
+            if len(voices) > 1 and self._council.due(now):
+                events += self._council.events(
+                    frame_number, now, [Voice(m.readings, m.meter.snapshot(now)) for m in voices]
+                )
             if all(member.ended for member in generation.members):
                 self._current = None
-        reading = self._meters[self._primary_id].update(now, len(tokens))
-        wave = (
-            energy_field_wave(frame_number, reading, self._primary_id)
-            if frame_number % self._field_every == 0
-            else None
+        last = self._last
+        tokens = primary.texts if primary else []
+        complete = primary.complete if primary else False
+        members = last.members if last is not None else []
+        head = members[0] if members else None
+        snapshot = (head.meter if head else self._meters[self._primary_id]).snapshot(now)
+        return FrameActivity(
+            session_id=last.session_id if last else "",
+            primary=snapshot,
+            profile=self.profile,
+            tokens=tokens,
+            readings=primary.readings if primary else [],
+            history=head.readings if head else (),
+            council=[snapshot, *(m.meter.snapshot(now) for m in members[1:])] if len(members) > 1 else [],
+            streams=streams,
+            response_complete=complete,
+            events=events,
         )
-        if generation is not None and len(generation.members) > 1 and frame_number % self._council_every == 0:
-            events += self._council_events(frame_number, now, generation, reading)
-        events += self._rewards(tokens, complete)
-        return FrameActivity(tokens, reading, session_id, complete, ([wave] if wave else []) + events)
 
-    def _drain(self, member: Member, now: float, events: list[Event], session_id: str) -> tuple[list[str], bool]:
-        """This frame's tokens of *member* (arrived by *now*), and whether its answer ended."""
-        texts: list[str] = []
+    def _drain(self, member: Member, now: float, events: list[Event], session_id: str) -> TokenBatch | None:
+        """This frame's tokens of *member* (arrived by *now*) and whether its answer ended; None if nothing."""
         arrived = member.arrived
-        if member.ended:
-            return texts, False  # its isComplete went out in an earlier frame
-        while arrived and arrived[0][0] <= now and not member.ended:
+        if member.ended or not arrived or arrived[0][0] > now:
+            return None  # nothing new (its isComplete went out in an earlier frame)
+        batch = TokenBatch(member.model_id, session_id, [], [], len(member.readings))
+        while arrived and arrived[0][0] <= now:
             when, item = arrived.popleft()
             if isinstance(item, _End):
-                member.ended = True
+                member.ended = batch.complete = True
+                if item.reason != "cancelled":  # cancel() ended the meter; it may hold a new answer now
+                    member.meter.end(when)
                 if item.error is not None:
                     events.append(self._error_event(member, item.error, session_id))
                 break
-            texts.append(item.text)
-            member.tokens += 1
-            member.recent.append(when)
-            if item.top_k:
-                member.latest_top_k = item.top_k
-            member.meter.on_token(when, list(item.top_k.values()) if len(item.top_k) > 1 else None)
-        return texts, member.ended
+            top_k = list(item.top_k.values()) if item.top_k else None
+            reading = member.meter.on_token(when, top_k)
+            member.readings.append(reading)
+            batch.texts.append(item.text)
+            batch.readings.append(reading)
+        return batch
 
     @staticmethod
     def _error_event(member: Member, error: SourceError, session_id: str) -> Event:
@@ -301,71 +292,3 @@ class LiveSource:
             component="model",
             details={"source": member.backend.kind, "modelId": member.model_id, "sessionId": session_id},
         )
-
-    def _council_events(
-        self, frame_number: int, now: float, generation: Generation, reading: EnergyReading
-    ) -> list[Event]:
-        """Interference from the members' real disagreement; resonance when they agree at one rhythm."""
-        voices = [member for member in generation.members if member.latest_top_k and not member.ended]
-        if len(voices) < 2:
-            return []
-        # Rank-aligned: models a few tokens apart in their answers rarely share
-        # candidate tokens, so aligning by token text would read as total
-        # disagreement. The ranked top-K says how sure each model is and how
-        # it spreads the rest; their JS divergence is the disagreement.
-        distributions = [sorted(member.latest_top_k.values(), reverse=True) for member in voices]
-        divergence = jensen_shannon(distributions)
-        coherence = 1.0 - divergence
-        models = [member.model_id for member in voices]
-        pattern = "constructive" if divergence < 0.2 else "destructive" if divergence > 0.5 else "neutral"
-        events = [
-            messages.interference_event(
-                frame_number=frame_number,
-                pattern_type=pattern,
-                models=models,
-                intensity=reading.level * coherence,
-                coherence=coherence,
-            )
-        ]
-        rates = [member.tokens_per_second(now) for member in voices]
-        in_rhythm = min(rates) > 0 and min(rates) / max(rates) >= RESONANCE_RHYTHM
-        if coherence >= RESONANCE_COHERENCE and in_rhythm and now - self._last_resonance > RESONANCE_GAP_S:
-            self._last_resonance = now
-            kind = "fundamental" if coherence > 0.95 else "harmonic" if coherence > 0.9 else "overtone"
-            events.append(
-                messages.resonance_event(
-                    frame_number=frame_number,
-                    resonance_type=kind,
-                    frequency=sum(rates) / len(rates),
-                    amplitude=reading.level,
-                    participants=models,
-                    phase=(frame_number * 6.0) % 360.0,
-                )
-            )
-        return events
-
-    def _rewards(self, tokens: list[str], complete: bool) -> list[Event]:
-        events: list[Event] = []
-        before = self._tokens_total
-        self._tokens_total += len(tokens)
-        if tokens and self._tokens_total // 100 > before // 100:
-            count = (self._tokens_total // 100) * 100
-            events.append(
-                messages.reward_event(
-                    reward_type="milestone",
-                    title=f"{count} tokens",
-                    points=10,
-                    energy_bonus=0.05,
-                    description=f"The model has produced {count} tokens since the server started.",
-                )
-            )
-        if complete and self._responses == 1 and self._tokens_total:
-            events.append(
-                messages.reward_event(
-                    reward_type="achievement",
-                    title="First response",
-                    points=5,
-                    description="A real model's answer flowed through the field.",
-                )
-            )
-        return events

@@ -5,8 +5,12 @@ Four parts:
 - :class:`ReplaySource` plays recorded messages back frame by frame, at the
   recording's own pace scaled by *speed*. Tokens, council and reward events
   come out in their recorded order, each in the first frame at or after its
-  (scaled) recorded time; energy follows the recorded frames, interpolated
-  in between. Frame numbers are the frame loop's own. It holds at most
+  (scaled) recorded time. Each recorded token_stream keeps its model, its
+  ``firstIndex`` and its ``tokenEvidence`` (``textOmitted`` when the
+  recording kept no text) under the replay's own ``sessionId``. Energy
+  follows the recorded frames, interpolated in between, with the recorded
+  evidence of the latest one. Frame numbers are the frame loop's own. It
+  holds at most
   :data:`PAGES_AHEAD` pages of the recording: the rest is read page by page
   in a worker thread (:meth:`ReplaySource.read_ahead`), never on the event
   loop.
@@ -22,15 +26,16 @@ Four parts:
 - :class:`SourceMix` is the frame loop's source. It steps the live source
   in every frame, so a real model's answer keeps streaming during a replay,
   its cancel closes it in the next frame, and its ``isComplete`` goes out
-  on time. While a replay plays, the frame's energy is the replay's and the
-  live answer's tokens go out as their own ``token_stream`` (their own
+  on time. While a replay plays, the frame's energy (its primary snapshot,
+  evidence and split) is the replay's, and both sources' token batches and
+  events go out: the live answer's as their own ``token_stream`` (their own
   ``sessionId`` and ``modelId``). The simulator, a stand-in that takes no
   prompts, pauses during a replay instead (``live_during_replay=False``).
 - :class:`Replayer` owns the one replay at a time: a second start while one
   plays or starts is refused (:class:`ReplayBusy`, HTTP 409), starts are
   rate-limited (:class:`ReplayRateLimited`, HTTP 429), and a stop closes
-  the replayed answer with an ``isComplete`` in the next frame (so does a
-  replay that ends with an answer still open).
+  each replayed answer still open (one per model) with an ``isComplete`` in
+  the next frame (so does a replay that ends with an answer still open).
 """
 
 from __future__ import annotations
@@ -39,14 +44,17 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from ..connection.limits import TokenBucket
-from ..energy.meter import EnergyReading
-from ..protocol import messages
+from ..energy import MeterSnapshot
+from ..energy.profiles import PROFILES, EnergyProfile
+from ..energy.states import SessionState
 from ..protocol.messages import Event
 from ..storage.event_log import StoredMessage
-from .simulated import EnergySource, FrameActivity
+from .base import EnergySource, FrameActivity, TokenBatch, idle_snapshot
 
 log = logging.getLogger("wirthforge.replay")
 
@@ -75,6 +83,24 @@ class ReplayRateLimited(Exception):
     def __init__(self, retry_after: float) -> None:
         super().__init__("too many replay starts")
         self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class _RecordedFrame:
+    """One recorded energy_update: when, its level, its split and its evidence."""
+
+    time_ms: float
+    level: float
+    shares: object
+    evidence: object
+
+
+@dataclass(slots=True)
+class _OpenAnswer:
+    """A replayed answer of one model that has had tokens and no isComplete yet."""
+
+    next_index: int  # firstIndex of the token after the last one played
+    text_omitted: bool
 
 
 class ReplayPace:
@@ -159,18 +185,19 @@ class ReplaySource:
         self.duration = (last_ms - self._origin_ms) / 1000.0 / speed  # seconds of replay at the requested speed
         self.total = total if total is not None else len(recorded)
         self._messages: deque[StoredMessage] = deque()  # what the frames play (energy frames aside)
-        self._frames: deque[tuple[float, float, object]] = deque()  # recorded energy: (time, level, shares)
+        self._frames: deque[_RecordedFrame] = deque()  # the recorded energy_updates not yet passed
         self._after = 0  # the last seq read
         self._horizon_ms = self._origin_ms  # the last timestamp read: the replay's clock never passes it
         self.exhausted = fetch is None or len(recorded) < PAGE_ROWS  # nothing more to read
         self._wanted = asyncio.Event() if fetch is not None else None
-        self._feed(recorded)
         self._cursor_ms = self._origin_ms
         self._last_now: float | None = None
-        self._previous: tuple[float, float, object] | None = None  # the last recorded frame played
-        self._level = 0.0
+        self._previous: _RecordedFrame | None = None  # the last recorded frame passed
+        self.profile: EnergyProfile = PROFILES["Dual"]  # the recording's, from its first frame with evidence
+        self._profile_known = False
+        self._feed(recorded)
         self.played = 0
-        self.answer_open = False  # tokens went out since the last isComplete
+        self.open_answers: dict[str, _OpenAnswer] = {}  # by modelId: tokens went out since its last isComplete
         self.finished = False
 
     @property
@@ -182,13 +209,27 @@ class ReplaySource:
         """Recorded rows held in memory."""
         return len(self._messages) + len(self._frames)
 
+    @property
+    def answer_open(self) -> bool:
+        """Some replayed answer has had tokens and no isComplete yet."""
+        return bool(self.open_answers)
+
     def _feed(self, page: Sequence[StoredMessage]) -> None:
         for message in page:
             event = message.event
             if event.type == "energy_update":
                 payload = event.payload
+                evidence = payload.get("evidence")
+                if not self._profile_known and isinstance(evidence, dict) and "profile" in evidence:
+                    self.profile = PROFILES.get(str(evidence["profile"]), self.profile)
+                    self._profile_known = True
                 self._frames.append(
-                    (message.timestamp_ms, float(payload.get("totalEnergy", 0.0)), payload.get("energyDistribution"))
+                    _RecordedFrame(
+                        message.timestamp_ms,
+                        float(payload.get("totalEnergy", 0.0)),
+                        payload.get("energyDistribution"),
+                        evidence,
+                    )
                 )
             else:
                 self._messages.append(message)
@@ -225,6 +266,7 @@ class ReplaySource:
             self._cursor_ms = min(self._cursor_ms, self._horizon_ms)  # not past what has been read
         cursor_ms = self._cursor_ms
         tokens: list[str] = []
+        streams: list[TokenBatch] = []
         events: list[Event] = []
         complete = False
         played = 0
@@ -234,10 +276,14 @@ class ReplaySource:
             event = queue.popleft().event
             played += 1
             if event.type == "token_stream":
-                tokens.extend(event.payload.get("tokens") or ())
-                if event.payload.get("isComplete"):
-                    complete = True
-                    break  # the frame's token_stream ends that answer: the next one starts in the next frame
+                batch = self._batch(event.payload)
+                streams.append(batch)
+                self._track(batch)
+                if batch.model_id == self.model_id:
+                    tokens.extend(batch.texts)
+                    complete = complete or batch.complete
+                if batch.complete:
+                    break  # an answer ended: the next one starts in the next frame
             elif event.frame_number is not None:
                 events.append(Event(event.type, event.payload, frame_number))  # the loop's own frame numbers
             else:
@@ -247,50 +293,99 @@ class ReplaySource:
             # Behind what is due: hold the clock at the next message, so the replay slows down
             # instead of catching up in a burst once the readers or the budget allow more.
             self._cursor_ms = cursor_ms = queue[0].timestamp_ms
-        if tokens:
-            self.answer_open = True
-        if complete:
-            self.answer_open = False
         if self._wanted is not None and self.buffered < PAGE_ROWS * (PAGES_AHEAD - 1):
             self._wanted.set()
-        reading = self._reading(cursor_ms)
+        level, shares, evidence = self._recorded(cursor_ms)
         self.finished = self.exhausted and not queue and not self._frames
-        return FrameActivity(tokens, reading, self.label, complete, events)
+        return FrameActivity(
+            session_id=self.label,
+            primary=self._snapshot(level, evidence),
+            profile=self.profile,
+            tokens=tokens,
+            streams=streams,
+            response_complete=complete,
+            events=events,
+            distribution=shares if isinstance(shares, Mapping) else {"generation": level},
+        )
 
-    def _reading(self, cursor_ms: float) -> EnergyReading:
-        """The recorded energy at *cursor_ms*, linearly interpolated between recorded frames."""
+    def closing(self) -> list[TokenBatch]:
+        """An empty isComplete batch for each answer still open (a stop, or a range cut mid-answer); forgets them."""
+        batches = [
+            TokenBatch(
+                model_id=model_id,
+                session_id=self.label,
+                texts=[],
+                readings=[],
+                first_index=answer.next_index,
+                complete=True,
+                text_omitted=answer.text_omitted,
+            )
+            for model_id, answer in self.open_answers.items()
+        ]
+        self.open_answers.clear()
+        return batches
+
+    def _batch(self, payload: Mapping[str, Any]) -> TokenBatch:
+        """A recorded token_stream as this replay's: same model, tokens and evidence, the replay's sessionId."""
+        texts = list(payload.get("tokens") or ())
+        evidence = payload.get("tokenEvidence")
+        return TokenBatch(
+            model_id=str(payload.get("modelId", self.model_id)),
+            session_id=self.label,
+            texts=texts,
+            readings=[],
+            first_index=int(payload.get("firstIndex", 0)),
+            complete=bool(payload.get("isComplete")),
+            text_omitted=bool(payload.get("textOmitted")),
+            recorded_evidence=list(evidence) if isinstance(evidence, list) else None,
+        )
+
+    def _track(self, batch: TokenBatch) -> None:
+        """Which model's answers are open after *batch*: an answer opens with tokens and closes with isComplete."""
+        if batch.complete:
+            self.open_answers.pop(batch.model_id, None)
+        elif batch.texts:
+            self.open_answers[batch.model_id] = _OpenAnswer(batch.first_index + len(batch.texts), batch.text_omitted)
+
+    def _recorded(self, cursor_ms: float) -> tuple[float, object, object]:
+        """The recorded energy at *cursor_ms* (linear between frames), with the latest frame's split and evidence."""
         frames = self._frames
-        while frames and frames[0][0] <= cursor_ms:
+        while frames and frames[0].time_ms <= cursor_ms:
             self._previous = frames.popleft()
         previous, upcoming = self._previous, frames[0] if frames else None
-        if previous is None and upcoming is None:
-            level, shares = 0.0, None
-        elif previous is None:
-            assert upcoming is not None
-            _, level, shares = upcoming
-        elif upcoming is None:
-            _, level, shares = previous
-        else:
-            t0, level0, shares = previous
-            t1, level1, _ = upcoming
-            w = (cursor_ms - t0) / (t1 - t0) if t1 > t0 else 1.0
-            level = level0 * (1 - w) + level1 * w
-        delta, self._level = level - self._level, level
-        # Choose speed, certainty and friction so that EnergyReading.distribution()
-        # gives back the recorded split: its weights are 0.5 s, 0.3 c and 0.2 f.
-        gen, att, rea = (
-            (shares.get("generation", 0.0), shares.get("attention", 0.0), shares.get("reasoning", 0.0))
-            if isinstance(shares, dict)
-            else (level, 0.0, 0.0)
-        )
-        scale = level / (gen + att + rea) if gen + att + rea > 0 else 0.0
-        return EnergyReading(
-            level=level,
-            delta=delta,
-            speed=gen * scale / 0.5,
-            certainty=att * scale / 0.3,
-            friction=rea * scale / 0.2,
-            tokens_per_second=0.0,
+        if previous is None:
+            if upcoming is None:
+                return 0.0, None, None
+            return upcoming.level, upcoming.shares, upcoming.evidence
+        if upcoming is None:
+            return previous.level, previous.shares, previous.evidence
+        t0, t1 = previous.time_ms, upcoming.time_ms
+        w = (cursor_ms - t0) / (t1 - t0) if t1 > t0 else 1.0
+        level = previous.level * (1 - w) + upcoming.level * w
+        return level, previous.shares, previous.evidence
+
+    def _snapshot(self, level: float, evidence: object) -> MeterSnapshot:
+        """The primary as the recorded evidence showed it, at the interpolated level."""
+        if not isinstance(evidence, dict):
+            return idle_snapshot(self.model_id, level, SessionState.FLOWING if level > 0 else SessionState.IDLE)
+        try:
+            state = SessionState(evidence.get("state", "IDLE"))
+        except ValueError:
+            state = SessionState.IDLE
+        return MeterSnapshot(
+            model_id=self.model_id,
+            energy=min(max(level, 0.0), 1.0),
+            state=state,
+            tps=float(evidence.get("tps") or 0.0),
+            certainty=evidence.get("certainty"),
+            entropy=evidence.get("entropy"),
+            since_token_ms=evidence.get("sinceTokenMs"),
+            stall=bool(evidence.get("stall")),
+            burst=bool(evidence.get("burst")),
+            ttft_ms=evidence.get("ttftMs"),
+            energy_units=float(evidence.get("energyUnits") or 0.0),
+            tokens=0,
+            dt_ms=None,
         )
 
 
@@ -324,49 +419,36 @@ class SourceMix:
 
     def step(self, frame_number: int, now: float) -> FrameActivity:
         replay = self.replay
+        closing = [batch for stopped in self._stopped for batch in stopped.closing()]
+        self._stopped.clear()
         if replay is None:
             activity = self.live.step(frame_number, now)
             self._model_id = self.live.model_id
-            if self._stopped:
-                activity.events[:0] = [_closing(stopped) for stopped in self._stopped]
-                self._stopped.clear()
+            activity.streams[:0] = closing
             return activity
-        events: list[Event] = [_closing(stopped) for stopped in self._stopped]
-        self._stopped.clear()
-        if self.live_during_replay:
-            events += self._live_beside_replay(self.live.step(frame_number, now))
+        live = self.live.step(frame_number, now) if self.live_during_replay else None
         played = replay.step(frame_number, now)
-        events += played.events
         self._model_id = replay.model_id
         if replay.finished:
             self.replay = None
-            if replay.answer_open:  # e.g. a time range that ends in the middle of an answer
-                events.append(_closing(replay))
+            closing += replay.closing()  # e.g. a time range that ends in the middle of an answer
             log.info("replay %s ended", replay.label)
-        return FrameActivity(played.tokens, played.energy, played.session_id, played.response_complete, events)
-
-    def _live_beside_replay(self, activity: FrameActivity) -> list[Event]:
-        """The live frame's messages while a replay plays: its tokens as their own token_stream, no energy."""
-        events: list[Event] = []
-        if activity.tokens or activity.response_complete:
-            events.append(
-                messages.token_stream(
-                    tokens=activity.tokens,
-                    is_complete=activity.response_complete,
-                    session_id=activity.session_id,
-                    model_id=self.live.model_id,
-                    energy_cost=0.01 * len(activity.tokens),
-                )
-            )
-        events += [event for event in activity.events if event.type != "energy_field"]  # the replay's field shows
-        return events
+        return _beside(played, live, closing)
 
 
-def _closing(replay: ReplaySource) -> Event:
-    """The isComplete that closes a stopped replay's open answer."""
-    return messages.token_stream(
-        tokens=[], is_complete=True, session_id=replay.label, model_id=replay.model_id, energy_cost=0.0
-    )
+def _beside(played: FrameActivity, live: FrameActivity | None, closing: list[TokenBatch]) -> FrameActivity:
+    """One frame of a replay with the live source beside it.
+
+    The energy (primary snapshot, evidence, split) is the replay's; the
+    frame's token_streams are the closing batches, the replay's and the live
+    source's (each under its own sessionId and modelId), and its events both
+    sources' (the live one's energy_field aside: the replay's field shows).
+    """
+    played.streams[:0] = closing
+    if live is not None:
+        played.streams += live.streams
+        played.events[:0] = [event for event in live.events if event.type != "energy_field"]
+    return played
 
 
 class Replayer:

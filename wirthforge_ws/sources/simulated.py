@@ -1,67 +1,30 @@
-"""Sources of tokens and energy behind a small interface.
+"""The simulated model: a stand-in for a local model, for demos and deterministic tests (``--source sim``).
 
-The frame loop asks its source for one :class:`FrameActivity` per frame.
-Real models drive :class:`wirthforge_ws.sources.live.LiveSource` (the default); this
-module keeps the interface and :class:`SimulatedModel`, a stand-in for a
-local model for demos and deterministic tests (``--source sim``): it writes
-responses token by token with realistic bursts, steady flow and stalls,
-feeds them through the energy meter, and plays a small council of peer
-models so that council and reward events happen too.
+:class:`SimulatedModel` writes answers token by token with realistic bursts,
+steady flow and stalls, each with a sampled top-K, and plays a small council
+of peer models that answer alongside it (their own token timing, top-K near
+the primary's). Every model has its own
+:class:`~wirthforge_ws.energy.ModelMeter`, exactly as the live source does,
+and the council's events come from the same rules (:mod:`.council_events`).
+The peers' tokens are not sent as token_stream: they have no text of their
+own; their energy is in the frame's evidence.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
-from typing import Protocol
 
-from ..energy.meter import EnergyMeter, EnergyReading, jensen_shannon
+from ..energy import ModelMeter, TokenReading
+from ..energy.profiles import PROFILES, EnergyProfile
 from ..protocol import messages
 from ..protocol.messages import Event
+from .base import EnergySource, FrameActivity, TokenBatch
+from .council_events import CouncilEvents, Voice
+
+__all__ = ["EnergySource", "FrameActivity", "SimulatedModel"]
 
 TOP_K = 5
-
-
-@dataclass(slots=True)
-class FrameActivity:
-    """What a source did during one frame."""
-
-    tokens: list[str]
-    energy: EnergyReading
-    session_id: str
-    response_complete: bool = False
-    events: list[Event] = field(default_factory=list)  # energy_field, council and reward events
-
-
-class EnergySource(Protocol):
-    """Anything that can tell the frame loop what happened during a frame."""
-
-    model_id: str
-
-    def step(self, frame_number: int, now: float) -> FrameActivity:
-        """Advance to monotonic time *now* (seconds) and report this frame."""
-        ...
-
-
-def energy_field_wave(frame_number: int, reading: EnergyReading, model_id: str) -> Event:
-    """An energy_field: a wave whose height follows the energy (shared by every source)."""
-    phase = frame_number / 20.0
-    points = []
-    for i in range(12):
-        x = i / 11
-        wave = math.sin(2 * math.pi * x + phase)
-        points.append(
-            {
-                "x": round(x, 4),
-                "y": round(0.5 + 0.4 * reading.level * wave, 4),
-                "energy": round(reading.level * (0.6 + 0.4 * abs(wave)), 4),
-            }
-        )
-    kind = "lightning" if reading.is_burst else "stream"
-    return messages.energy_field(
-        frame_number=frame_number, field_type=kind, intensity=reading.level, coordinates=points, model_id=model_id
-    )
 
 
 # A small vocabulary, Unicode included, so clients see realistic token text.
@@ -108,6 +71,59 @@ _WORDS = (
 )
 
 
+class _Voice:
+    """One simulated model's answer: its schedule, its meter and its readings."""
+
+    def __init__(self, model_id: str, profile: EnergyProfile, rng: random.Random) -> None:
+        self.model_id = model_id
+        self.meter = ModelMeter(model_id, profile)
+        self.random = rng
+        self.readings: list[TokenReading] = []
+        self.remaining = 0
+        self.next_token_at: float | None = None
+        self.mode = "flow"
+
+    def start(self, now: float, tokens: int) -> None:
+        if self.meter.is_open:  # a peer still answering the previous prompt stops there
+            self.meter.end(now)
+        self.meter.start(now)
+        self.readings = []
+        self.remaining = tokens
+        self.mode = "flow"
+        # Time to first token: the model loads the prompt.
+        self.next_token_at = now + self.random.uniform(0.15, 0.5)
+
+    @property
+    def answering(self) -> bool:
+        """Whether this voice has a token to come in its current answer."""
+        return self.next_token_at is not None
+
+    def token(self, top_k: list[float]) -> TokenReading:
+        assert self.next_token_at is not None
+        when = self.next_token_at
+        reading = self.meter.on_token(when, top_k)
+        self.readings.append(reading)
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self.meter.end(when)
+            self.next_token_at = None
+        else:
+            self.next_token_at = when + self._next_interval()
+        return reading
+
+    def _next_interval(self) -> float:
+        roll = self.random.random()
+        if self.mode == "stall":
+            self.mode = "flow"
+        elif roll < 0.04:
+            self.mode = "stall"
+            return self.random.uniform(0.45, 1.6)
+        elif roll < 0.12:
+            self.mode = "burst" if self.mode == "flow" else "flow"
+        tps = self.random.uniform(18, 32) if self.mode == "burst" else self.random.uniform(7, 15)
+        return 1.0 / tps
+
+
 class SimulatedModel:
     """A simulated local model with bursts and stalls, plus a council of peers.
 
@@ -121,80 +137,70 @@ class SimulatedModel:
         *,
         council: bool = True,
         seed: int | None = None,
-        frame_rate: float = 60.0,
-        field_every_frames: int = 6,
+        profile: EnergyProfile = PROFILES["Dual"],
     ) -> None:
         self.model_id = model_id
+        self.profile = profile
         self._random = random.Random(seed)
-        self._meter = EnergyMeter()
-        self._field_every = max(field_every_frames, 1)
-        self._council_every = max(int(frame_rate / 2), 1)  # council reading twice a second
-        self._peers = ["council_analyst", "council_critic"] if council else []
+        self._voice = _Voice(model_id, profile, self._random)
+        peers = ["council_analyst", "council_critic"] if council else []
+        self._peers = [_Voice(peer, profile, random.Random(self._random.random())) for peer in peers]
+        self._council = CouncilEvents()
         self._responses = 0
         self._session_id = ""
-        self._remaining = 0
-        self._next_token_at: float | None = None
         self._next_prompt_at = 0.0
-        self._mode = "flow"
         self._tokens_total = 0
         self._top_k: list[float] = [1.0 / TOP_K] * TOP_K
-        self._last_resonance = -math.inf
         self._level = 1
 
     # -- EnergySource -------------------------------------------------------
 
     def step(self, frame_number: int, now: float) -> FrameActivity:
-        tokens: list[str] = []
-        complete = False
-        if self._next_token_at is None and now >= self._next_prompt_at:
+        voice = self._voice
+        if voice.next_token_at is None and now >= self._next_prompt_at:
             self._start_response(now)
-        while self._next_token_at is not None and self._next_token_at <= now:
-            tokens.append(self._emit_token(self._next_token_at))
-            if self._remaining == 0:
-                complete = True
-                self._next_token_at = None
+        batch = TokenBatch(self.model_id, self._session_id, [], [], len(voice.readings))
+        while voice.next_token_at is not None and voice.next_token_at <= now:
+            self._top_k = self._sample_top_k()
+            batch.readings.append(voice.token(self._top_k))
+            batch.texts.append(self._random.choice(_WORDS))
+            self._tokens_total += 1
+            if not voice.answering:  # that was its last token
+                batch.complete = True
                 self._next_prompt_at = now + self._random.uniform(1.0, 3.0)
-        reading = self._meter.update(now, len(tokens))
-        wave = self._energy_field(frame_number, reading)
-        events = ([wave] if wave else []) + self._council_events(frame_number, reading)
-        events += self._reward_events(tokens, complete)
-        return FrameActivity(tokens, reading, self._session_id, complete, events)
-
-    def _energy_field(self, frame_number: int, reading: EnergyReading) -> Event | None:
-        """An energy_field every few frames."""
-        if frame_number % self._field_every:
-            return None
-        return energy_field_wave(frame_number, reading, self.model_id)
+        for peer in self._peers:
+            while peer.next_token_at is not None and peer.next_token_at <= now:
+                peer.token(self._perturb(self._top_k, peer.random))
+        snapshot = voice.meter.snapshot(now)
+        council = [snapshot, *(peer.meter.snapshot(now) for peer in self._peers)] if self._peers else []
+        events: list[Event] = []
+        answering = [v for v in (voice, *self._peers) if v.next_token_at is not None]
+        if len(answering) > 1 and self._council.due(now):
+            by_id = {s.model_id: s for s in council}
+            events += self._council.events(frame_number, now, [Voice(v.readings, by_id[v.model_id]) for v in answering])
+        events += self._reward_events(batch.texts, batch.complete)
+        return FrameActivity(
+            session_id=self._session_id,
+            primary=snapshot,
+            profile=self.profile,
+            tokens=batch.texts,
+            readings=batch.readings,
+            history=voice.readings,
+            council=council,
+            streams=[batch] if batch.texts or batch.complete else [],
+            response_complete=batch.complete,
+            events=events,
+        )
 
     # -- token generation ---------------------------------------------------
 
     def _start_response(self, now: float) -> None:
         self._responses += 1
         self._session_id = f"session-{self._responses:05d}"
-        self._remaining = self._random.randint(40, 160)
-        self._mode = "flow"
-        # Time to first token: the model loads the prompt.
-        self._next_token_at = now + self._random.uniform(0.15, 0.5)
-
-    def _emit_token(self, when: float) -> str:
-        self._remaining -= 1
-        self._tokens_total += 1
-        self._top_k = self._sample_top_k()
-        self._meter.on_token(when, self._top_k)
-        self._next_token_at = when + self._next_interval()
-        return self._random.choice(_WORDS)
-
-    def _next_interval(self) -> float:
-        roll = self._random.random()
-        if self._mode == "stall":
-            self._mode = "flow"
-        elif roll < 0.04:
-            self._mode = "stall"
-            return self._random.uniform(0.45, 1.6)
-        elif roll < 0.12:
-            self._mode = "burst" if self._mode == "flow" else "flow"
-        tps = self._random.uniform(18, 32) if self._mode == "burst" else self._random.uniform(7, 15)
-        return 1.0 / tps
+        count = self._random.randint(40, 160)
+        self._voice.start(now, count)
+        for peer in self._peers:
+            peer.start(now, max(int(count * peer.random.uniform(0.7, 1.3)), 1))
 
     def _sample_top_k(self) -> list[float]:
         sharpness = self._random.uniform(0.5, 3.0)
@@ -202,44 +208,13 @@ class SimulatedModel:
         total = sum(raw)
         return [p / total for p in raw]
 
-    # -- council and rewards ------------------------------------------------
-
-    def _council_events(self, frame_number: int, reading: EnergyReading) -> list[Event]:
-        if not self._peers or frame_number % self._council_every or self._next_token_at is None:
-            return []
-        peers = [self._perturb(self._top_k) for _ in self._peers]
-        divergence = jensen_shannon([self._top_k, *peers])
-        coherence = 1.0 - divergence
-        models = [self.model_id, *self._peers]
-        pattern = "constructive" if divergence < 0.05 else "destructive" if divergence > 0.15 else "neutral"
-        events = [
-            messages.interference_event(
-                frame_number=frame_number,
-                pattern_type=pattern,
-                models=models,
-                intensity=reading.level * coherence,
-                coherence=coherence,
-            )
-        ]
-        if coherence > 0.9 and frame_number / 60.0 - self._last_resonance > 2.0:
-            self._last_resonance = frame_number / 60.0
-            kind = "fundamental" if coherence > 0.97 else "harmonic" if coherence > 0.94 else "overtone"
-            events.append(
-                messages.resonance_event(
-                    frame_number=frame_number,
-                    resonance_type=kind,
-                    frequency=reading.tokens_per_second,
-                    amplitude=reading.level,
-                    participants=models,
-                    phase=(frame_number * 6.0) % 360.0,
-                )
-            )
-        return events
-
-    def _perturb(self, distribution: list[float]) -> list[float]:
-        raw = [p * self._random.uniform(0.3, 1.7) for p in distribution]
+    @staticmethod
+    def _perturb(distribution: list[float], rng: random.Random) -> list[float]:
+        raw = [p * rng.uniform(0.3, 1.7) for p in distribution]
         total = sum(raw)
         return [p / total for p in raw]
+
+    # -- rewards --------------------------------------------------------------
 
     def _reward_events(self, tokens: list[str], complete: bool) -> list[Event]:
         events: list[Event] = []

@@ -6,6 +6,13 @@ over the first. A file SQLite reports as not a database, malformed or from
 a newer server is renamed to ``<name>.corrupt-<time>`` (with its WAL and
 SHM) and a fresh one created; an unreadable or read-only file is left
 alone (moving it would not help) and the error goes to the caller.
+
+A file that opens but fails ``PRAGMA quick_check`` (damaged pages inside a
+file whose header is intact) is moved aside the same way.
+
+Privacy: the data directory is made ``0700`` and the database and its
+sidecars ``0600`` (created so, and tightened at start when they are
+looser), so only the user can read what the log keeps.
 """
 
 from __future__ import annotations
@@ -13,20 +20,21 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
 from .migrations import migrate
 
-try:  # POSIX only; elsewhere two servers on one file are not detected
+if sys.platform != "win32":  # POSIX only; on Windows two servers on one file are not detected
     import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("wirthforge.persistence")
 
 PAGE_SIZE = 4096
 SIDE_FILES = ("", "-wal", "-shm")
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 
 
 class PersistenceLocked(RuntimeError):
@@ -42,9 +50,10 @@ class FileLock:
 
     def acquire(self) -> None:
         """Take the lock; raise :class:`PersistenceLocked` if another process holds it."""
-        if fcntl is None:
+        if sys.platform == "win32":
             return
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        os.fchmod(fd, PRIVATE_FILE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -65,10 +74,43 @@ class FileLock:
             self._fd = None
 
 
+class DamagedFile(sqlite3.DatabaseError):
+    """``PRAGMA quick_check`` found damage: the file opens, but some of its pages cannot be trusted."""
+
+
+def private_directory(directory: Path, *, tighten: bool) -> None:
+    """Create *directory* ``0700``; with *tighten*, also take group and other access from an existing one.
+
+    Only the user's own data directory is tightened: a directory named with
+    ``--persist-path`` may be shared (``/tmp``) and is left as it is.
+    """
+    directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if tighten and directory.stat().st_mode & 0o077:
+        directory.chmod(PRIVATE_DIR)
+        log.info("data directory %s was readable by others; made it 0700", directory)
+
+
+def private_files(path: Path) -> None:
+    """Create the database file ``0600`` if missing; make it and its WAL and SHM ``0600`` if looser.
+
+    SQLite gives a new WAL and SHM the database file's permissions, so
+    creating the file first keeps them private too.
+    """
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+    for suffix in SIDE_FILES:
+        side = Path(f"{path}{suffix}")
+        try:
+            if side.stat().st_mode & 0o077:
+                side.chmod(PRIVATE_FILE)
+        except FileNotFoundError:
+            pass
+
+
 def connect_checked(path: Path, max_bytes: int) -> sqlite3.Connection:
-    """Open and migrate; a file that is not a usable database is moved aside once."""
+    """Open, check and migrate; a file that is not a usable database, or is damaged, is moved aside once."""
     try:
-        return connect_and_migrate(path, max_bytes)
+        return connect_and_migrate(path, max_bytes, check=True)
     except sqlite3.DatabaseError as error:
         if isinstance(error, sqlite3.OperationalError) and not is_corruption(error):
             raise  # unreadable or read-only: moving it would not help
@@ -76,10 +118,27 @@ def connect_checked(path: Path, max_bytes: int) -> sqlite3.Connection:
         return connect_and_migrate(path, max_bytes)
 
 
-def connect_and_migrate(path: Path, max_bytes: int) -> sqlite3.Connection:
-    """The writer's connection: WAL, a hard page cap a little above the retention target, current schema."""
+def quick_check(connection: sqlite3.Connection) -> None:
+    """Raise :class:`DamagedFile` unless ``PRAGMA quick_check`` says ``ok`` (it reads every page once)."""
+    rows = connection.execute("PRAGMA quick_check(5)").fetchall()
+    if [tuple(row) for row in rows] != [("ok",)]:
+        raise DamagedFile("integrity check failed: " + "; ".join(str(row[0]) for row in rows)[:300])
+
+
+def connect_and_migrate(path: Path, max_bytes: int, *, check: bool = False) -> sqlite3.Connection:
+    """The writer's connection: WAL, a hard page cap a little above the retention target, current schema.
+
+    With *check*, ``PRAGMA quick_check`` runs first. A new file uses
+    incremental auto-vacuum, so deleting recordings can hand the space back
+    in small steps.
+    """
+    private_files(path)
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
+        if connection.execute("PRAGMA page_count").fetchone()[0] == 0:
+            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect before the first table
+        if check:
+            quick_check(connection)
         connection.execute("PRAGMA journal_mode=WAL").fetchone()
         connection.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, consistent always
         connection.execute("PRAGMA journal_size_limit=4194304")
@@ -103,6 +162,8 @@ def move_aside(path: Path, reason: str) -> Path:
 
 
 def is_corruption(error: sqlite3.Error) -> bool:
+    if isinstance(error, DamagedFile):
+        return True
     text = str(error).lower()
     return "not a database" in text or "malformed" in text or "corrupt" in text or "newer than" in text
 

@@ -24,10 +24,28 @@ seq of this run is kept as ``crash_seq``: a client that last saw an older
 seq may have missed messages the crash lost (resume reason
 ``server_crashed``).
 
+What it keeps. Without ``record_text`` (the default) a token_stream is
+stored without its words (:mod:`.privacy`); prompts never reach the log.
+The user's progress (:mod:`.progress`) lives in the same file.
+
+Deleting. :meth:`EventLog.delete_recording` and :meth:`EventLog.purge` run
+on the writer thread, in order with the rows before them, and hand the
+space back (incremental vacuum, or one ``VACUUM`` for a file created
+without it); the frame loop never waits for them.
+
+Self-check. ``PRAGMA quick_check`` runs at open (a damaged file is moved
+aside, :mod:`.database`) and again, on the writer thread, after the first
+failed read; a file that fails it then is moved aside too and a fresh one
+continues this run's epoch and seqs (everything before counts as pruned,
+so a resume from there is ``incomplete``). While reads fail the log is
+``degraded``; a failed read for a resume counts as a cut history (the
+client is told ``incomplete``), and the other reads raise
+:class:`StorageError`, which the HTTP routes answer with 503.
+
 This class is the log's lifecycle, its identity and its write path; the
-file (lock, open, corrupt-file recovery) is :mod:`.database`, the schema
-:mod:`.migrations`, the grouping into recordings :mod:`.recordings`, the
-limits :mod:`.retention` and the reads :mod:`.queries`.
+file (lock, open, corrupt-file recovery, permissions) is :mod:`.database`,
+the schema :mod:`.migrations`, the grouping into recordings
+:mod:`.recordings`, the limits :mod:`.retention` and the reads :mod:`.queries`.
 """
 
 from __future__ import annotations
@@ -39,8 +57,11 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +69,52 @@ import orjson
 
 from ..protocol.codes import CHANNEL_OF, LATEST_WINS_CHANNEL
 from ..protocol.messages import Event
-from .database import FileLock, PersistenceLocked, connect_checked, rollback
+from .database import (
+    FileLock,
+    PersistenceLocked,
+    connect_and_migrate,
+    connect_checked,
+    is_corruption,
+    move_aside,
+    private_directory,
+    quick_check,
+    rollback,
+)
+from .privacy import without_text
+from .progress import ProgressState, load_progress, save_progress
 from .queries import EventQueries, StoredMessage
 from .recordings import Recording, RecordingTracker
 from .retention import RETENTION_INTERVAL, RETENTION_TARGET, RETENTION_TARGET_WHEN_FULL, Retention
 
-__all__ = ["EventLog", "LogStats", "PersistenceLocked", "Recording", "StoredMessage", "default_path"]
+__all__ = [
+    "EventLog",
+    "LogStats",
+    "PersistenceLocked",
+    "Recording",
+    "StorageError",
+    "StoredMessage",
+    "default_path",
+]
 
 log = logging.getLogger("wirthforge.persistence")
 
 COMMIT_INTERVAL = 0.1  # seconds between commits while rows arrive
 BATCH_ROWS = 500  # commit earlier when this many rows are waiting
 SEQ_BLOCK = 100_000  # seqs reserved ahead of the hub
+VACUUM_STEP_PAGES = 2048  # pages (8 MiB) handed back per incremental vacuum step
+COMMAND_TIMEOUT = 300.0  # seconds a delete or purge may take (a first VACUUM of a large file)
+
+
+class StorageError(RuntimeError):
+    """The event log could not do what was asked (a failed read, a busy or stopped writer)."""
+
+
+@dataclass(slots=True)
+class _Command:
+    """Work for the writer thread, done in order with the rows queued before it."""
+
+    run: Callable[[sqlite3.Connection], Any]
+    done: Future[Any] = field(default_factory=Future)
 
 
 @dataclass(slots=True)
@@ -81,6 +136,10 @@ class LogStats:
     last_commit: float | None = None  # monotonic
     error: str | None = None  # the latest fault, until a commit succeeds again
     error_at: float | None = None  # wall-clock ms
+    read_error: str | None = None  # the latest failed read, until a read succeeds again
+    read_failures: int = 0
+    checks: int = 0  # integrity checks run after a failed read
+    replaced: int = 0  # damaged files moved aside while running
 
 
 def default_path() -> Path:
@@ -108,8 +167,12 @@ class EventLog:
         max_age_seconds: float,
         energy_rate: float,
         queue_limit: int = 20_000,
+        record_text: bool = False,
+        private_dir: bool = False,
     ) -> None:
         self.path = path
+        self.record_text = record_text  # off: token_streams are stored without their words
+        self.private_dir = private_dir  # the user's own data directory: tighten it to 0700 at start
         self.max_bytes = max_bytes
         self.max_age_seconds = max_age_seconds
         self.energy_interval_ms = 1000.0 / energy_rate if energy_rate > 0 else float("inf")
@@ -124,8 +187,11 @@ class EventLog:
         self.lost_through = 0  # highest reliable seq that was not written
         self.queries = EventQueries(path)
         self._retention = Retention(max_bytes=max_bytes, max_age_seconds=max_age_seconds)
-        self._recordings = RecordingTracker()
-        self._queue: queue.Queue[_Row | None] = queue.Queue(queue_limit)
+        self._recordings = RecordingTracker(text_kept=record_text)
+        self._queue: queue.Queue[_Row | _Command | None] = queue.Queue(queue_limit)
+        self.progress = ProgressState()  # as stored at open; UserProgress keeps it up to date
+        self._progress_pending: ProgressState | None = None
+        self._check_requested = False
         self._reserved = 0
         self._reserve_requested = 0
         self._last_energy_ms: dict[str, float] = {}
@@ -152,7 +218,7 @@ class EventLog:
         ``stats.error``: the server runs on, without durability.
         """
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_directory(self.path.parent, tighten=self.private_dir)
             self._file_lock.acquire()
         except PersistenceLocked:
             raise
@@ -189,6 +255,7 @@ class EventLog:
         self.crash_seq = self.first_seq if self.previous_run_crashed else int(meta.get("crash_seq", 0))
         self._retention.pruned_through = int(meta.get("pruned_through", 0))
         self.lost_through = int(meta.get("lost_through", 0))
+        self.progress = load_progress(connection)
         self.committed_through = base
         self._reserved = self._reserve_requested = base + SEQ_BLOCK
         self._write_meta(
@@ -258,22 +325,33 @@ class EventLog:
                 log.error("event log writer did not finish within 10 s; %d rows may be lost", self.backlog)
                 self._writer = None
             self._thread = None
+        self.available = False
+        self._fail_waiting_commands()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         self._file_lock.release()
-        self.available = False
+
+    def _fail_waiting_commands(self) -> None:
+        """A delete that arrived after the writer's last turn is answered, not left waiting."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Command) and item.done.set_running_or_notify_cancel():
+                item.done.set_exception(StorageError("the event log is closed"))
 
     # -- the writer thread --------------------------------------------------
 
     def _write_loop(self) -> None:
-        connection = self._writer
-        assert connection is not None
+        assert self._writer is not None
         batch: list[_Row] = []
         next_retention = time.monotonic()
         stopping = False
         while not stopping:
             deadline = time.monotonic() + COMMIT_INTERVAL
+            command: _Command | None = None
             while len(batch) < BATCH_ROWS:
                 try:
                     row = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
@@ -282,14 +360,36 @@ class EventLog:
                 if row is None:
                     stopping = True
                     break
+                if isinstance(row, _Command):
+                    command = row
+                    break
                 batch.append(row)
-            if batch or self._reserve_requested > self._reserved:
+            connection = self._writer
+            if batch or self._reserve_requested > self._reserved or self._progress_pending is not None:
                 self._commit(connection, batch)
                 batch = []
+            if command is not None:
+                self._run_command(connection, command)
+                connection = self._writer
             if stopping or time.monotonic() >= next_retention or self._retention.over_target(connection):
                 next_retention = time.monotonic() + RETENTION_INTERVAL
                 self._retain(connection)
-        self._finish(connection)
+        self._finish(self._writer)
+
+    def _run_command(self, connection: sqlite3.Connection, command: _Command) -> None:
+        if not command.done.set_running_or_notify_cancel():
+            return
+        try:
+            result = command.run(connection)
+        except sqlite3.Error as error:
+            rollback(connection)
+            self._fault(f"{type(error).__name__}: {error}")
+            command.done.set_exception(StorageError(f"the event log could not do it: {error}"))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller, the writer goes on
+            rollback(connection)
+            command.done.set_exception(error)
+        else:
+            command.done.set_result(result)
 
     def _commit(self, connection: sqlite3.Connection, batch: list[_Row]) -> None:
         reserve = self._reserve_requested
@@ -310,6 +410,8 @@ class EventLog:
             if lost:
                 self.lost_through = max(self.lost_through, max(lost))
             self._fault(f"write failed: {error}")
+            if is_corruption(error):
+                self._request_check()
         else:
             self._reserved = reserve
             self.stats.written += len(batch)
@@ -336,7 +438,7 @@ class EventLog:
                         r.frame_number,
                         r.timestamp_ms,
                         self._recordings.assign(connection, r.seq, r.type, r.timestamp_ms, r.payload),
-                        orjson.dumps(r.payload),
+                        orjson.dumps(r.payload if self.record_text else without_text(r.type, r.payload)),
                     )
                     for r in batch
                 ],
@@ -345,7 +447,12 @@ class EventLog:
             if self.lost_through:
                 meta["lost_through"] = self.lost_through
             self._write_meta(connection, meta)
+            progress = self._progress_pending
+            if progress is not None:
+                save_progress(connection, progress)
             connection.execute("COMMIT")
+            if self._progress_pending is progress:  # unless the loop handed over a newer one meanwhile
+                self._progress_pending = None
         except BaseException:
             rollback(connection)
             self._recordings.restore(recordings)  # as before the batch, for the retry
@@ -378,34 +485,198 @@ class EventLog:
         self.stats.error = reason
         self.stats.error_at = time.time() * 1000.0
 
+    # -- progress, deleting, checking (the loop or worker threads) ---------
+
+    def save_progress(self, state: ProgressState) -> None:
+        """Keep *state* with the next commit (from the loop: a reference handed over, no I/O)."""
+        self.progress = state
+        if self.available:
+            self._progress_pending = state
+
+    def delete_recording(self, recording_id: int) -> bool:
+        """Delete one recording's rows (and the energy, council and reward rows meanwhile); reclaim the space.
+
+        Blocking (call it in a thread): it runs on the writer thread, after
+        the rows queued before it. False if there is no such recording.
+        """
+        return bool(self._command(lambda connection: self._delete(connection, recording_id)))
+
+    def purge(self) -> int:
+        """Delete every row and recording, reclaim the space; returns the rows deleted (blocking)."""
+        return int(self._command(self._purge))
+
+    def _command(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
+        if not self.available or self._thread is None:
+            raise StorageError("event persistence is unavailable")
+        command = _Command(run)
+        try:
+            self._queue.put(command, timeout=5.0)
+        except queue.Full:
+            raise StorageError("the event log's writer is busy; try again") from None
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while True:
+            try:
+                return command.done.result(timeout=0.5)
+            except FutureTimeout:
+                if not self._writing() and command.done.cancel():  # closed before the writer took it
+                    raise StorageError("the event log is closed") from None
+                if time.monotonic() > deadline:
+                    raise StorageError("the event log's writer did not finish in time") from None
+
+    def _writing(self) -> bool:
+        """Whether the writer thread is there (close() may clear it from another thread while a command waits)."""
+        return self._thread is not None
+
+    def _delete(self, connection: sqlite3.Connection, recording_id: int) -> bool:
+        """The recording, and the recordings of its replays (``replay-<sessionId>``), with their rows."""
+        doomed = connection.execute(
+            "SELECT id, started_ms, ended_ms FROM recordings WHERE id = ? OR session_id = "
+            "'replay-' || (SELECT session_id FROM recordings WHERE id = ?)",
+            (recording_id, recording_id),
+        ).fetchall()
+        if not any(row[0] == recording_id for row in doomed):
+            return False
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for doomed_id, started_ms, ended_ms in doomed:
+                connection.execute(
+                    "DELETE FROM events WHERE recording = ? OR (recording IS NULL "
+                    "AND channel IN ('energy', 'council', 'reward') AND timestamp_ms >= ? AND timestamp_ms <= ?)",
+                    (doomed_id, started_ms, ended_ms),
+                )
+                connection.execute("DELETE FROM recordings WHERE id = ?", (doomed_id,))
+            connection.execute("COMMIT")
+        except BaseException:
+            rollback(connection)
+            raise
+        for doomed_id, _, _ in doomed:
+            self._recordings.forget(doomed_id)  # its later rows, if it still runs, start a new recording
+        self._reclaim(connection)
+        return True
+
+    def _purge(self, connection: sqlite3.Connection) -> int:
+        deleted = self._retention.delete_where(connection, "seq > ?", (0,))  # resumes from before: incomplete
+        self._recordings.clear()
+        self._reclaim(connection)
+        return deleted
+
+    def _reclaim(self, connection: sqlite3.Connection) -> None:
+        """Hand free pages back to the file system, in steps the writer can interleave with nothing else."""
+        if connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # incremental
+            pages = connection.execute("PRAGMA page_count").fetchone()[0]
+            for _ in range(pages // VACUUM_STEP_PAGES + 2):  # bounded: each step frees up to a step's pages
+                if not connection.execute("PRAGMA freelist_count").fetchone()[0]:
+                    break
+                # executescript steps the pragma to its end (execute() frees only one page per call).
+                connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
+        else:  # a file created before incremental vacuum: convert it once (this VACUUM rewrites the file)
+            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            connection.execute("VACUUM")
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _check_after_read_error(self, connection: sqlite3.Connection) -> None:
+        """Writer side of a failed read: quick_check; a damaged file is moved aside and replaced."""
+        self.stats.checks += 1
+        try:
+            # A connection of its own: the writer's page cache may still hold the pages as they were.
+            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as checker:
+                quick_check(checker)
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError) and not is_corruption(error):
+                log.warning("event log integrity check could not read the file: %s", error)
+                return  # unreadable, not damaged: the failed reads already show it; moving it would not help
+            self._replace_damaged(connection, str(error))
+        finally:
+            self._check_requested = False
+
+    def _replace_damaged(self, connection: sqlite3.Connection, reason: str) -> None:
+        """Move the damaged file aside and continue this run (same epoch, higher seqs) in a fresh one."""
+        rollback(connection)
+        connection.close()
+        move_aside(self.path, reason)
+        try:
+            fresh = connect_and_migrate(self.path, self.max_bytes)
+        except (sqlite3.Error, OSError) as error:  # no fresh file either: run on without durability
+            self.available = False
+            self._fault(f"cannot create a fresh {self.path}: {error}")
+            log.error("event log unavailable, running without persistence: %s", self.stats.error)
+            return
+        self._retention.pruned_through = max(self._retention.pruned_through, self.committed_through)
+        self._write_meta(
+            fresh,
+            {
+                "epoch": self.epoch,
+                "seq_reserved": self._reserved,
+                "clean_shutdown": 0,
+                "crash_seq": self.crash_seq,
+                "pruned_through": self._retention.pruned_through,
+                "lost_through": self.lost_through,
+            },
+        )
+        save_progress(fresh, self.progress)
+        self._recordings.clear()
+        self._writer = fresh
+        self.stats.replaced += 1
+        self.stats.read_error = None
+
+    def _request_check(self) -> None:
+        """Queue one integrity check for the writer (at most one waits at a time)."""
+        if self._check_requested or self._thread is None:
+            return
+        self._check_requested = True
+        try:
+            self._queue.put_nowait(_Command(self._check_after_read_error))
+        except queue.Full:
+            self._check_requested = False
+
     # -- reading (from worker threads) --------------------------------------
+
+    def _read(self, query: Callable[[], Any]) -> Any:
+        """Run one read; a failure is counted, makes the log degraded and asks the writer for a check."""
+        try:
+            result = query()
+        except sqlite3.Error as error:
+            self.stats.read_failures += 1
+            self.stats.read_error = f"read failed: {error}"
+            self.stats.error_at = time.time() * 1000.0
+            log.error("event log read failed: %s", error)
+            self._request_check()
+            raise StorageError(f"the event log could not be read ({error})") from error
+        self.stats.read_error = None
+        return result
 
     def read_reliable(
         self, after_seq: int, through_seq: int, channels: Iterable[str], limit: int
     ) -> tuple[list[StoredMessage], bool]:
         """Reliable messages with after_seq < seq <= through_seq on *channels*: the newest *limit*, oldest first.
 
-        The flag says whether older ones were left out by the limit.
+        The flag says whether older ones were left out by the limit. A read
+        that fails returns nothing and the flag set: the resume is then
+        ``incomplete`` instead of failing the connection.
         """
         if not self.available:
             return [], False
-        return self.queries.read_reliable(after_seq, through_seq, channels, limit)
+        try:
+            return self._read(lambda: self.queries.read_reliable(after_seq, through_seq, channels, limit))  # type: ignore[no-any-return]
+        except StorageError:
+            return [], True
 
     def recordings(self, limit: int = 100, before_ms: float | None = None) -> list[Recording]:
+        """Raises :class:`StorageError` when the file cannot be read."""
         if not self.available:
             return []
-        return self.queries.recordings(limit, before_ms)
+        return self._read(lambda: self.queries.recordings(limit, before_ms))  # type: ignore[no-any-return]
 
     def recording(self, recording_id: int) -> Recording | None:
         if not self.available:
             return None
-        return self.queries.recording(recording_id)
+        return self._read(lambda: self.queries.recording(recording_id))  # type: ignore[no-any-return]
 
     def session_events(self, recording: Recording, *, after_seq: int = 0, limit: int = 1000) -> list[StoredMessage]:
         """A recording's messages in seq order (see :meth:`EventQueries.session_events`)."""
         if not self.available:
             return []
-        return self.queries.session_events(recording, after_seq=after_seq, limit=limit)
+        return self._read(lambda: self.queries.session_events(recording, after_seq=after_seq, limit=limit))  # type: ignore[no-any-return]
 
     def events_between(
         self, start_ms: float, end_ms: float, *, after_seq: int = 0, limit: int = 1000
@@ -413,13 +684,13 @@ class EventLog:
         """Every recorded message of a time range except system messages, in seq order."""
         if not self.available:
             return []
-        return self.queries.events_between(start_ms, end_ms, after_seq=after_seq, limit=limit)
+        return self._read(lambda: self.queries.events_between(start_ms, end_ms, after_seq=after_seq, limit=limit))  # type: ignore[no-any-return]
 
     def span(self, recording: Recording | None, start_ms: float = 0.0, end_ms: float = 0.0) -> tuple[int, float, float]:
         """(messages, first, last timestamp) of a recording's or a time range's messages (see EventQueries.span)."""
         if not self.available:
             return 0, 0.0, 0.0
-        return self.queries.span(recording, start_ms, end_ms)
+        return self._read(lambda: self.queries.span(recording, start_ms, end_ms))  # type: ignore[no-any-return]
 
     # -- reporting ----------------------------------------------------------
 
@@ -436,7 +707,7 @@ class EventLog:
         stats = self.stats
         if not self.available:
             state = "unavailable"
-        elif stats.error is not None:
+        elif stats.error is not None or stats.read_error is not None:
             state = "degraded"
         else:
             state = "ok"
@@ -451,7 +722,11 @@ class EventLog:
             "lastCommitAgoMs": None
             if stats.last_commit is None
             else round((time.monotonic() - stats.last_commit) * 1000.0, 1),
-            "error": stats.error,
+            "error": stats.error or stats.read_error,
+            "readFailures": stats.read_failures,
+            "integrityChecks": stats.checks,
+            "filesReplaced": stats.replaced,
+            "recordText": self.record_text,
             "diskBytes": self.disk_bytes() if self.available else 0,
             "maxBytes": self.max_bytes,
             "maxAgeSeconds": self.max_age_seconds,

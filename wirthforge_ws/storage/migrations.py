@@ -43,6 +43,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX recordings_started ON recordings (started_ms)",
     ),
+    (
+        # Whether a recording's rows keep the answer's text (--record-text). Rows written
+        # before this column existed kept it, hence the default.
+        "ALTER TABLE recordings ADD COLUMN text_kept INTEGER NOT NULL DEFAULT 1",
+        # The user's progress: one row (see progress.py).
+        """CREATE TABLE progress (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            tokens INTEGER NOT NULL,
+            energy_units REAL NOT NULL,
+            sessions INTEGER NOT NULL,
+            achievements TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -20,7 +20,7 @@ import orjson
 from ..protocol.messages import Event
 from .recordings import Recording
 
-_RECORDING_COLUMNS = "id, session_id, model_id, started_ms, ended_ms, tokens, messages, complete"
+_RECORDING_COLUMNS = "id, session_id, model_id, started_ms, ended_ms, tokens, messages, complete, text_kept"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +70,14 @@ class EventQueries:
                 f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE started_ms < ? ORDER BY started_ms DESC LIMIT ?",
                 (before_ms if before_ms is not None else float("inf"), limit),
             ).fetchall()
-        return [Recording(*row[:7], bool(row[7])) for row in rows]
+        return [_recording(row) for row in rows]
 
     def recording(self, recording_id: int) -> Recording | None:
         with closing(self._connect()) as connection:
             row = connection.execute(
                 f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE id = ?", (recording_id,)
             ).fetchone()
-        return None if row is None else Recording(*row[:7], bool(row[7]))
+        return None if row is None else _recording(row)
 
     def session_events(self, recording: Recording, *, after_seq: int = 0, limit: int = 1000) -> list[StoredMessage]:
         """A recording's messages in seq order: its token_streams, and what else happened meanwhile.
@@ -131,3 +131,11 @@ class EventQueries:
 def _stored(row: tuple[Any, ...]) -> StoredMessage:
     seq, kind, frame_number, timestamp_ms, payload = row
     return StoredMessage(seq, Event(kind, orjson.loads(payload), frame_number), timestamp_ms)
+
+
+def _recording(row: tuple[Any, ...]) -> Recording:
+    """A row of ``SELECT {_RECORDING_COLUMNS}`` as a Recording (SQLite stores the booleans as 0 or 1)."""
+    recording_id, session_id, model_id, started_ms, ended_ms, tokens, count, complete, text_kept = row
+    return Recording(
+        recording_id, session_id, model_id, started_ms, ended_ms, tokens, count, bool(complete), bool(text_kept)
+    )

@@ -77,6 +77,6 @@ class Retention:
 
 def bytes_used(connection: sqlite3.Connection) -> int:
     """Bytes in pages that hold data (the file's size less its free pages)."""
-    pages = connection.execute("PRAGMA page_count").fetchone()[0]
-    free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+    pages: int = connection.execute("PRAGMA page_count").fetchone()[0]
+    free: int = connection.execute("PRAGMA freelist_count").fetchone()[0]
     return (pages - free) * PAGE_SIZE

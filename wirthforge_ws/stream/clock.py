@@ -3,7 +3,7 @@
 A loop that sleeps ``period`` after each frame runs slow by the time each
 frame takes (the upstream reference reached 56-57 Hz that way). Here tick k
 is due at ``start + k * period`` whatever happened before, so lateness never
-accumulates. A tick up to one period late (:data:`CATCH_UP_PERIODS`: a
+accumulates. A tick less than two periods late (:data:`CATCH_UP_PERIODS`: a
 scheduler hiccup, a short GC pause) is still sent, and the next one, already
 due, follows at once: clients get every frame, one of them late, instead of
 a gap. When the loop falls further behind (a long pause, a suspended laptop)

@@ -1,9 +1,11 @@
 """The 60 Hz frame loop: source -> energy_update (+ events) -> hub.
 
 Each tick asks the source what happened during the frame, builds the
-frame's messages and publishes them; the hub validates, serialises and fans
-out. With no client connected the source still advances (so the model's
-state and the frame numbers stay continuous) but no frame is built or
+frame's messages (``energy_update`` with its evidence, each model's
+``token_stream``, ``energy_field`` when it changed; see energy_frames.py)
+and publishes them; the hub validates, serialises and fans out. With no
+client connected the source still advances (so the model's state and the
+frame numbers stay continuous) but no frame is built or
 serialised, and the clock wakes only ten times a second (see clock.py).
 
 Falling behind is reported, never hidden: frames over the budget and
@@ -25,7 +27,8 @@ from ..protocol import messages
 from ..protocol.codes import ErrorCode
 from ..protocol.messages import Event
 from ..settings import Settings
-from ..sources.simulated import EnergySource
+from ..sources.base import EnergySource
+from . import energy_frames
 from .clock import FrameClock, Tick
 from .hub import Hub, Outbound
 from .rolling import RollingSamples
@@ -79,6 +82,8 @@ class FrameLoop:
         self._skip_notices = Throttle(NOTICE_EVERY)
         self._skipped_unreported = 0
         self._joining: list[_Joining] = []
+        self._field = energy_frames.FieldBuilder(settings.field_every_frames)
+        self._last_energy = 0.0  # totalEnergy of the previous frame, for deltaEnergy
 
     async def run(self) -> None:
         budget = self.settings.frame_budget_ms / 1000.0
@@ -93,15 +98,9 @@ class FrameLoop:
             self.processing.add(elapsed)
             if elapsed > budget:
                 self.budget_overruns += 1
-                suppressed = self._overrun_warnings.ready(time.monotonic())
-                if suppressed is not None:
-                    log.warning(
-                        "frame %d took %.1f ms (budget %.2f ms)%s",
-                        tick.frame_number,
-                        elapsed * 1000,
-                        budget * 1000,
-                        _folded(suppressed),
-                    )
+                self._overrun_warnings.warning(
+                    log, "frame %d took %.1f ms (budget %.2f ms)", tick.frame_number, elapsed * 1000, budget * 1000
+                )
             if self._on_frame is not None and len(hub):  # idle ticks are not frames
                 self._on_frame(tick.lateness, elapsed)
 
@@ -109,11 +108,9 @@ class FrameLoop:
         """The clock skipped frames: warn the log and, rate-limited, the clients."""
         now = time.monotonic()
         late_ms = (tick.skipped * self.clock.period + tick.lateness) * 1000
-        suppressed = self._skip_warnings.ready(now)
-        if suppressed is not None:
-            log.warning(
-                "frame loop fell %.0f ms behind and skipped %d frames%s", late_ms, tick.skipped, _folded(suppressed)
-            )
+        self._skip_warnings.warning(
+            log, "frame loop fell %.0f ms behind and skipped %d frames", late_ms, tick.skipped, now=now
+        )
         self._skipped_unreported += tick.skipped
         if self._skipped_unreported < NOTICE_MIN_SKIPPED or self._skip_notices.ready(now) is None:
             return
@@ -181,32 +178,29 @@ class FrameLoop:
     def _publish_frame(self, frame_number: int, now: float, started: float) -> None:
         activity = self.source.step(frame_number, now)
         hub = self.hub
+        level = activity.total_energy
+        delta, self._last_energy = level - self._last_energy, level
         if len(hub):
-            reading = activity.energy
             hub.publish(
                 messages.energy_update(
                     frame_number=frame_number,
-                    total_energy=reading.level,
-                    delta_energy=reading.delta,
+                    total_energy=level,
+                    delta_energy=delta,
                     tokens_generated=len(activity.tokens),
                     processing_time_ms=(time.perf_counter() - started) * 1000.0,
-                    model_id=self.source.model_id,
-                    distribution=reading.distribution(),
+                    model_id=activity.primary.model_id,
+                    distribution=energy_frames.frame_distribution(activity, level),
+                    evidence=energy_frames.frame_evidence(activity),
                 )
             )
             self.frames_built += 1
-        if activity.tokens or activity.response_complete:
-            hub.publish(
-                messages.token_stream(
-                    tokens=activity.tokens,
-                    is_complete=activity.response_complete,
-                    session_id=activity.session_id,
-                    model_id=self.source.model_id,
-                    energy_cost=0.01 * len(activity.tokens),
-                )
-            )
+        for batch in activity.streams:
+            hub.publish(energy_frames.token_stream(batch))
+        field = self._field.build(frame_number, now, activity) if len(hub) else None
+        if field is not None:
+            hub.publish(field)
         for event in activity.events:
-            hub.publish(event)  # energy_field is dropped by the hub when nobody listens
+            hub.publish(event)
 
     def health(self) -> dict[str, object]:
         clock = self.clock
@@ -225,7 +219,3 @@ class FrameLoop:
             "budgetMs": self.settings.frame_budget_ms,
             "budgetOverruns": self.budget_overruns,
         }
-
-
-def _folded(suppressed: int) -> str:
-    return f" ({suppressed} more since the last warning)" if suppressed else ""

@@ -13,7 +13,7 @@ reliable messages (count and age) and the newest frame of each energy type.
 With a durable :class:`~.persistence.EventLog` the memory history is only
 the recent window: every published message is also handed to the log, the
 epoch and the seq counter continue where the previous run stopped, and
-:meth:`Hub.recall` fetches from disk what memory no longer holds.
+:meth:`Hub.recall` fetches from disk what has left the memory window.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ class Hub:
         return len(self._subscribers)
 
     async def recall(self, channels: Iterable[str], resume: ResumeRequest | None) -> Recall | None:
-        """Read from the durable log what a resume needs and memory no longer holds.
+        """Read from the durable log what a resume needs and what has left the memory window.
 
         Awaited before :meth:`plan_resume` (the read runs in a thread); None
         when memory suffices or there is no log.
@@ -435,6 +435,13 @@ class Hub:
         oldest_allowed = now - self._history_seconds
         while self._history and self._history[0].created < oldest_allowed:
             self._evicted_through = self._history.popleft().seq
+
+    def forget(self, unwanted: Callable[[Event], bool]) -> int:
+        """Drop the remembered messages *unwanted* selects (a deleted recording): no resume replays them."""
+        kept = deque(outbound for outbound in self._history if not unwanted(outbound.event))
+        dropped = len(self._history) - len(kept)
+        self._history = kept
+        return dropped
 
     # -- failures -----------------------------------------------------------
 

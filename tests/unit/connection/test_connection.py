@@ -1,15 +1,17 @@
 """Connection state transitions, in-process, with a fake WebSocket: no sockets, no sleeps.
 
-Each test drives one ordering that used to race (issue 7, defect 9): a
-connection that fails while it is being set up, a close racing a write, a
-heartbeat before ``startup_complete``, a writer that dies, and a resume
-replay longer than the send queue (defect 5).
+Each test drives one ordering that can race: a connection that fails while
+it is being set up, a close racing a write, a heartbeat before
+``startup_complete``, a writer that dies, and a resume replay longer than
+the send queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from typing import Any
 
 import pytest
@@ -67,7 +69,7 @@ class FakeWebSocket:
 def make(
     settings: Settings | None = None, *, query: dict[str, str] | None = None, hub: Hub | None = None
 ) -> tuple[Connection, FakeWebSocket, Hub]:
-    settings = settings or Settings()
+    settings = settings or Settings(tier="Mid-Tier")  # the Server resolves "auto" before any connection
     if hub is None:
         hub = Hub(SCHEMAS, history_messages=settings.history_messages, history_seconds=settings.history_seconds)
     websocket = FakeWebSocket()
@@ -148,7 +150,7 @@ async def test_close_racing_a_write_sends_nothing_after_the_close() -> None:
 
 
 async def test_a_stalled_send_is_detected_on_the_monotonic_clock() -> None:
-    settings = Settings(send_timeout=1.0)
+    settings = Settings(send_timeout=1.0, tier="Mid-Tier")
     connection, websocket, hub = make(settings)
     serving = asyncio.create_task(connection.serve())
     await settle()
@@ -179,7 +181,7 @@ async def test_a_writer_that_dies_closes_the_connection_with_1011() -> None:
 
 
 async def test_a_replay_longer_than_the_send_queue_completes_in_order() -> None:
-    settings = Settings(send_queue_limit=8, history_messages=1000)
+    settings = Settings(send_queue_limit=8, history_messages=1000, tier="Mid-Tier")
     hub = Hub(SCHEMAS, history_messages=1000, history_seconds=120)
     published = [hub.publish(reward(i)) for i in range(100)]
     connection, websocket, _ = make(
@@ -210,3 +212,23 @@ def test_transitions_only_go_forward() -> None:
     connection._transition(State.CLOSED)
     with pytest.raises(InvalidTransition):
         connection._transition(State.CLOSING)
+
+
+async def test_a_closed_connection_is_freed_by_reference_counting_alone() -> None:
+    # A burst of closes would otherwise leave every connection's objects to one long full collection.
+    gc.collect()
+    gc.disable()
+    try:
+        connection, websocket, hub = make()
+        serving = asyncio.create_task(connection.serve())
+        await settle()
+        connection.send_own(reward(1))
+        await settle()
+        websocket.disconnect()
+        await asyncio.wait_for(serving, 1)
+        freed = weakref.ref(connection)
+        del connection, serving
+        await settle()
+        assert freed() is None, [type(r).__name__ for r in gc.get_referrers(freed())]
+    finally:
+        gc.enable()

@@ -1,4 +1,4 @@
-"""Outbox (``wirthforge_ws/outbox.py``) in process: order, latest-wins, the reliable bound.
+"""Outbox (``wirthforge_ws/connection/outbox.py``) in process: order, latest-wins, the reliable bound.
 
 No sockets, no sleeps: the writer side is driven with ``get_nowait`` and
 ``get``, the way a connection's writer task drains it.
@@ -87,6 +87,12 @@ async def test_get_waits_for_the_next_message() -> None:
     outbox.put_latest("energy_update", "f1")
     outbox.put_latest("energy_update", "f2")  # replaced before the writer ran
     assert await asyncio.wait_for(getter, timeout=scaled(1)) == "f2"
+    # Emptied again, the next get waits again (the wake-up was cleared).
+    getter = asyncio.ensure_future(outbox.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    outbox.put_reliable("r1")
+    assert await asyncio.wait_for(getter, timeout=scaled(1)) == "r1"
 
 
 def test_limit_must_be_positive() -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from wirthforge_ws.http.publish import MAX_PUBLISH_BATCH, PUBLISHABLE_TYPES, Publisher
+from wirthforge_ws.http.publish import CHECK_SLICE, MAX_PUBLISH_BATCH, PUBLISHABLE_TYPES, Publisher
 from wirthforge_ws.protocol.messages import Event
 from wirthforge_ws.protocol.schemas import SchemaSet
 
@@ -53,3 +54,38 @@ def test_a_valid_batch_becomes_events_in_order() -> None:
     assert isinstance(events, list)
     assert [e.payload["title"] for e in events] == ["a", "b"]  # type: ignore[index]
     assert all(isinstance(e, Event) for e in events)
+
+
+def test_a_frame_number_the_durable_log_cannot_store_is_422() -> None:
+    item = {"type": "energy_update", "frameNumber": 2**63, "payload": {}}
+    status, answer = _publisher().events_of([item])  # type: ignore[misc]
+    assert status == 422
+    assert "frameNumber" in answer["error"]
+    assert answer["index"] == 0
+
+
+async def test_a_full_batch_is_checked_slice_by_slice_with_the_loop_free_between() -> None:
+    batch = [_reward(title=str(i)) for i in range(MAX_PUBLISH_BATCH)]
+    ran = 0
+    stop = asyncio.Event()
+
+    async def other_work() -> None:  # stands for the frame loop: it must get turns during the check
+        nonlocal ran
+        while not stop.is_set():
+            ran += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    ran = 0
+    events = await _publisher().checked_events(batch)
+    stop.set()
+    await other
+    assert isinstance(events, list) and len(events) == MAX_PUBLISH_BATCH
+    assert [e.payload["title"] for e in events[:3]] == ["0", "1", "2"]  # type: ignore[index]
+    assert ran >= MAX_PUBLISH_BATCH // CHECK_SLICE - 1, f"the check yielded only {ran} times"
+
+
+async def test_the_sliced_check_refuses_like_the_whole_one() -> None:
+    batch = [_reward()] * (CHECK_SLICE + 3) + [_reward(points="many")]
+    assert await _publisher().checked_events(batch) == _publisher().events_of(batch)

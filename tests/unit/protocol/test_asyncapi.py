@@ -184,3 +184,15 @@ def test_parses_with_pydantic_asyncapi(document: dict[str, Any]) -> None:
     model = pydantic_asyncapi.AsyncAPI.model_validate(document)
     assert isinstance(model.root, AsyncAPIV3)
     assert set(model.root.operations or {}) == set(document["operations"])
+
+
+def test_the_1_1_fields_have_examples(document: dict[str, Any]) -> None:
+    """Each type that 1.1 extends shows its 1.1 fields in an example, so a reader sees them in use."""
+    from wirthforge_ws.protocol.messages import ONLY_1_1
+
+    shown: dict[str, set[str]] = {}
+    for _, directory, message_type, example in _examples(document):
+        if directory == "1.1":
+            shown.setdefault(message_type, set()).update(example["payload"])
+    for message_type, keys in ONLY_1_1.items():
+        assert keys - {"textOmitted"} <= shown.get(message_type, set()), message_type

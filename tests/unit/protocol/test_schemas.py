@@ -207,12 +207,69 @@ SESSION_1_1 = {
 }
 
 
+# What 1.1 adds to each type's payload (the 1.0 envelope strips it: messages.ONLY_1_1).
+EVIDENCE_1_1: dict[str, dict[str, Any]] = {
+    "startup_complete": SESSION_1_1,
+    "energy_update": {
+        "evidence": {
+            "sessionId": "prompt-0001-8f2c61d0",
+            "state": "FLOWING",
+            "profile": "Dual",
+            "tokens": [
+                {"index": 41, "dtMs": 70.2, "certainty": 0.8123, "energy": 0.6012},
+                {"index": 42, "dtMs": 1210.0, "certainty": None, "energy": 0.55},
+            ],
+            "tokensOmitted": 0,
+            "tps": 9,
+            "certainty": None,
+            "entropy": None,
+            "sinceTokenMs": 3.4,
+            "stall": True,
+            "burst": False,
+            "ttftMs": 412.5,
+            "energyUnits": 0.2481,
+            "models": [
+                {
+                    "modelId": "wirthforge-sim",
+                    "energy": 0.55,
+                    "state": "FLOWING",
+                    "tps": 9,
+                    "certainty": None,
+                    "dtMs": 1210.0,
+                    "tokens": 43,
+                },
+                {
+                    "modelId": "council_critic",
+                    "energy": 0.4,
+                    "state": "STALLING",
+                    "tps": 2.5,
+                    "certainty": 0.31,
+                    "dtMs": None,
+                    "tokens": 0,
+                },
+            ],
+            "ensembleEnergy": 0.475,
+        }
+    },
+    "token_stream": {
+        "firstIndex": 12,
+        "tokenEvidence": [
+            {"dtMs": 80.1, "topK": [0.61, 0.2, 0.1, 0.05]},
+            {"dtMs": 0, "topK": None},
+            {"dtMs": 95.5, "topK": [1]},
+            {"dtMs": 1500.3, "topK": [0.3, 0.3, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05]},
+        ],
+    },
+    "interference_event": {"evidence": {"method": "jsd", "disagreement": 0.2, "window": 8}},
+    "resonance_event": {"evidence": {"disagreement": 0.05, "tpsRatio": 0.85}},
+}
+
+
 def _as_1_1(message_type: str, seq: int) -> dict[str, Any]:
     message = copy.deepcopy(VALID_1_0[message_type])
     message["timestamp"] += 0.123
     message["seq"] = seq
-    if message_type == "startup_complete":
-        message["payload"].update(copy.deepcopy(SESSION_1_1))
+    message["payload"].update(copy.deepcopy(EVIDENCE_1_1.get(message_type, {})))
     return message
 
 
@@ -454,6 +511,108 @@ STARTUP_1_1_CASES: list[tuple[str, list[tuple[str, Any]], bool]] = [
 ]
 
 
+def _evidence_cases() -> list[tuple[str, list[tuple[str, Any]], bool]]:
+    ev = "payload.evidence"
+    cases: list[tuple[str, list[tuple[str, Any]], bool]] = [
+        ("evidence without council", [(f"{ev}.models", DELETE), (f"{ev}.ensembleEnergy", DELETE)], True),
+        ("evidence models without ensembleEnergy", [(f"{ev}.ensembleEnergy", DELETE)], False),
+        ("evidence ensembleEnergy without models", [(f"{ev}.models", DELETE)], False),
+        ("evidence idle", [(f"{ev}.sessionId", ""), (f"{ev}.state", "IDLE"), (f"{ev}.tokens", [])], True),
+        ("evidence state lower case", [(f"{ev}.state", "flowing")], False),
+        ("evidence state unknown", [(f"{ev}.state", "BOILING")], False),
+        ("evidence profile unknown", [(f"{ev}.profile", "Turbo")], False),
+        ("evidence sessionId 129 chars", [(f"{ev}.sessionId", "s" * 129)], False),
+        ("evidence extra key", [(f"{ev}.text", "x")], False),
+        (
+            "evidence tokens 8",
+            [(f"{ev}.tokens", [{"index": i, "dtMs": 1, "certainty": 1, "energy": 0} for i in range(8)])],
+            True,
+        ),
+        (
+            "evidence tokens 9",
+            [(f"{ev}.tokens", [{"index": i, "dtMs": 1, "certainty": 1, "energy": 0} for i in range(9)])],
+            False,
+        ),
+        ("evidence token with text", [(f"{ev}.tokens.0.text", "secret")], False),
+        ("evidence token index negative", [(f"{ev}.tokens.0.index", -1)], False),
+        ("evidence token dtMs negative", [(f"{ev}.tokens.0.dtMs", -0.1)], False),
+        ("evidence token certainty over 1", [(f"{ev}.tokens.0.certainty", 1.01)], False),
+        ("evidence token energy over 1", [(f"{ev}.tokens.0.energy", 1.5)], False),
+        ("evidence token without energy", [(f"{ev}.tokens.0.energy", DELETE)], False),
+        ("evidence tokensOmitted negative", [(f"{ev}.tokensOmitted", -1)], False),
+        ("evidence tps negative", [(f"{ev}.tps", -1)], False),
+        ("evidence tps null", [(f"{ev}.tps", None)], False),
+        ("evidence certainty 0.5", [(f"{ev}.certainty", 0.5)], True),
+        ("evidence certainty over 1", [(f"{ev}.certainty", 2)], False),
+        ("evidence entropy ln 8", [(f"{ev}.entropy", 2.0794)], True),
+        ("evidence entropy over ln 8", [(f"{ev}.entropy", 2.1)], False),
+        ("evidence entropy negative", [(f"{ev}.entropy", -0.1)], False),
+        ("evidence sinceTokenMs null", [(f"{ev}.sinceTokenMs", None)], True),
+        ("evidence sinceTokenMs negative", [(f"{ev}.sinceTokenMs", -1)], False),
+        ("evidence stall string", [(f"{ev}.stall", "no")], False),
+        ("evidence burst null", [(f"{ev}.burst", None)], False),
+        ("evidence ttftMs string", [(f"{ev}.ttftMs", "400")], False),
+        ("evidence energyUnits negative", [(f"{ev}.energyUnits", -0.1)], False),
+        ("evidence models one", [(f"{ev}.models", [EVIDENCE_1_1["energy_update"]["evidence"]["models"][0]])], False),
+        ("evidence models 9", [(f"{ev}.models", [EVIDENCE_1_1["energy_update"]["evidence"]["models"][0]] * 9)], False),
+        ("evidence model bad id", [(f"{ev}.models.1.modelId", "llama3:1b")], False),
+        ("evidence model energy over 1", [(f"{ev}.models.1.energy", 1.1)], False),
+        ("evidence model without tokens", [(f"{ev}.models.1.tokens", DELETE)], False),
+        ("evidence model extra key", [(f"{ev}.models.1.text", "x")], False),
+        ("evidence ensembleEnergy over 1", [(f"{ev}.ensembleEnergy", 1.01)], False),
+    ]
+    for key in EVIDENCE_1_1["energy_update"]["evidence"]:
+        if key not in ("models", "ensembleEnergy"):
+            cases.append((f"evidence without {key}", [(f"{ev}.{key}", DELETE)], False))
+    return cases
+
+
+CASES_1_1: dict[str, list[tuple[str, list[tuple[str, Any]], bool]]] = {
+    "startup_complete": STARTUP_1_1_CASES,
+    "energy_update": _evidence_cases(),
+    "token_stream": [
+        ("published without evidence", [("payload.firstIndex", DELETE), ("payload.tokenEvidence", DELETE)], True),
+        ("tokenEvidence without firstIndex", [("payload.firstIndex", DELETE)], False),
+        ("textOmitted", [("payload.textOmitted", True), ("payload.tokens", ["", "", "", ""])], True),
+        ("textOmitted false", [("payload.textOmitted", False)], False),
+        (
+            "textOmitted on a recording without evidence",
+            [("payload.textOmitted", True), ("payload.tokenEvidence", DELETE), ("payload.firstIndex", DELETE)],
+            True,
+        ),
+        ("firstIndex negative", [("payload.firstIndex", -1)], False),
+        ("firstIndex fraction", [("payload.firstIndex", 1.5)], False),
+        ("tokenEvidence empty", [("payload.tokenEvidence", []), ("payload.tokens", [])], True),
+        ("tokenEvidence not array", [("payload.tokenEvidence", {"dtMs": 1, "topK": None})], False),
+        ("tokenEvidence without topK", [("payload.tokenEvidence.0.topK", DELETE)], False),
+        ("tokenEvidence without dtMs", [("payload.tokenEvidence.0.dtMs", DELETE)], False),
+        ("tokenEvidence dtMs negative", [("payload.tokenEvidence.0.dtMs", -1)], False),
+        ("tokenEvidence topK empty", [("payload.tokenEvidence.0.topK", [])], False),
+        ("tokenEvidence topK 9", [("payload.tokenEvidence.0.topK", [0.1] * 9)], False),
+        ("tokenEvidence topK over 1", [("payload.tokenEvidence.0.topK", [1.2, 0.1])], False),
+        ("tokenEvidence topK with texts", [("payload.tokenEvidence.0.topK", [{"t": "The", "p": 0.2}])], False),
+        ("tokenEvidence candidate text", [("payload.tokenEvidence.0.token", "The")], False),
+    ],
+    "interference_event": [
+        ("published without evidence", [("payload.evidence", DELETE)], True),
+        ("evidence timing", [("payload.evidence.method", "timing")], True),
+        ("evidence method unknown", [("payload.evidence.method", "kl")], False),
+        ("evidence disagreement over 1", [("payload.evidence.disagreement", 1.01)], False),
+        ("evidence window 0", [("payload.evidence.window", 0)], False),
+        ("evidence window 65", [("payload.evidence.window", 65)], False),
+        ("evidence without method", [("payload.evidence.method", DELETE)], False),
+        ("evidence extra key", [("payload.evidence.models", 2)], False),
+    ],
+    "resonance_event": [
+        ("published without evidence", [("payload.evidence", DELETE)], True),
+        ("evidence tpsRatio over 1", [("payload.evidence.tpsRatio", 1.5)], False),
+        ("evidence disagreement negative", [("payload.evidence.disagreement", -0.1)], False),
+        ("evidence without tpsRatio", [("payload.evidence.tpsRatio", DELETE)], False),
+        ("evidence extra key", [("payload.evidence.phase", 1)], False),
+    ],
+}
+
+
 def _envelope_cases(
     version: str, message_type: str, valid: dict[str, Any]
 ) -> Iterator[tuple[str, dict[str, Any], bool]]:
@@ -464,7 +623,7 @@ def _envelope_cases(
         yield (
             f"missing payload.{key}",
             mutate(valid, (f"payload.{key}", DELETE)),
-            not _required(version, message_type, key),
+            not _required(version, message_type, key, valid["payload"]),
         )
     yield "extra top-level key", mutate(valid, ("extra", 1)), False
     yield "extra payload key", mutate(valid, ("payload.extra", 1)), False
@@ -504,13 +663,20 @@ _REQUIRED_PAYLOAD: dict[str, dict[str, set[str]]] = {
     }
     for version in PROTOCOL_VERSIONS
 }
-_REQUIRED_PAYLOAD["1.1"]["startup_complete"] = set(
-    json.loads((SCHEMA_DIR / "1.1" / "startup_complete.json").read_text())["definitions"]["payload"]["required"]
-)
+_DEPENDENCIES: dict[str, dict[str, list[str]]] = {}  # 1.1 type -> payload key -> keys it needs
+for _t in OUTBOUND_TYPES:  # 1.1 files that define a payload of their own
+    _definitions = json.loads((SCHEMA_DIR / "1.1" / f"{_t}.json").read_text()).get("definitions", {})
+    if "payload" in _definitions:
+        _REQUIRED_PAYLOAD["1.1"][_t] = set(_definitions["payload"]["required"])
+        _DEPENDENCIES[_t] = _definitions["payload"].get("dependencies", {})
 
 
-def _required(version: str, message_type: str, key: str) -> bool:
-    return key in _REQUIRED_PAYLOAD[version][message_type]
+def _required(version: str, message_type: str, key: str, payload: dict[str, Any]) -> bool:
+    """Whether *payload* becomes invalid without *key*: required, or needed by another key it has."""
+    if key in _REQUIRED_PAYLOAD[version][message_type]:
+        return True
+    needs = _DEPENDENCIES.get(message_type, {}) if version == "1.1" else {}
+    return any(key in needed and other in payload for other, needed in needs.items())
 
 
 def _outbound_corpus() -> Iterator[tuple[str, str, str, dict[str, Any], bool]]:
@@ -521,8 +687,14 @@ def _outbound_corpus() -> Iterator[tuple[str, str, str, dict[str, Any], bool]]:
             for label, message, verdict in _envelope_cases(version, message_type, valid):
                 yield f"{version}-{message_type}-{label}", version, message_type, message, verdict
             cases = list(PAYLOAD_CASES[message_type])
-            if version == "1.1" and message_type == "startup_complete":
-                cases += STARTUP_1_1_CASES
+            if version == "1.1":
+                cases += CASES_1_1.get(message_type, [])
+            else:
+                # A 1.1 field on a 1.0 message breaks the upstream contract.
+                cases += [
+                    (f"1.1 field {key}", [(f"payload.{key}", value)], False)
+                    for key, value in EVIDENCE_1_1.get(message_type, {}).items()
+                ]
             for label, ops, expected in cases:
                 verdict = expected[version] if isinstance(expected, dict) else expected
                 yield (

@@ -7,9 +7,11 @@ import threading
 
 import pytest
 
-from wirthforge_ws.energy.meter import EnergyReading
+from wirthforge_ws.energy.profiles import PROFILES
+from wirthforge_ws.energy.states import SessionState
 from wirthforge_ws.protocol import messages
 from wirthforge_ws.protocol.messages import Event
+from wirthforge_ws.sources.base import FrameActivity, TokenBatch, idle_snapshot
 from wirthforge_ws.sources.replay import (
     MESSAGES_PER_FRAME,
     PAGE_ROWS,
@@ -22,7 +24,6 @@ from wirthforge_ws.sources.replay import (
     ReplaySource,
     SourceMix,
 )
-from wirthforge_ws.sources.simulated import FrameActivity
 from wirthforge_ws.storage.event_log import StoredMessage
 
 FRAME_S = 1 / 60
@@ -32,8 +33,17 @@ def reward(seq: int, at_ms: float) -> StoredMessage:
     return StoredMessage(seq, messages.reward_event(reward_type="milestone", title="r", points=seq), at_ms)
 
 
-def tokens(seq: int, at_ms: float, complete: bool = False) -> StoredMessage:
-    event = messages.token_stream(tokens=[f"t{seq}"], is_complete=complete, session_id="s", model_id="m")
+def tokens(
+    seq: int, at_ms: float, complete: bool = False, first_index: int | None = None, model_id: str = "m"
+) -> StoredMessage:
+    event = messages.token_stream(
+        tokens=[f"t{seq}"],
+        is_complete=complete,
+        session_id="s",
+        model_id=model_id,
+        first_index=seq - 1 if first_index is None else first_index,
+        token_evidence=[messages.token_evidence(dt_ms=50.0, top_k=[0.9, 0.1])],
+    )
     return StoredMessage(seq, event, at_ms)
 
 
@@ -168,36 +178,61 @@ def test_the_clock_never_passes_what_has_been_read() -> None:
 
 
 class FakeLive:
-    """A live source whose answer streams one token a frame; cancel() closes it in its next step."""
+    """A live source whose answer streams one token a frame; cancel() closes it in its next step.
+
+    Its energy is 0.9 and its split all generation, so a frame that shows
+    them shows the live energy; it also sends an energy_field and a reward
+    event each frame.
+    """
 
     model_id = "live-model"
 
     def __init__(self) -> None:
         self.steps = 0
+        self.sent = 0
         self.cancelled = False
         self.closed = False
 
     def step(self, frame_number: int, now: float) -> FrameActivity:
         self.steps += 1
-        reading = EnergyReading(level=0.9, delta=0.0, speed=1.0, certainty=1.0, friction=0.0, tokens_per_second=1.0)
         wave = messages.energy_field(
             frame_number=frame_number, field_type="stream", intensity=0.9, coordinates=[], model_id=self.model_id
         )
+        note = messages.reward_event(reward_type="milestone", title="live", points=self.steps)
         if self.closed:
-            return FrameActivity([], reading, "", False, [wave])
+            return self._frame("", [], False, [wave, note])
         if self.cancelled:
             self.closed = True
-            return FrameActivity([], reading, "prompt-1", True, [wave])
-        return FrameActivity([f"w{self.steps}"], reading, "prompt-1", False, [wave])
+            return self._frame("prompt-1", [], True, [wave, note])
+        return self._frame("prompt-1", [f"w{self.steps}"], False, [wave, note])
+
+    def _frame(self, session_id: str, texts: list[str], complete: bool, events: list[Event]) -> FrameActivity:
+        streams = (
+            [TokenBatch(self.model_id, session_id, texts, [], first_index=self.sent, complete=complete)]
+            if texts or complete
+            else []
+        )
+        self.sent += len(texts)
+        return FrameActivity(
+            session_id=session_id,
+            primary=idle_snapshot(self.model_id, 0.9, SessionState.FLOWING),
+            profile=PROFILES["Dual"],
+            tokens=texts,
+            streams=streams,
+            response_complete=complete,
+            events=events,
+            distribution={"generation": 0.9, "attention": 0.0, "reasoning": 0.0},
+        )
 
 
 def slow_replay() -> ReplaySource:
-    recorded = [tokens(seq, 1000.0 + seq * 50.0) for seq in range(1, 200)]
+    recorded = [tokens(seq, 1000.0 + seq * 50.0, model_id="recorded-model") for seq in range(1, 200)]
     return ReplaySource(recorded, speed=1, model_id="recorded-model", label="replay-s")
 
 
-def token_streams(activity: FrameActivity, session_id: str) -> list[Event]:
-    return [e for e in activity.events if e.type == "token_stream" and e.payload["sessionId"] == session_id]
+def token_streams(activity: FrameActivity, session_id: str) -> list[TokenBatch]:
+    """The frame's token batches (its token_streams) of one sessionId."""
+    return [batch for batch in activity.streams if batch.session_id == session_id]
 
 
 def test_the_live_answer_streams_and_its_cancel_closes_within_a_frame_during_a_replay() -> None:
@@ -209,14 +244,17 @@ def test_the_live_answer_streams_and_its_cancel_closes_within_a_frame_during_a_r
         activity = mix.step(frame, 50.0 + frame * FRAME_S)
         assert activity.session_id == "replay-s" and mix.model_id == "recorded-model"
         (own,) = token_streams(activity, "prompt-1")
-        assert own.payload["modelId"] == "live-model"
-        seen += own.payload["tokens"]
+        assert own.model_id == "live-model"
+        seen += own.texts
         assert not [e for e in activity.events if e.type == "energy_field"], "the live field shows during a replay"
-        assert activity.energy.level != 0.9, "the frame's energy is the live one, not the replay's"
+        assert [e.payload["points"] for e in activity.events if e.type == "reward_event"] == [frame + 1]
+        assert activity.primary.energy != 0.9, "the frame's energy is the live one, not the replay's"
+        assert activity.primary.model_id == "recorded-model"
+        assert activity.distribution != {"generation": 0.9, "attention": 0.0, "reasoning": 0.0}
     assert len(seen) == 30 and live.steps == 30
     live.cancelled = True
     closing = token_streams(mix.step(30, 50.5), "prompt-1")
-    assert [(e.payload["tokens"], e.payload["isComplete"]) for e in closing] == [([], True)]
+    assert [(b.texts, b.complete, b.first_index) for b in closing] == [([], True, 30)]
     assert mix.replay is not None, "the cancel stopped the replay"
 
 
@@ -236,19 +274,38 @@ def test_a_stopped_replay_closes_its_answer_in_the_next_frame() -> None:
     live = FakeLive()
     mix = SourceMix(live, live_during_replay=True)
     mix.play(slow_replay())
+    replayed = 0
     for frame in range(20):
-        mix.step(frame, 50.0 + frame * FRAME_S)
+        replayed += sum(len(b.texts) for b in token_streams(mix.step(frame, 50.0 + frame * FRAME_S), "replay-s"))
+    assert replayed > 0
     mix.stop()
     activity = mix.step(20, 50.0 + 20 * FRAME_S)
-    assert [(e.payload["tokens"], e.payload["isComplete"]) for e in token_streams(activity, "replay-s")] == [([], True)]
-    assert [e.payload["modelId"] for e in token_streams(activity, "replay-s")] == ["recorded-model"]
+    closing = token_streams(activity, "replay-s")
+    assert [(b.texts, b.complete, b.model_id) for b in closing] == [([], True, "recorded-model")]
+    assert closing[0].first_index == replayed, "the closing firstIndex is the answer's length"
     assert mix.model_id == "live-model" and activity.tokens == ["w21"]
     assert not token_streams(mix.step(21, 50.4), "replay-s"), "closed twice"
 
 
+def test_a_replayed_token_stream_keeps_its_recorded_evidence_under_the_replays_session_id() -> None:
+    recorded = [tokens(1, 1000.0, first_index=5, model_id="recorded-model")]
+    (activity,) = play(ReplaySource(recorded, speed=1, model_id="recorded-model", label="replay-s"))
+    (batch,) = activity.streams
+    assert (batch.session_id, batch.model_id, batch.first_index) == ("replay-s", "recorded-model", 5)
+    assert batch.recorded_evidence == [{"dtMs": 50.0, "topK": [0.9, 0.1]}]
+    assert activity.tokens == ["t1"]
+
+
 def test_a_replay_that_ends_keeps_its_model_id_for_its_last_frame() -> None:
     mix = SourceMix(FakeLive(), live_during_replay=False)
-    mix.play(ReplaySource([tokens(1, 1000.0, complete=True)], speed=1, model_id="recorded-model", label="replay-s"))
+    mix.play(
+        ReplaySource(
+            [tokens(1, 1000.0, complete=True, model_id="recorded-model")],
+            speed=1,
+            model_id="recorded-model",
+            label="replay-s",
+        )
+    )
     activity = mix.step(0, 50.0)
     assert activity.response_complete and mix.model_id == "recorded-model"
     assert mix.replay is None
@@ -298,13 +355,11 @@ async def test_a_stop_while_a_replay_starts_wins() -> None:
 def test_a_replay_that_ends_in_the_middle_of_an_answer_closes_it() -> None:
     mix = SourceMix(FakeLive(), live_during_replay=False)
     mix.play(ReplaySource([tokens(1, 1000.0), tokens(2, 1010.0)], speed=1, model_id="recorded-model", label="replay-s"))
-    closing: list[Event] = []
+    closing: list[TokenBatch] = []
     for frame in range(5):
-        closing += [
-            e for e in token_streams(mix.step(frame, 50.0 + frame * FRAME_S), "replay-s") if e.payload["isComplete"]
-        ]
+        closing += [b for b in token_streams(mix.step(frame, 50.0 + frame * FRAME_S), "replay-s") if b.complete]
     assert mix.replay is None
-    assert [(e.payload["tokens"], e.payload["modelId"]) for e in closing] == [([], "recorded-model")]
+    assert [(b.texts, b.model_id, b.first_index) for b in closing] == [([], "m", 2)]
 
 
 def test_an_answer_that_ends_is_not_merged_with_the_next_one() -> None:

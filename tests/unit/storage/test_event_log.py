@@ -140,7 +140,7 @@ def test_forward_migration_keeps_the_data(tmp_path: Path, monkeypatch: pytest.Mo
     assert log.available
     log.close()
     with sqlite3.connect(db) as connection:
-        assert connection.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+        assert connection.execute("SELECT version FROM schema_version").fetchone()[0] == len(migrations.MIGRATIONS)
         assert "note" in [row[1] for row in connection.execute("PRAGMA table_info(recordings)")]
         assert connection.execute("SELECT count(*) FROM events WHERE type = 'reward_event'").fetchone()[0] == 1
 
@@ -200,7 +200,10 @@ def stored(seq: int, ms: float, event: Event) -> StoredMessage:
 
 def test_replay_source_keeps_order_timing_and_uses_the_loops_frame_numbers() -> None:
     def tokens(words: list[str], complete: bool = False) -> Event:
-        return messages.token_stream(tokens=words, is_complete=complete, session_id="s1", model_id="m")
+        evidence = [messages.token_evidence(dt_ms=50.0, top_k=[0.6, 0.4]) for _ in words]
+        return messages.token_stream(
+            tokens=words, is_complete=complete, session_id="s1", model_id="m", first_index=0, token_evidence=evidence
+        )
 
     recorded = [
         stored(
@@ -231,14 +234,15 @@ def test_replay_source_keeps_order_timing_and_uses_the_loops_frame_numbers() -> 
         emitted: list[tuple[int, list[str], bool]] = []
         events: list[Event] = []
         first = source.step(7, 50.0)
-        assert first.energy.level == pytest.approx(0.2)
-        assert first.energy.distribution() == pytest.approx({"generation": 0.1, "attention": 0.06, "reasoning": 0.04})
+        assert first.total_energy == pytest.approx(0.2)
+        assert first.distribution == pytest.approx({"generation": 0.1, "attention": 0.06, "reasoning": 0.04})
         frame = 7
         while not source.finished and frame < 1000:
             frame += 1
             activity = source.step(frame, 50.0 + (frame - 7) / 60)
             if activity.tokens:
                 emitted.append((frame, activity.tokens, activity.response_complete))
+                assert all(b.session_id == "replay-s1" and b.recorded_evidence for b in activity.streams)
             events += activity.events
         assert [t for _, words, _ in emitted for t in words] == ["a", "b", "c"]
         # 100 ms and 500 ms after the start at 60 Hz: 6 and 30 frames after it (halved at 2x), within a frame.
@@ -246,3 +250,20 @@ def test_replay_source_keeps_order_timing_and_uses_the_loops_frame_numbers() -> 
         assert all(0 <= frames <= 1 for frames in late), late
         assert emitted[-1][2] is True
         assert len(events) == 1 and 0 <= events[0].frame_number - 7 - 9 / speed <= 1  # the loop's number, not 509
+
+
+def test_a_councils_recording_ends_when_every_member_has_ended(tmp_path: Path) -> None:
+    log = open_log(tmp_path / "events.sqlite3")
+    now_ms = time.time() * 1000.0
+    streams = [("a", ["x"], False), ("b", ["y", "z"], False), ("a", [], True), ("b", ["w"], False), ("b", [], True)]
+    for seq, (model, tokens, complete) in enumerate(streams, start=1):
+        event = messages.token_stream(tokens=tokens, is_complete=complete, session_id="s1", model_id=model)
+        log.append(seq, event, now_ms + seq)
+    log.close()
+    log = open_log(tmp_path / "events.sqlite3")
+    try:
+        (recording,) = log.recordings()
+        assert (recording.session_id, recording.model_id, recording.tokens, recording.messages) == ("s1", "a", 4, 5)
+        assert recording.complete
+    finally:
+        log.close()

@@ -1,8 +1,13 @@
-"""FrameClock with a controllable clock: skip-ahead, lateness and the achieved rate, without waiting."""
+"""FrameClock: skip-ahead, lateness and the achieved rate on a controllable clock, without waiting;
+then the rate and the skip after a stall on the real monotonic clock."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
+
+import pytest
 
 from wirthforge_ws.stream.clock import FrameClock, Tick
 
@@ -55,7 +60,7 @@ async def test_a_freeze_is_skipped_and_its_whole_length_is_recorded_as_lateness(
     assert all(tick.skipped == 0 for tick in ticks[11:])
 
 
-async def test_a_tick_less_than_a_period_late_is_sent_late_not_skipped() -> None:
+async def test_a_tick_between_one_and_two_periods_late_is_sent_late_not_skipped() -> None:
     """A 42 ms stall in a frame makes the next tick 25 ms (1.5 periods) late: sent late, nothing lost."""
     fake = FakeTime()
     clock = clock_with(fake)
@@ -86,3 +91,61 @@ async def test_the_achieved_rate_falls_to_zero_when_ticks_stop() -> None:
     assert clock.achieved_rate < 35.0, "a dead clock still reports its old rate"
     fake.now += 1.5
     assert clock.achieved_rate == 0.0
+
+
+def test_frame_clock_rate() -> None:
+    async def scenario() -> tuple[list[float], list[Tick], float]:
+        clock = FrameClock(60.0)
+        times: list[float] = []
+        ticks: list[Tick] = []
+        async for tick in clock.run():
+            times.append(time.monotonic())
+            ticks.append(tick)
+            if len(ticks) == 61:
+                break
+        return times, ticks, clock.achieved_rate
+
+    times, ticks, achieved = asyncio.run(asyncio.wait_for(scenario(), 5))
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert 57.0 <= rate <= 63.0, f"{rate:.2f} Hz"
+    assert 57.0 <= achieved <= 63.0, f"achieved_rate {achieved:.2f} Hz"
+    assert [tick.frame_number for tick in ticks] == list(range(61))
+    # Deadlines are on the absolute grid: no drift from per-frame work.
+    period = 1 / 60
+    assert all(abs((b.deadline - a.deadline) - period) < 1e-9 for a, b in zip(ticks, ticks[1:]))
+
+
+def test_frame_clock_skips_after_a_stall_instead_of_bursting() -> None:
+    async def scenario() -> tuple[FrameClock, list[Tick], list[float], float, int]:
+        clock = FrameClock(60.0)
+        ticks: list[Tick] = []
+        times: list[float] = []
+        stall_end = 0.0
+        skipped_before = 0
+        async for tick in clock.run():
+            ticks.append(tick)
+            times.append(time.monotonic())
+            if len(ticks) == 10:
+                skipped_before = clock.frames_skipped
+                time.sleep(0.1)  # a blocking 100 ms stall inside the loop (6 periods)
+                stall_end = time.monotonic()
+            if len(ticks) == 20:
+                break
+        return clock, ticks, times, stall_end, skipped_before
+
+    clock, ticks, times, stall_end, skipped_before = asyncio.run(asyncio.wait_for(scenario(), 5))
+    skipped = clock.frames_skipped - skipped_before
+    assert 4 <= skipped <= 7, f"{skipped} frames skipped after a 100 ms stall"
+    # The frame number jumps over the skipped frames.
+    assert ticks[10].frame_number - ticks[9].frame_number == skipped + 1
+    # No burst: at most the one overdue tick fires at once; the rest keep the period.
+    after = times[10:]
+    assert sum(1 for t in after if t - stall_end < 0.010) <= 1, [round((t - stall_end) * 1000, 1) for t in after]
+    intervals = [b - a for a, b in zip(after[1:], after[2:])]
+    assert min(intervals) > 0.010, [round(i * 1000, 1) for i in intervals]
+    assert all(abs(tick.lateness) < 1 / 60 for tick in ticks[10:])
+
+
+def test_frame_clock_rejects_a_non_positive_rate() -> None:
+    with pytest.raises(ValueError):
+        FrameClock(0)

@@ -43,7 +43,7 @@ async def run_frames(stalls: dict[int, float], frames: int) -> tuple[FrameLoop, 
     recorder = Recorder(hub)
     hub.attach(recorder)
     fake = FakeTime()
-    source = SimulatedModel(settings.model_id, council=False, seed=1, frame_rate=60.0)
+    source = SimulatedModel(settings.model_id, council=False, seed=1)
     loop = FrameLoop(settings, hub, source, FrameClock(60.0, time_function=fake, sleep_until=fake.sleep_until))
     step = source.step
     ticks = 0

@@ -73,6 +73,7 @@ def frame(number: int) -> messages.Event:
         tokens_generated=0,
         processing_time_ms=0.05,
         model_id="m",
+        evidence=messages.energy_evidence(profile="Dual"),
     )
 
 
