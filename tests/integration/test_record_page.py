@@ -75,3 +75,24 @@ def test_page_shows_what_is_kept_and_progress_and_deletes_with_confirmation(brow
             assert not errors, errors
         finally:
             context.close()
+
+
+def test_a_replay_of_a_recording_without_text_shows_placeholders_and_says_why(browser: Browser, tmp_path: Path) -> None:
+    env = {"WF_ENABLE_PUBLISH": "1", "WF_PERSIST": "1", "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3")}
+    with ServerProcess(env=env) as server:
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        try:
+            page = context.new_page()
+            page.set_default_timeout(10_000)
+            page.goto(server.http_url + "/")
+            server.publish(answer("rec-private"))
+            row = page.locator('[data-testid="sessions-list"] li', has_text="rec-private")
+            row.wait_for(timeout=5_000)
+            row.locator('[data-testid="replay-button"]').click()
+            page.locator('[data-testid="sessions-status"]').filter(has_text="placeholders").wait_for()
+            replayed = page.locator('[data-testid="token-output"] .ablock[data-session="replay-rec-private"]')
+            replayed.locator(".omitted-note").wait_for()
+            assert replayed.locator("span[data-omitted]").count() == 2
+            assert "kept" not in (replayed.text_content() or ""), "no recorded word is shown"
+        finally:
+            context.close()

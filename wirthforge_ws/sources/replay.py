@@ -9,8 +9,11 @@ Four parts:
   ``firstIndex`` and its ``tokenEvidence`` (``textOmitted`` when the
   recording kept no text) under the replay's own ``sessionId``. Energy
   follows the recorded frames, interpolated in between, with the recorded
-  evidence of the latest one. Frame numbers are the frame loop's own. It
-  holds at most
+  evidence of the latest one. The primary's tokens are metered again from
+  their recorded Δt and top-K (:meth:`ModelMeter.add_token`, the same
+  rounded inputs the live meter used), so each replayed frame lists its
+  tokens with the E they had live and the page draws the same strikes.
+  Frame numbers are the frame loop's own. It holds at most
   :data:`PAGES_AHEAD` pages of the recording: the rest is read page by page
   in a worker thread (:meth:`ReplaySource.read_ahead`), never on the event
   loop.
@@ -49,7 +52,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..connection.limits import TokenBucket
-from ..energy import MeterSnapshot
+from ..energy import MeterSnapshot, ModelMeter
+from ..energy.meter import TokenReading
 from ..energy.profiles import PROFILES, EnergyProfile
 from ..energy.states import SessionState
 from ..protocol.messages import Event
@@ -196,6 +200,7 @@ class ReplaySource:
         self.profile: EnergyProfile = PROFILES["Dual"]  # the recording's, from its first frame with evidence
         self._profile_known = False
         self._feed(recorded)
+        self._meter = ModelMeter(model_id, self.profile)  # the primary's tokens, metered again
         self.played = 0
         self.open_answers: dict[str, _OpenAnswer] = {}  # by modelId: tokens went out since its last isComplete
         self.finished = False
@@ -268,6 +273,7 @@ class ReplaySource:
         tokens: list[str] = []
         streams: list[TokenBatch] = []
         events: list[Event] = []
+        readings: list[TokenReading] = []
         complete = False
         played = 0
         queue = self._messages
@@ -282,6 +288,7 @@ class ReplaySource:
                 if batch.model_id == self.model_id:
                     tokens.extend(batch.texts)
                     complete = complete or batch.complete
+                    readings += self._metered(batch, now)
                 if batch.complete:
                     break  # an answer ended: the next one starts in the next frame
             elif event.frame_number is not None:
@@ -302,6 +309,7 @@ class ReplaySource:
             primary=self._snapshot(level, evidence),
             profile=self.profile,
             tokens=tokens,
+            readings=readings,
             streams=streams,
             response_complete=complete,
             events=events,
@@ -339,6 +347,32 @@ class ReplaySource:
             text_omitted=bool(payload.get("textOmitted")),
             recorded_evidence=list(evidence) if isinstance(evidence, list) else None,
         )
+
+    def _metered(self, batch: TokenBatch, now: float) -> list[TokenReading]:
+        """The primary's readings of one recorded token_stream, from its recorded Δt and top-K.
+
+        A batch starting at index 0 starts a new answer; a batch whose
+        evidence is missing, malformed or out of step gives no readings.
+        """
+        evidence = batch.recorded_evidence
+        if evidence is None or len(evidence) != len(batch.texts):
+            return []
+        meter = self._meter
+        if batch.first_index == 0 and batch.texts:
+            meter.start(now)
+        if not meter.is_open or len(meter.readings) != batch.first_index:
+            return []
+        readings: list[TokenReading] = []
+        for item in evidence:
+            dt_ms = item.get("dtMs") if isinstance(item, dict) else None
+            top_k = item.get("topK") if isinstance(item, dict) else None
+            if not isinstance(dt_ms, int | float):
+                return readings
+            known = [float(p) for p in top_k if isinstance(p, int | float)] if isinstance(top_k, list) else None
+            readings.append(meter.add_token(float(dt_ms), known))
+        if batch.complete:
+            meter.end(now)
+        return readings
 
     def _track(self, batch: TokenBatch) -> None:
         """Which model's answers are open after *batch*: an answer opens with tokens and closes with isComplete."""

@@ -45,7 +45,8 @@ client is told ``incomplete``), and the other reads raise
 This class is the log's lifecycle, its identity and its write path; the
 file (lock, open, corrupt-file recovery, permissions) is :mod:`.database`,
 the schema :mod:`.migrations`, the grouping into recordings
-:mod:`.recordings`, the limits :mod:`.retention` and the reads :mod:`.queries`.
+:mod:`.recordings`, the limits :mod:`.retention`, deleting
+:mod:`.deletion` and the reads :mod:`.queries`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ from .database import (
     quick_check,
     rollback,
 )
+from .deletion import delete_recording, reclaim
 from .privacy import without_text
 from .progress import ProgressState, load_progress, save_progress
 from .queries import EventQueries, StoredMessage
@@ -101,7 +103,6 @@ log = logging.getLogger("wirthforge.persistence")
 COMMIT_INTERVAL = 0.1  # seconds between commits while rows arrive
 BATCH_ROWS = 500  # commit earlier when this many rows are waiting
 SEQ_BLOCK = 100_000  # seqs reserved ahead of the hub
-VACUUM_STEP_PAGES = 2048  # pages (8 MiB) handed back per incremental vacuum step
 COMMAND_TIMEOUT = 300.0  # seconds a delete or purge may take (a first VACUUM of a large file)
 
 
@@ -528,51 +529,18 @@ class EventLog:
         return self._thread is not None
 
     def _delete(self, connection: sqlite3.Connection, recording_id: int) -> bool:
-        """The recording, and the recordings of its replays (``replay-<sessionId>``), with their rows."""
-        doomed = connection.execute(
-            "SELECT id, started_ms, ended_ms FROM recordings WHERE id = ? OR session_id = "
-            "'replay-' || (SELECT session_id FROM recordings WHERE id = ?)",
-            (recording_id, recording_id),
-        ).fetchall()
-        if not any(row[0] == recording_id for row in doomed):
-            return False
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            for doomed_id, started_ms, ended_ms in doomed:
-                connection.execute(
-                    "DELETE FROM events WHERE recording = ? OR (recording IS NULL "
-                    "AND channel IN ('energy', 'council', 'reward') AND timestamp_ms >= ? AND timestamp_ms <= ?)",
-                    (doomed_id, started_ms, ended_ms),
-                )
-                connection.execute("DELETE FROM recordings WHERE id = ?", (doomed_id,))
-            connection.execute("COMMIT")
-        except BaseException:
-            rollback(connection)
-            raise
-        for doomed_id, _, _ in doomed:
-            self._recordings.forget(doomed_id)  # its later rows, if it still runs, start a new recording
-        self._reclaim(connection)
-        return True
+        deleted = delete_recording(connection, recording_id)
+        for doomed in deleted:
+            self._recordings.forget(doomed)  # its later rows, if it still runs, start a new recording
+        if deleted:
+            reclaim(connection)
+        return bool(deleted)
 
     def _purge(self, connection: sqlite3.Connection) -> int:
         deleted = self._retention.delete_where(connection, "seq > ?", (0,))  # resumes from before: incomplete
         self._recordings.clear()
-        self._reclaim(connection)
+        reclaim(connection)
         return deleted
-
-    def _reclaim(self, connection: sqlite3.Connection) -> None:
-        """Hand free pages back to the file system, in steps the writer can interleave with nothing else."""
-        if connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # incremental
-            pages = connection.execute("PRAGMA page_count").fetchone()[0]
-            for _ in range(pages // VACUUM_STEP_PAGES + 2):  # bounded: each step frees up to a step's pages
-                if not connection.execute("PRAGMA freelist_count").fetchone()[0]:
-                    break
-                # executescript steps the pragma to its end (execute() frees only one page per call).
-                connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
-        else:  # a file created before incremental vacuum: convert it once (this VACUUM rewrites the file)
-            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            connection.execute("VACUUM")
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _check_after_read_error(self, connection: sqlite3.Connection) -> None:
         """Writer side of a failed read: quick_check; a damaged file is moved aside and replaced."""

@@ -16,7 +16,8 @@ import pytest
 from wirthforge_ws.protocol import messages
 from wirthforge_ws.protocol.messages import Event
 from wirthforge_ws.protocol.schemas import SchemaSet
-from wirthforge_ws.storage import event_log, queries
+from wirthforge_ws.storage import deletion, event_log, migrations, queries
+from wirthforge_ws.storage import recordings as recordings_module
 from wirthforge_ws.storage.event_log import EventLog, StorageError
 from wirthforge_ws.storage.privacy import without_text
 from wirthforge_ws.storage.progress import LEVEL_THRESHOLDS, ProgressState, UserProgress, level_for
@@ -132,7 +133,7 @@ def test_a_named_paths_existing_folder_is_left_alone_but_the_file_is_private(tmp
 def test_delete_removes_one_recording_and_its_replays_and_purge_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(event_log, "VACUUM_STEP_PAGES", 64)  # several steps for this small file
+    monkeypatch.setattr(deletion.reclaim, "__defaults__", (64,))  # several steps for this small file
     db = tmp_path / "events.sqlite3"
     log = open_log(db, record_text=True)
     hub = hub_on(log)
@@ -337,3 +338,57 @@ def test_a_delete_after_close_is_answered_not_left_waiting(tmp_path: Path) -> No
     with pytest.raises(StorageError):
         log.delete_recording(1)
     assert time.monotonic() - started < 2
+
+
+def test_a_log_written_with_text_by_an_older_server_stays_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "events.sqlite3"
+    current = migrations.MIGRATIONS
+    monkeypatch.setattr(migrations, "MIGRATIONS", current[:1])  # the schema before text_kept and progress
+    with monkeypatch.context() as patched:
+        patched.setattr(recordings_module.RecordingTracker, "assign", _old_assign)
+        patched.setattr(event_log, "load_progress", lambda connection: ProgressState())  # no progress table yet
+        log = open_log(db, record_text=True)
+        hub_on(log).publish(tokens([" old", " words"], complete=True))
+        wait_written(log, 1)
+        log.close()
+    monkeypatch.setattr(migrations, "MIGRATIONS", current)
+    log = open_log(db)  # migrated in place
+    (recording,) = log.recordings()
+    assert recording.text_kept is True and recording.tokens == 2
+    assert [m.event.payload["tokens"] for m in log.session_events(recording)] == [[" old", " words"]]
+    assert log.progress.level == 1
+    log.close()
+
+
+def _old_assign(
+    self: recordings_module.RecordingTracker,
+    connection: sqlite3.Connection,
+    seq: int,
+    kind: str,
+    timestamp_ms: float,
+    payload: dict[str, object],
+) -> int | None:
+    """RecordingTracker.assign as the schema before text_kept needs it (eight columns)."""
+    if kind != "token_stream":
+        return None
+    words = payload.get("tokens") or []
+    connection.execute(
+        "INSERT OR REPLACE INTO recordings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (seq, payload["sessionId"], payload["modelId"], timestamp_ms, timestamp_ms, len(words), 1, 1),  # type: ignore[arg-type]
+    )
+    return seq
+
+
+def test_a_deleted_recording_is_not_replayed_by_a_resume_from_memory(tmp_path: Path) -> None:
+    log = open_log(tmp_path / "events.sqlite3")
+    hub = hub_on(log)
+    last = hub.publish(messages.reward_event(reward_type="milestone", title="r", points=0))
+    assert last is not None
+    hub.publish(tokens(["gone"], session="a"))
+    hub.publish(tokens(["kept"], session="b"))
+    assert hub.forget(lambda event: event.type == "token_stream" and event.payload["sessionId"] == "a") == 1
+    plan = hub.plan_resume({"experience"}, ResumeRequest(hub.epoch, last.seq))
+    assert [m.event.payload["tokens"] for m in plan.replay] == [["kept"]]
+    log.close()
