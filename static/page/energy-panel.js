@@ -137,7 +137,7 @@ export function installEnergyPanel(client, params) {
   })
   client.onMessage('energy_update', (m) => ingestEnergy(vs, m.payload, client.now()))
   client.onMessage('token_stream', (m) => {
-    ingestTokens(vs, m.payload)
+    ingestTokens(vs, m.payload, client.now())
     answer.push(m.payload)
   })
   client.onMessage('interference_event', (m) => ingestInterference(vs, m.payload, client.now()))

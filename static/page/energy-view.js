@@ -226,7 +226,7 @@ export function drawView(canvas, vs, now, opts) {
     if (!motion) {
       // static: a fixed-thickness bar per token
       ctx.fillStyle = VIEW_COLORS.lightning
-      ctx.globalAlpha = 0.35 + 0.65 * Math.min(1, Math.max(0, s.energy))
+      ctx.globalAlpha = 0.35 + 0.65 * Math.min(1, Math.max(0, s.energy ?? 0))
       ctx.fillRect(x - s.width / 2, laneTop + 10, s.width, laneBottom - laneTop - 10)
       ctx.globalAlpha = 1
       continue

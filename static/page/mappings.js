@@ -197,7 +197,8 @@ export function interferenceKind(di) {
 
 /**
  * Certainty from raw top-K probabilities, as the wire defines it:
- * 1 - H(normalised top-K) / ln K; null for no top-K or K < 2 (as the server's meter).
+ * 1 - H(normalised top-K) / ln K, rounded to 4 decimals; null for no top-K or
+ * K < 2 (as the server's meter).
  * @param {readonly number[] | null | undefined} topK
  * @returns {number | null}
  */
@@ -211,7 +212,8 @@ export function certaintyOfTopK(topK) {
     const q = p / sum
     h -= q * Math.log(q)
   }
-  return clamp(1 - h / Math.log(topK.length), 0, 1)
+  // 4 decimals, as the wire carries the server's certainty, so both sources of a token agree
+  return Math.round(clamp(1 - h / Math.log(topK.length), 0, 1) * 1e4) / 1e4
 }
 
 /**

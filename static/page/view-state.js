@@ -35,11 +35,12 @@ import { untrusted, untrustedList } from './wire.js'
  * @typedef {object} Strike
  * @property {string} key `${sessionId}:${index}`
  * @property {string} sessionId
+ * @property {string} model the model whose token it is ("" when only a frame listed it: the primary)
  * @property {number} index position in the answer
  * @property {number | null} dtMs its inter-arrival time
  * @property {number | null} tps tokens/s at it (from the Δt of the tokens before it, else its frame's)
  * @property {number | null} certainty
- * @property {number} energy E right after it
+ * @property {number | null} energy E right after it (null until an energy frame lists the token)
  * @property {number} width strike thickness in px (from dtMs)
  * @property {number} at page time it arrived (ms)
  */
@@ -193,16 +194,17 @@ export function ingestEnergy(vs, payload, now) {
   /** @type {Untrusted<EnergyEvidence>} */
   const ev = untrusted(p.evidence)
   vs.hasEvidence = true
-  // "" between answers: the last answer's strikes stay until the next one starts
-  const sid = typeof ev.sessionId === 'string' && ev.sessionId ? ev.sessionId : vs.sessionId
-  if (sid !== vs.sessionId) {
-    vs.sessionId = sid
-    vs.strikes = []
-    vs.resonance = null
-    vs.interference = null
-    vs.version++
-  }
   const state = sessionState(ev.state)
+  /** @type {Untrusted<EvidenceToken>[]} */
+  const tokens = untrustedList(ev.tokens)
+  // The drawn answer's strikes stay until another answer starts (CHARGING, or
+  // its first tokens listed): not on the "" of an idle server, nor when the
+  // frames go back to an earlier answer's session after a replay.
+  const frameSid = typeof ev.sessionId === 'string' && ev.sessionId ? ev.sessionId : null
+  if (frameSid !== null && frameSid !== vs.sessionId && (vs.sessionId === null || state === 'CHARGING' || tokens.length)) {
+    startAnswer(vs, frameSid)
+  }
+  const sid = vs.sessionId
   const tps = numOr(ev.tps, 0)
   const stall = ev.stall === true
   const burst = ev.burst === true
@@ -223,33 +225,75 @@ export function ingestEnergy(vs, payload, now) {
   /** @type {Untrusted<EvidenceModel>[]} */
   const members = untrustedList(ev.models)
   vs.council = members.length >= 2
-  if (vs.council) vs.primaryModel = String(members[0]?.modelId ?? '')
+  if (vs.council) {
+    const primary = String(members[0]?.modelId ?? '')
+    if (primary !== vs.primaryModel) {
+      // a council's first frame names the primary: strikes of another member's token_stream go
+      vs.strikes = vs.strikes.filter((s) => s.model === '' || s.model === primary)
+      vs.primaryModel = primary
+    }
+  }
   const primary = vs.primaryModel
-  /** @type {Untrusted<EvidenceToken>[]} */
-  const tokens = untrustedList(ev.tokens)
-  if (tokens.length && sid !== null) {
+  if (tokens.length && sid !== null && frameSid === sid) {
     for (const t of tokens) {
       const index = numOr(t.index, NaN)
       if (!Number.isInteger(index) || index < 0) continue
       const dtMs = numOrNull(t.dtMs)
       const certainty = numOrNull(t.certainty)
       const energy = numOr(t.energy, e)
-      const key = `${sid}:${index}`
-      const last = vs.strikes[vs.strikes.length - 1]
-      // a replayed or resumed frame: keep one strike per token
-      if (last && last.index >= index && vs.strikes.some((s) => s.key === key)) continue
       remember(vs, `${sid}::${index}`, { dtMs, tps: null, certainty, energy, source: 'frame' })
       const tokenTps = tpsOf(vs, `${sid}::`, index) ?? tpsOf(vs, `${sid}:${primary}:`, index, dtMs) ?? tps
       /** @type {TokenEvidence} */
       const evidence = { dtMs, tps: tokenTps, certainty, energy, source: 'frame' }
-      vs.strikes.push({ key, sessionId: sid, index, dtMs, tps: tokenTps, certainty, energy, width: strikeWidth(dtMs), at: now })
       remember(vs, `${sid}:${primary}:${index}`, evidence)
       remember(vs, `${sid}::${index}`, evidence)
+      strike(vs, sid, '', index, evidence, now)
     }
-    if (vs.strikes.length > MAX_STRIKES) vs.strikes.splice(0, vs.strikes.length - MAX_STRIKES)
-    vs.version++
   }
   syncModels(vs, vs.council ? members : [], e)
+}
+
+/**
+ * Draws token `index` of the drawn answer once, whichever message lists it
+ * first: an energy frame (lossy: a slow reader's frames are coalesced) or
+ * the primary's token_stream (reliable, resumed). A later listing only fills
+ * in what the first lacked (E comes with frames only).
+ * @param {ViewState} vs
+ * @param {string} sid
+ * @param {string} model
+ * @param {number} index
+ * @param {TokenEvidence} ev
+ * @param {number} now
+ */
+function strike(vs, sid, model, index, ev, now) {
+  const key = `${sid}:${index}`
+  const known = vs.strikes.find((s) => s.key === key)
+  if (known) {
+    if (known.energy === null && ev.energy !== null) known.energy = ev.energy
+    if (known.certainty === null && ev.certainty !== null) known.certainty = ev.certainty
+    if (ev.source === 'frame') known.model = ''
+    vs.version++
+    return
+  }
+  vs.strikes.push({
+    key, sessionId: sid, model, index, dtMs: ev.dtMs, tps: ev.tps, certainty: ev.certainty, energy: ev.energy,
+    width: strikeWidth(ev.dtMs), at: now,
+  })
+  if (vs.strikes.length > MAX_STRIKES) vs.strikes.splice(0, vs.strikes.length - MAX_STRIKES)
+  vs.version++
+}
+
+/**
+ * Starts a new lightning for answer `sid` (its first strike comes next).
+ * @param {ViewState} vs
+ * @param {string} sid
+ */
+function startAnswer(vs, sid) {
+  vs.sessionId = sid
+  vs.strikes = []
+  vs.resonance = null
+  vs.interference = null
+  vs.version++
 }
 
 /**
@@ -286,11 +330,13 @@ function syncModels(vs, members, e) {
 
 /**
  * Records one token_stream payload: the evidence of each token (its Δt and
- * the certainty of its top-K), for the answer and Evidence Mode.
+ * the certainty of its top-K), for the answer and Evidence Mode, and a
+ * strike per token of the primary model.
  * @param {ViewState} vs
  * @param {unknown} payload
+ * @param {number} now page time (ms)
  */
-export function ingestTokens(vs, payload) {
+export function ingestTokens(vs, payload, now) {
   /** @type {Untrusted<TokenStreamPayload>} */
   const p = untrusted(payload)
   const sid = typeof p.sessionId === 'string' ? p.sessionId : ''
@@ -300,15 +346,21 @@ export function ingestTokens(vs, payload) {
   if (!Number.isInteger(first)) return
   /** @type {Untrusted<TokenStreamEvidence>[]} */
   const evidence = untrustedList(p.tokenEvidence)
+  // the primary's tokens strike too: a new answer's first tokens start a new lightning
+  const strikes = model === vs.primaryModel && sid !== '' && evidence.length > 0
+  if (strikes && sid !== vs.sessionId) startAnswer(vs, sid)
   evidence.forEach((te, i) => {
-    const key = `${sid}:${model}:${first + i}`
-    const known = vs.tokenEvidence.get(key)
-    if (known && known.source === 'frame') return
-    const topK = Array.isArray(te.topK) ? te.topK : null
-    const dtMs = numOrNull(te.dtMs)
-    remember(vs, key, { dtMs, tps: null, certainty: certaintyOfTopK(topK), energy: null, source: 'token_stream' })
-    const ev = vs.tokenEvidence.get(key)
-    if (ev) ev.tps = tpsOf(vs, `${sid}:${model}:`, first + i)
+    const index = first + i
+    const key = `${sid}:${model}:${index}`
+    let ev = vs.tokenEvidence.get(key)
+    if (!ev || ev.source !== 'frame') {
+      const topK = Array.isArray(te.topK) ? te.topK : null
+      const dtMs = numOrNull(te.dtMs)
+      ev = { dtMs, tps: null, certainty: certaintyOfTopK(topK), energy: null, source: 'token_stream' }
+      remember(vs, key, ev)
+      ev.tps = tpsOf(vs, `${sid}:${model}:`, index)
+    }
+    if (strikes) strike(vs, sid, model, index, ev, now)
   })
 }
 

@@ -126,8 +126,11 @@ test('view state: one strike per token from the frame evidence, joined with toke
   ingestTokens(vs, { sessionId: 's', modelId: 'm', firstIndex: 0, tokens: ['a', 'b'], tokenEvidence: [{ dtMs: 50, topK: null }, { dtMs: 1000, topK: null }] })
   assert.equal(tokenEvidenceOf(vs, 's', 'm', 1).dtMs, 1000)
   assert.equal(tokenEvidenceOf(vs, 's', 'm', 1).certainty, 0.7)
-  ingestEnergy(vs, { totalEnergy: 0.1, evidence: { sessionId: 't', state: 'IDLE', tokens: [] } }, 2000)
-  assert.equal(vs.strikes.length, 0, 'a new session starts a new lightning')
+  ingestEnergy(vs, { totalEnergy: 0.1, evidence: { sessionId: 'r', state: 'DRAINED', tokens: [] } }, 1500)
+  assert.equal(vs.strikes.length, 2, "frames of an earlier answer's session (after a replay) keep the drawn answer")
+  assert.equal(vs.sessionId, 's')
+  ingestEnergy(vs, { totalEnergy: 0.1, evidence: { sessionId: 't', state: 'CHARGING', tokens: [] } }, 2000)
+  assert.equal(vs.strikes.length, 0, 'a new answer starts a new lightning')
 })
 
 test('certainty: K < 2 is n/a, as the server computes it', () => {
@@ -207,4 +210,33 @@ test('view state: token_stream evidence gives tokens/s and certainty per token b
   assert.equal(ev[1].certainty, null)
   assert.ok(Math.abs(ev[2].certainty) < 1e-12)
   assert.equal(ev[0].source, 'token_stream')
+})
+
+test('view state: the primary token_stream strikes every token when energy frames are lost; frames add E', () => {
+  const vs = createViewState()
+  const stream = (sessionId, modelId, firstIndex, dts) => ({ sessionId, modelId, firstIndex, isComplete: false,
+    tokens: dts.map(() => 'w'), tokenEvidence: dts.map((dtMs) => ({ dtMs, topK: [0.9, 0.1] })) })
+  ingestTokens(vs, stream('a', 'm', 0, [300, 100, 100]), 10)
+  assert.deepEqual(vs.strikes.map((s) => [s.index, s.energy, s.width > 0]), [[0, null, true], [1, null, true], [2, null, true]])
+  // a frame lists token 2 (the frames of 0 and 1 were coalesced away): one strike each, E filled in
+  ingestEnergy(vs, wireFrame('a', [{ index: 2, dtMs: 100, certainty: 0.53, energy: 0.31 }]), 20)
+  assert.deepEqual(vs.strikes.map((s) => [s.index, s.energy]), [[0, null], [1, null], [2, 0.31]])
+  assert.equal(vs.strikes[2].at, 10, 'it struck when its first listing came')
+  // another model of the same session does not strike (it is not the primary)
+  ingestTokens(vs, stream('a', 'other', 0, [200]), 30)
+  assert.equal(vs.strikes.length, 3)
+  // the next answer's first tokens start a new lightning
+  ingestTokens(vs, stream('b', 'm', 0, [250]), 40)
+  assert.deepEqual(vs.strikes.map((s) => s.key), ['b:0'])
+})
+
+test("view state: a council's first frame names the primary; other members' strikes go", () => {
+  const vs = createViewState()
+  ingestTokens(vs, { sessionId: 'c', modelId: 'critic', firstIndex: 0, tokens: ['x'], isComplete: false,
+    tokenEvidence: [{ dtMs: 200, topK: null }] }, 0)
+  assert.equal(vs.strikes.length, 1, 'the first model seen is taken for the primary until a frame says')
+  const members = ['lead', 'critic'].map((modelId) => ({ modelId, energy: 0.2, state: 'FLOWING', tps: 1, certainty: null, dtMs: 200, tokens: 1 }))
+  ingestEnergy(vs, wireFrame('c', [{ index: 0, dtMs: 190, certainty: null, energy: 0.1 }], { models: members, ensembleEnergy: 0.2 }), 5)
+  assert.equal(vs.primaryModel, 'lead')
+  assert.deepEqual(vs.strikes.map((s) => [s.index, s.dtMs, s.energy]), [[0, 190, 0.1]])
 })
