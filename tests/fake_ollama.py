@@ -14,7 +14,8 @@ this. It answers like Ollama does:
 
 The model name picks the behaviour: ``tiny`` answers normally (``TOKENS``),
 ``cut`` closes the connection after three tokens, ``fails`` sends an error
-line after three tokens, ``slow`` goes silent after two tokens. Every
+line after three tokens, ``slow`` goes silent after two tokens, ``plain``
+answers like ``tiny`` but never sends logprobs (an Ollama without them). Every
 request body is recorded in ``requests`` (to check what the adapter sent).
 
 Runs under uvicorn in a thread: ``with FakeOllama() as fake: fake.url``.
@@ -40,7 +41,7 @@ from starlette.routing import Route
 from tests.server_process import LOOPBACK, free_port
 
 TOKENS = ["The", " sea", " is", " wide", ",", " deep", " and", " blue", ".", " Waves", " rise", " and", " fall", "."]
-MODELS = ("tiny", "cut", "fails", "slow")
+MODELS = ("tiny", "cut", "fails", "slow", "plain")
 TOKEN_INTERVAL_S = 0.03
 
 
@@ -74,7 +75,7 @@ async def chat(request: Request) -> Response:
     model = body.get("model", "")
     if model not in MODELS:
         return JSONResponse({"error": f'model "{model}" not found, try pulling it first'}, status_code=404)
-    logprobs = bool(body.get("logprobs"))
+    logprobs = bool(body.get("logprobs")) and model != "plain"
     top_k = int(body.get("top_logprobs") or 5)
 
     async def lines() -> AsyncIterator[bytes]:

@@ -14,6 +14,7 @@ from .meter import (
 from .profiles import PROFILES, EnergyProfile
 from .states import SessionMachine, SessionState
 from .tiers import TierChoice, choose_tier, detect_tier
+from .trace import TraceError, TraceModel, build_trace, recompute
 
 __all__ = [
     "PROFILES",
@@ -26,6 +27,9 @@ __all__ = [
     "SessionState",
     "TierChoice",
     "TokenReading",
+    "TraceError",
+    "TraceModel",
+    "build_trace",
     "certainty",
     "choose_tier",
     "detect_tier",
@@ -33,6 +37,7 @@ __all__ = [
     "disagreement_by_token",
     "ensemble_energy",
     "entropy",
+    "recompute",
     "round_dt_ms",
     "round_top_k",
 ]

@@ -55,7 +55,7 @@ def _jsd_series(members: Sequence[Sequence[TokenReading]]) -> list[float | None]
 
 
 def _timing(members: Sequence[Sequence[TokenReading]], window: int) -> Disagreement | None:
-    gaps = [[reading.dt_ms for reading in readings[1:]][-window:] for readings in members]
+    gaps = [[reading.dt_ms for reading in readings[max(1, len(readings) - window) :]] for readings in members]
     if len(gaps) < 2 or any(len(g) < MIN_TIMING_DT for g in gaps):
         return None
     means = [statistics.fmean(g) for g in gaps]
@@ -69,9 +69,14 @@ def disagreement(members: Sequence[Sequence[TokenReading]], window: int = DEFAUL
     """DI of the members' readings so far; None with fewer than two members or too little evidence."""
     if len(members) < 2:
         return None
-    shared = [value for value in _jsd_series(members) if value is not None]
-    if shared:
-        used = shared[-window:]
+    used: list[float] = []
+    index = max(len(readings) for readings in members) - 1
+    while index >= 0 and len(used) < window:  # newest first: a frame costs `window` divergences, not the answer's
+        value = _jsd_at(members, index)
+        if value is not None:
+            used.append(value)
+        index -= 1
+    if used:
         return Disagreement(value=min(max(statistics.fmean(used), 0.0), 1.0), method="jsd", window=len(used))
     return _timing(members, window)
 

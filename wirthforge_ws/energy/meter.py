@@ -175,7 +175,11 @@ class ModelMeter:
         self._machine.start()
 
     def end(self, when: float) -> None:
-        """The answer is over: DRAINED, or IDLE when no token came; E keeps decaying from the last token."""
+        """The answer is over: DRAINED, or IDLE when no token came.
+
+        E keeps decaying from the last token's time, so *when* changes no value; it is taken for symmetry
+        with :meth:`start` and :meth:`on_token`.
+        """
         self._machine.end()
 
     def on_token(self, when: float, top_k: Sequence[float] | None = None) -> TokenReading:

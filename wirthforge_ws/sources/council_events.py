@@ -24,6 +24,7 @@ from ..protocol import messages
 from ..protocol.messages import Event
 
 EVERY_S = 0.5
+RETRY_S = 0.1  # too little evidence for a DI yet (the first tokens): look again this much later
 CONSTRUCTIVE_BELOW = 0.2
 DESTRUCTIVE_ABOVE = 0.5
 RESONANCE_COHERENCE = 0.8
@@ -86,10 +87,11 @@ class CouncilEvents:
         """This reading's events; none with fewer than two voices or too little evidence for a DI."""
         if len(voices) < 2:
             return []
-        self._next_at = now + self.every_s
         di = disagreement([voice.readings for voice in voices])
         if di is None:
+            self._next_at = now + RETRY_S
             return []
+        self._next_at = now + self.every_s
         coherence = 1.0 - di.value
         models = [voice.model_id for voice in voices]
         events = [

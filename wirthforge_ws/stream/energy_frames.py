@@ -57,45 +57,58 @@ def distribution(level: float, last: TokenReading | MeterSnapshot | None, profil
 
 
 def frame_evidence(activity: FrameActivity) -> Payload:
-    """``energy_update.evidence`` of this frame."""
+    """``energy_update.evidence`` of this frame (the fields of :func:`messages.energy_evidence`).
+
+    Built directly rather than through the keyword builders: it runs every
+    frame, and the meter's values are already in range (E and certainty in
+    [0, 1], times and rates >= 0), so only the rounding is left to do.
+    """
     snapshot = activity.primary
-    models = None
-    ensemble = None
-    if activity.council:
-        models = [
-            messages.council_member(
-                model_id=member.model_id,
-                energy=member.energy,
-                state=member.state.value,
-                tps=member.tps,
-                certainty=member.certainty,
-                dt_ms=member.dt_ms,
-                tokens=member.tokens,
-            )
-            for member in activity.council
-        ]
-        ensemble = activity.total_energy
     readings = activity.readings
-    kept = readings[-messages.EVIDENCE_TOKENS_MAX :]
-    return messages.energy_evidence(
-        profile=activity.profile.name,
-        session_id=activity.session_id,
-        state=snapshot.state.value,
-        tokens=[
-            messages.evidence_token(index=r.index, dt_ms=r.dt_ms, certainty=r.certainty, energy=r.energy) for r in kept
+    kept = readings[-messages.EVIDENCE_TOKENS_MAX :] if len(readings) > messages.EVIDENCE_TOKENS_MAX else readings
+    certainty = snapshot.certainty
+    entropy = snapshot.entropy
+    since = snapshot.since_token_ms
+    ttft = snapshot.ttft_ms
+    evidence: Payload = {
+        "sessionId": activity.session_id,
+        "state": snapshot.state.value,
+        "profile": activity.profile.name,
+        "tokens": [
+            {
+                "index": r.index,
+                "dtMs": r.dt_ms,
+                "certainty": None if r.certainty is None else round(r.certainty, 4),
+                "energy": round(r.energy, 4),
+            }
+            for r in kept
         ],
-        tokens_omitted=len(readings) - len(kept),
-        tps=snapshot.tps,
-        certainty=snapshot.certainty,
-        entropy=snapshot.entropy,
-        since_token_ms=snapshot.since_token_ms,
-        stall=snapshot.stall,
-        burst=snapshot.burst,
-        ttft_ms=snapshot.ttft_ms,
-        energy_units=snapshot.energy_units,
-        models=models,
-        ensemble_energy=ensemble,
-    )
+        "tokensOmitted": len(readings) - len(kept),
+        "tps": round(snapshot.tps, 2),
+        "certainty": None if certainty is None else round(certainty, 4),
+        "entropy": None if entropy is None else round(entropy, 4),
+        "sinceTokenMs": None if since is None else round(since, 1),
+        "stall": snapshot.stall,
+        "burst": snapshot.burst,
+        "ttftMs": None if ttft is None else round(ttft, 1),
+        "energyUnits": round(snapshot.energy_units, 4),
+    }
+    council = activity.council
+    if council:
+        evidence["models"] = [
+            {
+                "modelId": member.model_id,
+                "energy": round(member.energy, 4),
+                "state": member.state.value,
+                "tps": round(member.tps, 2),
+                "certainty": None if member.certainty is None else round(member.certainty, 4),
+                "dtMs": member.dt_ms,
+                "tokens": member.tokens,
+            }
+            for member in council[: messages.COUNCIL_MODELS_MAX]
+        ]
+        evidence["ensembleEnergy"] = round(activity.total_energy, 4)
+    return evidence
 
 
 def frame_distribution(activity: FrameActivity, level: float) -> Mapping[str, float]:
