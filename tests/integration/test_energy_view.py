@@ -550,15 +550,33 @@ def test_council_draws_two_ribbons_and_an_interference_overlay(browser: Browser)
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=prompt-status]').textContent.startsWith('models:')"
             )
+            # watch every drawn frame: the council's overlay only lasts while its members answer
+            page.evaluate(
+                """() => {
+                     window.__council = { interference: 0, seen: null }
+                     window.wirthforge.onMessage('interference_event', () => { window.__council.interference++ })
+                     const watch = () => {
+                       const hits = window.wfView.hits
+                       const ribbons = hits.filter((h) => h.kind === 'ribbon').length
+                       if (!window.__council.seen && ribbons === 2 && hits.some((h) => h.kind === 'interference')) {
+                         window.__council.seen = hits.map((h) => h.kind)
+                       }
+                       requestAnimationFrame(watch)
+                     }
+                     requestAnimationFrame(watch)
+                   }"""
+            )
             page.locator('[data-testid="prompt-council"]').check()
-            page.locator('[data-testid="prompt-input"]').fill("Is the sea blue?")
+            page.locator('[data-testid="prompt-input"]').fill("Write a short poem about the sea.")
             page.locator('[data-testid="prompt-send"]').click()
             page.wait_for_function(
-                """() => window.wfView.hits.filter((h) => h.kind === 'ribbon').length === 2
-                         && window.wfView.hits.some((h) => h.kind === 'interference')""",
+                """() => window.__council.seen
+                         || document.querySelector('[data-testid=prompt-status]').textContent === 'done'""",
                 timeout=ms(60),
                 polling=100,
             )
+            council = page.evaluate("() => window.__council")
+            assert council["seen"], f"no frame drew two ribbons and the overlay ({council['interference']} events)"
             assert errors == []
         finally:
             page.context.close()
