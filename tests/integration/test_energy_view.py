@@ -464,8 +464,11 @@ def test_strike_after_a_stall_is_thicker_than_at_20_tokens_per_second(browser: B
 
 
 def test_answer_tokens_are_tinted_by_their_certainty_and_show_it_on_hover(browser: Browser) -> None:
-    """A token_stream with per-token top-K (POST /publish): tint class, underline style and tooltip per token."""
-    with ServerProcess(env={"WF_ENABLE_PUBLISH": "1"}, startup_timeout=scaled(20)) as server:
+    """A token_stream with per-token top-K (POST /publish): tint class, underline style and tooltip per token.
+
+    The embedded source without a prompt sends no tokens of its own: the published answer is the page's only one.
+    """
+    with ServerProcess(env={"WF_ENABLE_PUBLISH": "1", "WF_SOURCE": "embedded"}, startup_timeout=scaled(60)) as server:
         page, errors = open_view(browser, server)
         try:
             top_k = [[0.97, 0.01, 0.01, 0.01], [0.8, 0.1, 0.1], [0.5, 0.3, 0.2], None]
@@ -504,6 +507,21 @@ def test_answer_tokens_are_tinted_by_their_certainty_and_show_it_on_hover(browse
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=evidence-tip]').textContent.includes('certainty n/a')"
             )
+            # the keyboard: focus the answer (its newest token), then step back with the arrow keys
+            page.mouse.move(0, 0)
+            page.locator('[data-testid="token-output"]').focus()
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=evidence-tip]').textContent.includes('token #3 ·')"
+            )
+            page.keyboard.press("ArrowLeft")
+            page.keyboard.press("ArrowLeft")
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=evidence-tip]').textContent.includes('token #1 ·')"
+            )
+            active = page.evaluate(
+                "() => document.querySelector('[data-testid=token-output]').getAttribute('aria-activedescendant')"
+            )
+            assert active and page.locator(f"#{active}").get_attribute("data-index") is not None
             assert errors == []
         finally:
             page.context.close()
