@@ -353,6 +353,7 @@ def test_a_replayed_session_draws_as_it_did_live(browser: Browser, tmp_path: Pat
     env = {
         **{"WF_SOURCE": "embedded", "WF_MAX_TOKENS": "24", "WF_PERSIST": "1"},
         "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3"),
+        "WF_RECORD_TEXT": "1",  # the replay shows the recorded words, to compare them with the live ones
     }
     with ServerProcess(env=env, startup_timeout=scaled(60)) as server:
         page, errors = open_view(browser, server)

@@ -115,7 +115,7 @@ async def _selection(
     """
     if key == "range":
         low, high = epoch_ms(start), epoch_ms(end)
-        if low is None or high is None or high < low:
+        if low is None or high is None or not _valid_range(start, end):
             return JSONResponse({"error": f"bad range: {EPOCH_RULE}"}, status_code=422)
         return None, (low, high)
     number = recording_id(key)
@@ -123,6 +123,12 @@ async def _selection(
     if recording is None:
         return JSONResponse({"error": "no such session", "rule": ID_RULE}, status_code=404)
     return recording, None
+
+
+def _valid_range(start: Any, end: Any) -> bool:
+    """Whether *start* and *end* are epoch-ms bounds with start <= end."""
+    low, high = epoch_ms(start), epoch_ms(end)
+    return low is not None and high is not None and low <= high
 
 
 def _reader(
@@ -211,8 +217,11 @@ async def start_replay(request: Request) -> Response:
     server = request.app.state.server
     replayer: Replayer = server.replayer
     key = "range" if "from" in body else body.get("session")
+    # A malformed body is answered before admission: it never uses up a start.
     if key != "range" and recording_id(key) is None:
         return JSONResponse({"error": f"session: {ID_RULE}"}, status_code=422)
+    if key == "range" and not _valid_range(body.get("from"), body.get("to")):
+        return JSONResponse({"error": f"bad range: {EPOCH_RULE}"}, status_code=422)
     try:
         replayer.admit()  # before any read: a refused start costs nothing
     except ReplayBusy as busy:
