@@ -41,6 +41,7 @@ import {
   ribbonSpeed,
   ribbonWidth,
   seeded,
+  shortLabel,
   strikeAlpha,
   strikePulse,
 } from './mappings.js'
@@ -287,7 +288,7 @@ export function drawView(canvas, vs, now, opts) {
     marker(ctx, style.shape, 14, y, 5)
     ctx.fillStyle = VIEW_COLORS.label
     ctx.font = '11px ui-monospace, "DejaVu Sans Mono", monospace'
-    ctx.fillText(m.modelId.slice(0, 18), 24, y + 4)
+    ctx.fillText(shortLabel(m.modelId, 18), 24, y + 4)
     ctx.strokeStyle = style.color
     ctx.lineWidth = width
     ctx.lineCap = 'butt'
@@ -364,7 +365,7 @@ export function drawView(canvas, vs, now, opts) {
           ctx.lineWidth = 2
           ctx.globalAlpha = ph.level * 0.8
           ctx.beginPath()
-          ctx.arc(cx, cy, 14 + i * 12 + ph.level * 24, 0, Math.PI * 2)
+          ctx.arc(cx, cy, 10 + i * 10 + ph.level * 16, 0, Math.PI * 2)
           ctx.stroke()
         })
         ctx.globalAlpha = 1

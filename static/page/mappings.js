@@ -377,3 +377,16 @@ export function tpsAtToken(index, dtOf, windowMs = TPS_WINDOW_MS) {
   }
   return (n * 1000) / windowMs
 }
+
+/**
+ * A model id shortened to at most `max` characters, keeping its start and
+ * its end ("SmolLM2-…ct-critic"), so that ids sharing a long prefix stay
+ * told apart.
+ * @param {string} id
+ * @param {number} max
+ */
+export function shortLabel(id, max) {
+  if (id.length <= max) return id
+  const tail = Math.ceil((max - 1) / 2)
+  return `${id.slice(0, max - 1 - tail)}…${id.slice(-tail)}`
+}

@@ -10,7 +10,8 @@ The run also writes a screenshot of the running page to
 ``test-results/screenshot.png`` (WF_SCREENSHOT_PATH overrides the path,
 WF_SCREENSHOT_SECONDS, default 8, sets how long the page runs before the
 shot). The committed ``docs/screenshot.png`` shows the page with the
-embedded model after one prompt (a real answer, its energy, one recording).
+embedded model during a real answer (its strikes, Δt bars and ribbon, the
+answer tinted by certainty, Evidence Mode on one token).
 """
 
 from __future__ import annotations

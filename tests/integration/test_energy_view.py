@@ -353,6 +353,7 @@ def test_a_replayed_session_draws_as_it_did_live(browser: Browser, tmp_path: Pat
     env = {
         **{"WF_SOURCE": "embedded", "WF_MAX_TOKENS": "24", "WF_PERSIST": "1"},
         "WF_PERSIST_PATH": str(tmp_path / "events.sqlite3"),
+        "WF_RECORD_TEXT": "1",  # the replay shows the recorded words, to compare them with the live ones
     }
     with ServerProcess(env=env, startup_timeout=scaled(60)) as server:
         page, errors = open_view(browser, server)
@@ -464,8 +465,11 @@ def test_strike_after_a_stall_is_thicker_than_at_20_tokens_per_second(browser: B
 
 
 def test_answer_tokens_are_tinted_by_their_certainty_and_show_it_on_hover(browser: Browser) -> None:
-    """A token_stream with per-token top-K (POST /publish): tint class, underline style and tooltip per token."""
-    with ServerProcess(env={"WF_ENABLE_PUBLISH": "1"}, startup_timeout=scaled(20)) as server:
+    """A token_stream with per-token top-K (POST /publish): tint class, underline style and tooltip per token.
+
+    The embedded source without a prompt sends no tokens of its own: the published answer is the page's only one.
+    """
+    with ServerProcess(env={"WF_ENABLE_PUBLISH": "1", "WF_SOURCE": "embedded"}, startup_timeout=scaled(60)) as server:
         page, errors = open_view(browser, server)
         try:
             top_k = [[0.97, 0.01, 0.01, 0.01], [0.8, 0.1, 0.1], [0.5, 0.3, 0.2], None]
@@ -504,6 +508,21 @@ def test_answer_tokens_are_tinted_by_their_certainty_and_show_it_on_hover(browse
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=evidence-tip]').textContent.includes('certainty n/a')"
             )
+            # the keyboard: focus the answer (its newest token), then step back with the arrow keys
+            page.mouse.move(0, 0)
+            page.locator('[data-testid="token-output"]').focus()
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=evidence-tip]').textContent.includes('token #3 ·')"
+            )
+            page.keyboard.press("ArrowLeft")
+            page.keyboard.press("ArrowLeft")
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=evidence-tip]').textContent.includes('token #1 ·')"
+            )
+            active = page.evaluate(
+                "() => document.querySelector('[data-testid=token-output]').getAttribute('aria-activedescendant')"
+            )
+            assert active and page.locator(f"#{active}").get_attribute("data-index") is not None
             assert errors == []
         finally:
             page.context.close()
@@ -550,15 +569,33 @@ def test_council_draws_two_ribbons_and_an_interference_overlay(browser: Browser)
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=prompt-status]').textContent.startsWith('models:')"
             )
+            # watch every drawn frame: the council's overlay only lasts while its members answer
+            page.evaluate(
+                """() => {
+                     window.__council = { interference: 0, seen: null }
+                     window.wirthforge.onMessage('interference_event', () => { window.__council.interference++ })
+                     const watch = () => {
+                       const hits = window.wfView.hits
+                       const ribbons = hits.filter((h) => h.kind === 'ribbon').length
+                       if (!window.__council.seen && ribbons === 2 && hits.some((h) => h.kind === 'interference')) {
+                         window.__council.seen = hits.map((h) => h.kind)
+                       }
+                       requestAnimationFrame(watch)
+                     }
+                     requestAnimationFrame(watch)
+                   }"""
+            )
             page.locator('[data-testid="prompt-council"]').check()
-            page.locator('[data-testid="prompt-input"]').fill("Is the sea blue?")
+            page.locator('[data-testid="prompt-input"]').fill("Write a short poem about the sea.")
             page.locator('[data-testid="prompt-send"]').click()
             page.wait_for_function(
-                """() => window.wfView.hits.filter((h) => h.kind === 'ribbon').length === 2
-                         && window.wfView.hits.some((h) => h.kind === 'interference')""",
+                """() => window.__council.seen
+                         || document.querySelector('[data-testid=prompt-status]').textContent === 'done'""",
                 timeout=ms(60),
                 polling=100,
             )
+            council = page.evaluate("() => window.__council")
+            assert council["seen"], f"no frame drew two ribbons and the overlay ({council['interference']} events)"
             assert errors == []
         finally:
             page.context.close()

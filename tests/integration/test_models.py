@@ -206,7 +206,15 @@ async def test_embedded_council_runs_two_models_concurrently(embedded: ServerPro
     assert len({m["payload"]["coherenceScore"] for m in interference}) > 1 or len(interference) == 1
 
 
-async def test_cancel_stops_tokens_within_a_frame(embedded: ServerProcess) -> None:
+@pytest.fixture
+def embedded_long() -> Iterator[ServerProcess]:
+    """The embedded model with room for a long answer: a cancel must find it still running on a busy machine."""
+    with ServerProcess(env={"WF_SOURCE": "embedded", "WF_MAX_TOKENS": "256"}) as server:
+        yield server
+
+
+async def test_cancel_stops_tokens_within_a_frame(embedded_long: ServerProcess) -> None:
+    embedded = embedded_long
     async with Recorder(embedded.ws_url) as client:
         response = post(embedded, "/api/prompt", {"prompt": "Count from one to one hundred in words."})
         session_id = response.json()["sessionId"]

@@ -13,6 +13,7 @@ import pytest
 
 from tests.chromium import launched_chromium, skip_module_without_chromium
 from tests.server_process import ServerProcess
+from tests.timing import scaled
 
 skip_module_without_chromium()
 
@@ -36,7 +37,7 @@ def test_page_shows_what_is_kept_and_progress_and_deletes_with_confirmation(brow
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         try:
             page = context.new_page()
-            page.set_default_timeout(10_000)
+            page.set_default_timeout(scaled(20) * 1000)
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             dialogs: list[str] = []
@@ -55,7 +56,7 @@ def test_page_shows_what_is_kept_and_progress_and_deletes_with_confirmation(brow
             server.publish(answer("rec-kept"))
             rows = page.locator('[data-testid="sessions-list"] li')
             doomed = rows.filter(has_text="rec-doomed")
-            doomed.wait_for(timeout=5_000)
+            doomed.wait_for(timeout=scaled(15) * 1000)
             assert "no text" in (doomed.text_content() or "")
 
             answers["accept"] = False  # a dismissed confirmation deletes nothing
@@ -83,11 +84,11 @@ def test_a_replay_of_a_recording_without_text_shows_placeholders_and_says_why(br
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         try:
             page = context.new_page()
-            page.set_default_timeout(10_000)
+            page.set_default_timeout(scaled(20) * 1000)
             page.goto(server.http_url + "/")
             server.publish(answer("rec-private"))
             row = page.locator('[data-testid="sessions-list"] li', has_text="rec-private")
-            row.wait_for(timeout=5_000)
+            row.wait_for(timeout=scaled(15) * 1000)
             row.locator('[data-testid="replay-button"]').click()
             page.locator('[data-testid="sessions-status"]').filter(has_text="placeholders").wait_for()
             replayed = page.locator('[data-testid="token-output"] .ablock[data-session="replay-rec-private"]')

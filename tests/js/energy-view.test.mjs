@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import {
   FIELD_ALPHA, VIEW_COLORS, blend, certaintyLevel, certaintyOfTopK, contrastRatio, energyState, fieldBrightness,
   interferenceAlpha, memberStyle, particleCount, resonancePhase, ribbonSpeed, ribbonWidth, sessionState, strikeAlpha,
-  strikeWidth, tpsAtToken,
+  shortLabel, strikeWidth, tpsAtToken,
 } from '../../static/page/mappings.js'
 import { QualityController, levelForTier, workBudgetMs } from '../../static/page/quality.js'
 import { Announcer, summarize } from '../../static/page/announcer.js'
@@ -239,4 +239,13 @@ test("view state: a council's first frame names the primary; other members' stri
   ingestEnergy(vs, wireFrame('c', [{ index: 0, dtMs: 190, certainty: null, energy: 0.1 }], { models: members, ensembleEnergy: 0.2 }), 5)
   assert.equal(vs.primaryModel, 'lead')
   assert.deepEqual(vs.strikes.map((s) => [s.index, s.dtMs, s.energy]), [[0, 190, 0.1]])
+})
+
+test('model labels keep their start and end, so council members sharing a prefix differ', () => {
+  const a = shortLabel('SmolLM2-135M-Instruct', 18)
+  const b = shortLabel('SmolLM2-135M-Instruct-critic', 18)
+  assert.ok(a.length <= 18 && b.length <= 18)
+  assert.notEqual(a, b)
+  assert.ok(b.endsWith('critic'))
+  assert.equal(shortLabel('llama3_2-1b', 18), 'llama3_2-1b')
 })

@@ -14,8 +14,8 @@ each top-K probability to 4 decimals, at most 8 of them) and the meter's
 clock is the sum of the rounded Δt, so a trace that keeps the rounded values
 reproduces every E exactly.
 
-:class:`EnergyMeter` and :class:`EnergyReading` are the frame-based meter the
-sources use until they move to :class:`ModelMeter`.
+The council's divergence of several models' top-K, :func:`jensen_shannon`,
+is here beside the entropy it is built from.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ from .states import SessionMachine, SessionState
 
 __all__ = [
     "AnswerClosedError",
-    "EnergyMeter",
-    "EnergyReading",
     "MeterSnapshot",
     "ModelMeter",
     "SessionState",
@@ -277,42 +275,7 @@ class ModelMeter:
 
 
 # ---------------------------------------------------------------------------
-# The frame-based meter of the sources (E updated on frames that carry tokens).
-
-TPS_FULL_SPEED = 20.0
-STALL_MS = 400.0
-FRICTION_CEILING_MS = 1500.0
-SMOOTHING = 0.35
-DECAY_HALF_LIFE_S = 0.7
-BURST_TPS = 12.0
-
-
-@dataclass(frozen=True, slots=True)
-class EnergyReading:
-    """The energy state after one frame of :class:`EnergyMeter`."""
-
-    level: float  # E(t) in [0, 1]
-    delta: float  # E(t) - E(t-1)
-    speed: float
-    certainty: float | None
-    friction: float
-    tokens_per_second: float
-
-    @property
-    def is_burst(self) -> bool:
-        return self.tokens_per_second > BURST_TPS
-
-    def distribution(self) -> dict[str, float]:
-        """Split the level into generation (speed), attention (certainty) and reasoning (flow)."""
-        if self.certainty is None:
-            weights = (0.7 * self.speed, 0.0, 0.3 * self.friction)
-        else:
-            weights = (0.5 * self.speed, 0.3 * self.certainty, 0.2 * self.friction)
-        total = sum(weights)
-        if total <= 0:
-            return {"generation": 0.0, "attention": 0.0, "reasoning": 0.0}
-        share = self.level / total
-        return {"generation": weights[0] * share, "attention": weights[1] * share, "reasoning": weights[2] * share}
+# Disagreement of several models' top-K (the council)
 
 
 def jensen_shannon(distributions: Sequence[Sequence[float]]) -> float:
@@ -330,53 +293,3 @@ def jensen_shannon(distributions: Sequence[Sequence[float]]) -> float:
 
     divergence = shannon(mixture) - math.fsum(shannon(d) for d in padded) / len(padded)
     return _clamp(divergence / math.log2(len(padded)))
-
-
-class EnergyMeter:
-    """Turns token arrival times into an :class:`EnergyReading` once per frame."""
-
-    def __init__(self) -> None:
-        self._token_times: deque[float] = deque()
-        self._last_token: float | None = None
-        self._certainty: float | None = None
-        self._level = 0.0
-        self._last_update: float | None = None
-
-    def on_token(self, when: float, top_k: Sequence[float] | None = None) -> None:
-        self._last_token = when
-        self._token_times.append(when)
-        if top_k is not None:
-            known = certainty(top_k)
-            self._certainty = 1.0 if known is None else known
-
-    def update(self, now: float, tokens_this_frame: int) -> EnergyReading:
-        while self._token_times and self._token_times[0] <= now - 1.0:
-            self._token_times.popleft()
-        tps = float(len(self._token_times))
-        speed = _clamp(tps / TPS_FULL_SPEED)
-        if self._last_token is None:
-            friction = 0.0
-        else:
-            since_ms = (now - self._last_token) * 1000.0
-            friction = 1.0 - _clamp((since_ms - STALL_MS) / (FRICTION_CEILING_MS - STALL_MS))
-
-        previous = self._level
-        if tokens_this_frame > 0:
-            if self._certainty is None:
-                base = 0.7 * speed + 0.3 * friction
-            else:
-                base = 0.5 * speed + 0.3 * self._certainty + 0.2 * friction
-            self._level = SMOOTHING * base + (1.0 - SMOOTHING) * previous
-        elif self._last_update is not None:
-            elapsed = now - self._last_update
-            self._level = previous * 0.5 ** (elapsed / DECAY_HALF_LIFE_S)
-        self._last_update = now
-
-        return EnergyReading(
-            level=self._level,
-            delta=self._level - previous,
-            speed=speed,
-            certainty=self._certainty,
-            friction=friction,
-            tokens_per_second=tps,
-        )

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp
 
 from .. import __version__
 from .. import settings as settings_module
-from ..connection.connection import Connection
+from ..connection.connection import Connection, State
 from ..connection.direct import ExposeTransport
 from ..connection.options import ConnectOptions
 from ..connection.security import OriginHostGuard, refusals
@@ -48,7 +48,7 @@ from ..settings import Settings
 from ..sources.backends.adapters import build_backend
 from ..sources.base import EnergySource
 from ..sources.live import LiveSource
-from ..sources.replay import Replayer
+from ..sources.replay import Replayer, ReplayPace, SourceMix
 from ..sources.simulated import SimulatedModel
 from ..storage.event_log import EventLog, PersistenceLocked, StorageError, default_path
 from ..storage.progress import ProgressState, UserProgress
@@ -117,8 +117,11 @@ class Server:
         self.heartbeats = Heartbeats(self.connections, lambda: self.frame_loop.clock.achieved_rate, also=faults)
         configured = self.source.model_ids if isinstance(self.source, LiveSource) else None
         self.metrics = ServerMetrics(self.metric_counters, models=configured)
-        # The frame loop steps the source through the energy metrics' tap (energy_metrics.py).
-        metered = MeteredSource(stepped, self.metrics.energy)
+        # The frame loop steps metrics(mix(progress(live))): the energy metrics see every frame it publishes
+        # (energy_metrics.py), the progress counts real answers only, and the mix plays a replay beside the
+        # live source in every frame; the simulator, which takes no prompts, pauses instead (sources/replay.py).
+        self.mix = SourceMix(stepped, live_during_replay=isinstance(self.source, LiveSource))
+        metered = MeteredSource(self.mix, self.metrics.energy)
         # Full garbage collections at frame boundaries (collector.py); None keeps Python's automatic ones.
         self.collector = (
             FullCollections(settings.gc_interval, idle=self._no_clients, open_connections=lambda: len(self.connections))
@@ -134,7 +137,14 @@ class Server:
             after_frame=self.collector.after_frame if self.collector is not None else None,
         )
         self.hub.on_attach = self.frame_loop.clock.wake
-        self.replayer = Replayer(self.frame_loop)
+        pace = ReplayPace(
+            backlog=self.deepest_send_queue,
+            backlog_limit=max(settings.send_queue_limit // 4, 1),
+            hold_limit=settings.send_timeout,
+            frame_cost=self.frame_loop.processing.last,
+            budget=settings.frame_budget_ms / 1000.0,
+        )
+        self.replayer = Replayer(self.mix, pace=pace)
         self.publisher = Publisher(
             self.schemas,
             self.frame_loop,
@@ -164,7 +174,7 @@ class Server:
             self.collector.stop()  # Python's automatic full collections again
         if self.wire_stats.admission is not None:
             self.wire_stats.admission.close()  # its timer; uvicorn closes the waiting connections
-        await self.replayer.stop()
+        await self.replayer.close()
         await self.supervisor.stop()
         if isinstance(self.source, LiveSource):
             await self.source.stop()
@@ -175,6 +185,10 @@ class Server:
         """No WebSocket connection is open or waiting for admission: a pause now delays nobody's frames."""
         admission = self.wire_stats.admission
         return not self.connections and not (admission is not None and admission.waiting)
+
+    def deepest_send_queue(self) -> int:
+        """Reliable messages waiting in the fullest send queue of an open connection (replay pacing)."""
+        return max((c.outbox.reliable_count for c in self.connections if c.state is State.OPEN), default=0)
 
     def add_connection(self, connection: Connection) -> None:
         self.connections.add(connection)

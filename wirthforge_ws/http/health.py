@@ -49,7 +49,7 @@ def health_report(server: Server) -> dict[str, Any]:
         },
         "refusedRequests": server.guard.refused if server.guard else 0,
         "persistence": server.event_log.status() if server.event_log is not None else {"status": "disabled"},
-        "replay": server.replayer.status(),
+        "replay": server.replayer.health(),
     }
 
 

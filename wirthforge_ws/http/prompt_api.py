@@ -8,7 +8,9 @@
   with the running sessionId (a queue would hide from the user that the
   model is busy; the page disables Send instead). A council prompt that
   would ask more models than the tier's council limit gets ``422`` naming
-  the tier and the limit.
+  the tier and the limit. A prompt accepted while a replay plays stops the
+  replay (each replayed answer still open gets its ``isComplete`` in the
+  next frame).
 - ``POST /api/prompt/{sessionId}/cancel``: stops it (``200``); ``404`` when
   no generation with that id is running.
 
@@ -171,6 +173,7 @@ async def start_prompt(request: Request) -> JSONResponse:
         return _error(409, "a generation is running; cancel it or wait for its isComplete", sessionId=busy.session_id)
     except KeyError:
         return _error(422, "unknown model", accepted=live.model_ids)
+    request.app.state.server.replayer.stop()  # a prompt ends a replay: the answer is what the user now watches
     return JSONResponse({"sessionId": session_id, "models": model_ids}, status_code=202)
 
 

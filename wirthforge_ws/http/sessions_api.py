@@ -6,8 +6,11 @@
   1.1 message per line), streamed page by page from the database. Instead
   of an id, ``range`` with ``?from=&to=`` (epoch ms) exports a time range.
 - ``POST /api/replay`` ``{"session": id, "speed": 2}`` (or ``{"from": ms,
-  "to": ms}``): plays it back through the live pipeline; ``POST
-  /api/replay/stop`` ends it early; ``GET /api/replay`` tells what plays.
+  "to": ms}``): plays it back through the live pipeline (``202``); one
+  replay at a time (``409`` while one plays or starts), starts
+  rate-limited (``429`` with ``Retry-After``; see sources/replay.py);
+  ``POST /api/replay/stop`` ends it early (``{"stopped": true, "wasPlaying":
+  bool}``; never limited: it only frees); ``GET /api/replay`` tells what plays.
 - ``DELETE /api/sessions/{id}``: deletes one recording (its rows, the
   energy, council and reward rows meanwhile, and its replays' recordings);
   ``DELETE /api/sessions`` deletes every recording
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -37,16 +41,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..protocol import messages
 from ..sources.live import LiveSource
-from ..sources.replay import MAX_SPEED, ReplaySource
+from ..sources.replay import MAX_SPEED, PAGE_ROWS, ReplayBusy, Replayer, ReplayRateLimited, ReplaySource
 from ..storage.event_log import EventLog, Recording, StorageError, StoredMessage
 from . import traces
 from .params import EPOCH_RULE, ID_RULE, epoch_ms, recording_id
 
 router = APIRouter(prefix="/api")
 logger = logging.getLogger("wirthforge.sessions")
-
-PAGE_ROWS = 1000
-MAX_REPLAY_MESSAGES = 200_000  # about an hour of a busy generation with its energy frames
 
 
 def _log(request: Request) -> EventLog | None:
@@ -82,8 +83,8 @@ async def delete_session(request: Request, key: str) -> Response:
     if recording is None or not await asyncio.to_thread(log.delete_recording, recording.id):
         return JSONResponse({"error": "no such session", "rule": ID_RULE}, status_code=404)
     server = request.app.state.server
-    if server.replayer.recording_id == key:
-        await server.replayer.stop()
+    if server.replayer.recording_id == str(recording.id):
+        server.replayer.stop()
     gone = {recording.session_id, f"replay-{recording.session_id}"}
     server.hub.forget(lambda event: event.type == "token_stream" and event.payload.get("sessionId") in gone)
     return JSONResponse({"deleted": key})
@@ -96,7 +97,7 @@ async def purge_sessions(request: Request, resetProgress: bool = False) -> Respo
     if log is None:
         return _unavailable()
     server = request.app.state.server
-    await server.replayer.stop()
+    server.replayer.stop()
     rows = await asyncio.to_thread(log.purge)
     server.hub.forget(lambda event: event.type == "token_stream")
     if resetProgress:
@@ -114,7 +115,7 @@ async def _selection(
     """
     if key == "range":
         low, high = epoch_ms(start), epoch_ms(end)
-        if low is None or high is None or high < low:
+        if low is None or high is None or not _valid_range(start, end):
             return JSONResponse({"error": f"bad range: {EPOCH_RULE}"}, status_code=422)
         return None, (low, high)
     number = recording_id(key)
@@ -122,6 +123,12 @@ async def _selection(
     if recording is None:
         return JSONResponse({"error": "no such session", "rule": ID_RULE}, status_code=404)
     return recording, None
+
+
+def _valid_range(start: Any, end: Any) -> bool:
+    """Whether *start* and *end* are epoch-ms bounds with start <= end."""
+    low, high = epoch_ms(start), epoch_ms(end)
+    return low is not None and high is not None and low <= high
 
 
 def _reader(
@@ -207,42 +214,73 @@ async def start_replay(request: Request) -> Response:
     speed = body.get("speed", 1.0)
     if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0 < speed <= MAX_SPEED:
         return JSONResponse({"error": f"speed must be a number > 0 and <= {MAX_SPEED:g}"}, status_code=422)
+    server = request.app.state.server
+    replayer: Replayer = server.replayer
     key = "range" if "from" in body else body.get("session")
+    # A malformed body is answered before admission: it never uses up a start.
     if key != "range" and recording_id(key) is None:
         return JSONResponse({"error": f"session: {ID_RULE}"}, status_code=422)
+    if key == "range" and not _valid_range(body.get("from"), body.get("to")):
+        return JSONResponse({"error": f"bad range: {EPOCH_RULE}"}, status_code=422)
+    try:
+        replayer.admit()  # before any read: a refused start costs nothing
+    except ReplayBusy as busy:
+        return JSONResponse(
+            {"error": "a replay is playing; stop it first (POST /api/replay/stop)", "replay": busy.status},
+            status_code=409,
+        )
+    except ReplayRateLimited as limited:
+        retry_after = max(math.ceil(limited.retry_after), 1)
+        return JSONResponse(
+            {"error": "too many replay starts; try again later", "retryAfterSeconds": retry_after},
+            status_code=429,
+            headers={"Retry-After": str(retry_after)},
+        )
+    try:
+        return await _start(request, log, replayer, body, key, float(speed))
+    finally:
+        replayer.release()
+
+
+async def _start(
+    request: Request, log: EventLog, replayer: Replayer, body: dict[str, Any], key: Any, speed: float
+) -> Response:
+    """Read the selection's first page and its size (in worker threads), then hand the replay to the frame loop."""
     selected = await _selection(log, key, body.get("from"), body.get("to"))
     if isinstance(selected, JSONResponse):
         return selected
-    recording, _ = selected
-    fetch = _reader(log, *selected)
-
-    def load() -> list[StoredMessage]:
-        loaded: list[StoredMessage] = []
-        after = 0
-        while len(loaded) < MAX_REPLAY_MESSAGES and (page := fetch(after)):
-            loaded.extend(page)
-            after = page[-1].seq
-        return loaded
-
-    recorded = await asyncio.to_thread(load)
-    if not recorded:
+    recording, span = selected
+    fetch = _reader(log, recording, span)
+    first = await asyncio.to_thread(fetch, 0)
+    if not first:
         return JSONResponse({"error": "the session has no recorded messages left"}, status_code=404)
+    total, _, last_ms = await asyncio.to_thread(log.span, recording, *(span or (0.0, 0.0)))
     server = request.app.state.server
     original = recording.session_id if recording is not None else "range"
     model_id = recording.model_id if recording is not None and recording.model_id else server.settings.model_id
-    source = ReplaySource(recorded, speed=float(speed), model_id=model_id, label=f"replay-{original}"[:200])
+    source = ReplaySource(
+        first,
+        speed=speed,
+        model_id=model_id,
+        label=f"replay-{original}"[:200],
+        fetch=fetch,
+        pace=replayer.pace,
+        end_ms=last_ms,
+        total=max(total, len(first)),
+    )
     key = str(recording.id) if recording is not None else "range"
-    await server.replayer.start(source, key if recording is not None else f"range:{selected[1]}")
+    if not replayer.start(source, key if recording is not None else f"range:{span}"):
+        return JSONResponse({"error": "the replay was stopped while it was starting"}, status_code=409)
     return JSONResponse(
-        {"replaying": key, "messages": len(recorded), "speed": speed, "durationSeconds": round(source.duration, 3)},
+        {"replaying": key, "messages": source.total, "speed": speed, "durationSeconds": round(source.duration, 3)},
         status_code=202,
     )
 
 
 @router.post("/replay/stop")
 async def stop_replay(request: Request) -> Response:
-    await request.app.state.server.replayer.stop()
-    return JSONResponse({"stopped": True})
+    playing = request.app.state.server.replayer.stop()
+    return JSONResponse({"stopped": True, "wasPlaying": playing})
 
 
 @router.get("/replay")

@@ -654,6 +654,12 @@ class EventLog:
             return []
         return self._read(lambda: self.queries.events_between(start_ms, end_ms, after_seq=after_seq, limit=limit))  # type: ignore[no-any-return]
 
+    def span(self, recording: Recording | None, start_ms: float = 0.0, end_ms: float = 0.0) -> tuple[int, float, float]:
+        """(messages, first, last timestamp) of a recording's or a time range's messages (see EventQueries.span)."""
+        if not self.available:
+            return 0, 0.0, 0.0
+        return self._read(lambda: self.queries.span(recording, start_ms, end_ms))  # type: ignore[no-any-return]
+
     # -- reporting ----------------------------------------------------------
 
     def disk_bytes(self) -> int:

@@ -107,6 +107,26 @@ class EventQueries:
             ).fetchall()
         return [_stored(row) for row in rows]
 
+    def span(self, recording: Recording | None, start_ms: float, end_ms: float) -> tuple[int, float, float]:
+        """(messages, first timestamp, last timestamp) of what :meth:`session_events` (with a
+        *recording*) or :meth:`events_between` (without) would read; (0, 0, 0) when nothing."""
+        with closing(self._connect()) as connection:
+            if recording is not None:
+                row = connection.execute(
+                    "SELECT COUNT(*), MIN(timestamp_ms), MAX(timestamp_ms) FROM events "
+                    "WHERE timestamp_ms >= ? AND timestamp_ms <= ? "
+                    "AND (recording = ? OR channel IN ('energy', 'council', 'reward'))",
+                    (recording.started_ms, recording.ended_ms, recording.id),
+                ).fetchone()
+            else:
+                row = connection.execute(
+                    "SELECT COUNT(*), MIN(timestamp_ms), MAX(timestamp_ms) FROM events "
+                    "WHERE timestamp_ms >= ? AND timestamp_ms <= ? AND channel != 'system'",
+                    (start_ms, end_ms),
+                ).fetchone()
+        count, first, last = row
+        return (int(count), float(first), float(last)) if count else (0, 0.0, 0.0)
+
 
 def _stored(row: tuple[Any, ...]) -> StoredMessage:
     seq, kind, frame_number, timestamp_ms, payload = row
