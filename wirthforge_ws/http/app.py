@@ -105,14 +105,14 @@ class Server:
         self.settings = settings
         self.connections: set[Connection] = set()
         durable = self.event_log if self.event_log is not None and self.event_log.available else None
-        # The user's progress, from real answers only: a live source is wrapped, the simulator is not.
+        # The user's progress, from real answers only. The simulator earns its demo rewards by the
+        # same rules (one reward module for every source), in a progress of its own that is never kept.
+        real = isinstance(self.source, LiveSource)
         self.progress = UserProgress(
-            durable.progress if durable is not None else ProgressState(),
-            persist=durable.save_progress if durable is not None else None,
+            durable.progress if durable is not None and real else ProgressState(),
+            persist=durable.save_progress if durable is not None and real else None,
         )
-        stepped: EnergySource = (
-            ProgressFeed(self.source, self.progress) if isinstance(self.source, LiveSource) else self.source
-        )
+        stepped: EnergySource = ProgressFeed(self.source, self.progress)
         faults = [PersistenceFaults(self.event_log, self.hub).check] if self.event_log is not None else []
         self.heartbeats = Heartbeats(self.connections, lambda: self.frame_loop.clock.achieved_rate, also=faults)
         configured = self.source.model_ids if isinstance(self.source, LiveSource) else None

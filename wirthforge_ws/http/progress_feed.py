@@ -1,12 +1,14 @@
-"""Feeds the user's progress from what the frame loop publishes for a real model's answers.
+"""Feeds a progress from what the frame loop publishes for a source's answers.
 
-:class:`ProgressFeed` stands between the frame loop and the live source:
+:class:`ProgressFeed` stands between the frame loop and the source:
 each frame it passes the source's activity on unchanged, counts the
 primary model's tokens of the answer (the frame's ``token_stream``), notes
 council members' token_streams, and adds the reward events the progress
 earns (``level_up``, first-use ``achievement``) to the same frame. A replay
 replaces the frame loop's source while it plays, so replayed tokens are
-not counted; the simulator is not wrapped (its rewards are simulated).
+not counted. Every source earns its rewards by these rules: the live
+source into the user's persisted progress, the simulator into a demo
+progress of its own that is never kept.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ the primary's). Every model has its own
 :class:`~wirthforge_ws.energy.ModelMeter`, exactly as the live source does,
 and the council's events come from the same rules (:mod:`.council_events`).
 The peers' tokens are not sent as token_stream: they have no text of their
-own; their energy is in the frame's evidence.
+own; their energy is in the frame's evidence. Its rewards come from the
+same progress rules as a real model's (``http/progress_feed.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import random
 
 from ..energy import ModelMeter, TokenReading
 from ..energy.profiles import PROFILES, EnergyProfile
-from ..protocol import messages
 from ..protocol.messages import Event
 from .base import EnergySource, FrameActivity, TokenBatch
 from .council_events import CouncilEvents, Voice
@@ -149,9 +149,7 @@ class SimulatedModel:
         self._responses = 0
         self._session_id = ""
         self._next_prompt_at = 0.0
-        self._tokens_total = 0
         self._top_k: list[float] = [1.0 / TOP_K] * TOP_K
-        self._level = 1
 
     # -- EnergySource -------------------------------------------------------
 
@@ -164,7 +162,6 @@ class SimulatedModel:
             self._top_k = self._sample_top_k()
             batch.readings.append(voice.token(self._top_k))
             batch.texts.append(self._random.choice(_WORDS))
-            self._tokens_total += 1
             if not voice.answering:  # that was its last token
                 batch.complete = True
                 self._next_prompt_at = now + self._random.uniform(1.0, 3.0)
@@ -178,7 +175,6 @@ class SimulatedModel:
         if len(answering) > 1 and self._council.due(now):
             by_id = {s.model_id: s for s in council}
             events += self._council.events(frame_number, now, [Voice(v.readings, by_id[v.model_id]) for v in answering])
-        events += self._reward_events(batch.texts, batch.complete)
         return FrameActivity(
             session_id=self._session_id,
             primary=snapshot,
@@ -213,37 +209,3 @@ class SimulatedModel:
         raw = [p * rng.uniform(0.3, 1.7) for p in distribution]
         total = sum(raw)
         return [p / total for p in raw]
-
-    # -- rewards --------------------------------------------------------------
-
-    def _reward_events(self, tokens: list[str], complete: bool) -> list[Event]:
-        events: list[Event] = []
-        before = self._tokens_total - len(tokens)
-        if tokens and self._tokens_total // 100 > before // 100:
-            count = (self._tokens_total // 100) * 100
-            events.append(
-                messages.reward_event(
-                    reward_type="milestone",
-                    title=f"{count} tokens",
-                    points=10,
-                    energy_bonus=0.05,
-                    description=f"The model has produced {count} tokens in this run.",
-                )
-            )
-        if tokens and self._tokens_total // 500 > before // 500 and self._level < 5:
-            self._level += 1
-            events.append(
-                messages.reward_event(
-                    reward_type="level_up", title=f"Level {self._level}", points=50, level=self._level
-                )
-            )
-        if complete and self._responses == 1:
-            events.append(
-                messages.reward_event(
-                    reward_type="achievement",
-                    title="First response",
-                    points=5,
-                    description="A full response flowed through the field.",
-                )
-            )
-        return events
