@@ -25,6 +25,9 @@ page before the energy view has no levels and is measured once as ``page``):
 The machine is small and shared: numbers are noisy; repeat a run to compare.
 
     python benchmarks/page_bench.py --seconds 20 --levels high,medium,low,static --heap-seconds 120
+
+``--source sim`` runs the same page against the simulated source (about 10
+tokens/s instead of the embedded model's 45), for comparing at the old rate.
 """
 
 from __future__ import annotations
@@ -192,11 +195,17 @@ def main() -> int:
     parser.add_argument("--levels", default="high,medium,low,static", help="quality levels ('' for today's page)")
     parser.add_argument("--heap-seconds", type=float, default=60.0, help="answers run before the heap is read")
     parser.add_argument("--max-tokens", type=int, default=120)
+    parser.add_argument(
+        "--source",
+        default="embedded",
+        choices=["embedded", "sim"],
+        help="embedded: the model (about 45 tokens/s); sim: the simulated source (about 10 tokens/s, the old rate)",
+    )
     parser.add_argument("--out", default="", help="write the results as JSON here")
     args = parser.parse_args()
 
     levels = [lv for lv in args.levels.split(",") if lv] or [""]
-    env = {"WF_SOURCE": "embedded", "WF_MAX_TOKENS": str(args.max_tokens)}
+    env = {"WF_SOURCE": args.source, "WF_MAX_TOKENS": str(args.max_tokens)}
     results: dict[str, Any] = {"args": vars(args), "levels": []}
     with ServerProcess(env=env, startup_timeout=60) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -9,8 +9,8 @@
  * The client instance is `window.wirthforge`.
  */
 import { WirthforgeClient, describeCloseCode } from '../wirthforge-client.js'
-import { COLORS, drawPlot, fmt, maxSince } from './plot.js'
-import { createEnergyView, drawEnergy, energySeriesOf, num, recordEnergy } from './energy-gauge.js'
+import { COLORS, OnScreen, drawPlot, fmt, maxSince } from './plot.js'
+import { createEnergyView, drawEnergy, energySeriesOf, num, pruneEnergy, recordEnergy } from './energy-gauge.js'
 import { installEnergyPanel } from './energy-panel.js'
 import { installPromptBox } from './prompt.js'
 
@@ -395,6 +395,7 @@ function renderReadouts(now) {
 
 let lastReadout = -Infinity
 let frameCount = 0
+const onScreen = new OnScreen([ui.plotRate, ui.plotLatency, ui.energyView])
 
 function frame() {
   const now = client.now()
@@ -406,14 +407,17 @@ function frame() {
     renderReadouts(now)
     checkOrigin()
   }
-  // Canvases at half the display rate, alternating, so that one animation
+  // The monitor's canvases: only while on screen (each redraw costs a canvas
+  // upload in the compositor), the minute-long plots at a quarter of the
+  // display rate and the gauge at half, staggered, so that one animation
   // frame never carries all the drawing (the page's own rendering delays
   // the messages it measures).
-  if (frameCount++ % 2 === 0) {
-    drawRate(now)
-    drawLatency(now)
-  } else {
-    drawEnergy(ui.energyView, energy, now)
+  const slot = frameCount++ % 4
+  if (slot === 0 && onScreen.has(ui.plotRate)) drawRate(now)
+  else if (slot === 2 && onScreen.has(ui.plotLatency)) drawLatency(now)
+  else if (slot % 2 === 1) {
+    if (onScreen.has(ui.energyView)) drawEnergy(ui.energyView, energy, now)
+    else pruneEnergy(energy, now)
   }
   panel.frame(now)
   flushLog()

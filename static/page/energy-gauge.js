@@ -78,6 +78,15 @@ export function recordEnergy(energy, t, p) {
 }
 
 /**
+ * Drops samples older than the plotted span (also while the gauge is not drawn).
+ * @param {EnergyView} energy
+ * @param {number} now the clock the series were stamped with
+ */
+export function pruneEnergy(energy, now) {
+  for (const s of energySeriesOf(energy)) s.prune(now - ENERGY_SPAN_MS - 1000)
+}
+
+/**
  * Draws the energy view: the E(t) gauge and, beside it, the stacked
  * distribution of the last `ENERGY_SPAN_MS`.
  * @param {HTMLCanvasElement} canvas
@@ -141,7 +150,7 @@ export function drawEnergy(canvas, energy, now) {
   ctx.fillText('−10 s', x0 + 14, y0 + 5)
   ctx.fillText('now', x1 - 10, y0 + 5)
 
-  for (const s of energySeriesOf(energy)) s.prune(t0 - 1000)
+  pruneEnergy(energy, now)
   const g = energy.generation.valuesArray()
   const a = energy.attention.valuesArray()
   const q = energy.reasoning.valuesArray()

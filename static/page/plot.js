@@ -44,6 +44,33 @@ export function fmt(v, digits) {
 }
 
 /**
+ * Which of some elements are on screen (an IntersectionObserver), so that
+ * a canvas nobody can see is not redrawn. An element counts as on screen
+ * until the first observation says otherwise, and always where the browser
+ * has no IntersectionObserver.
+ */
+export class OnScreen {
+  /** @param {Element[]} elements */
+  constructor(elements) {
+    /** @type {Set<Element>} */
+    this.hidden = new Set()
+    if (typeof IntersectionObserver !== 'function') return
+    const observer = new IntersectionObserver((entries) => {
+      for (const e of entries) {
+        if (e.isIntersecting) this.hidden.delete(e.target)
+        else this.hidden.add(e.target)
+      }
+    })
+    for (const el of elements) observer.observe(el)
+  }
+
+  /** @param {Element} el */
+  has(el) {
+    return !this.hidden.has(el)
+  }
+}
+
+/**
  * Matches the backing store to the CSS size and device pixel ratio.
  * @param {HTMLCanvasElement} canvas
  * @param {{maxDpr?: number, clear?: boolean}} [options] cap the pixel ratio (fewer pixels to fill);

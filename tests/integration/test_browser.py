@@ -175,8 +175,9 @@ def test_page_connects_and_shows_live_stats(page: Page, wf_server: ServerProcess
     wait_readout(page, "latency-median", 0, 4.999, ms(3))
     assert number(page, "latency-p99") >= number(page, "latency-median")
 
-    # both plots carry data, not only axes
+    # both plots carry data, not only axes, once scrolled to (off screen they are not redrawn)
     # (a 60 s plot is ~10 px per second: two seconds of data make short lines)
+    page.locator('[data-testid="plot-latency"]').scroll_into_view_if_needed()
     page.wait_for_function("() => window.wirthforge.stats.p99History.length >= 8", timeout=ms(3))
     page.wait_for_timeout(ms(0.1))
     assert colored_pixels(page, "plot-rate", RATE_RGB) > 20
