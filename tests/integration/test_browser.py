@@ -653,6 +653,9 @@ def test_prompt_box_streams_a_real_answer_and_stop_works(browser: Browser) -> No
             page.wait_for_function(
                 "() => document.querySelector('[data-testid=prompt-status]').textContent === 'stopped'"
             )
+            # Tokens published before the cancel was answered may still be on their way; the answer's
+            # closing mark (its isComplete) comes in the next frame, and nothing may follow it.
+            page.wait_for_function(ANSWER_JS + ".endsWith('■')")
             stopped = page.evaluate(ANSWER_JS)
             page.wait_for_timeout(ms(1))
             assert page.evaluate(ANSWER_JS) == stopped, "no token after Stop"

@@ -545,11 +545,19 @@ def test_hovering_a_token_shows_the_evidence_its_frame_carried(browser: Browser)
                 "() => document.querySelector('[data-testid=prompt-status]').textContent === 'done'",
                 timeout=ms(60),
             )
-            token = page.locator('[data-testid="token-output"] span[data-index="3"]').last
+            # A token the user can point at (a newline token has no box) whose frame carried its evidence.
+            index = page.evaluate(
+                """() => [...document.querySelectorAll('[data-testid=token-output] span[data-index]')]
+                     .filter((s) => s.offsetWidth > 0 && s.textContent.trim())
+                     .map((s) => Number(s.dataset.index))
+                     .find((i) => i >= 3 && window.__frames.some((t) => t.index === i))"""
+            )
+            assert index is not None, "no visible token with evidence"
+            token = page.locator(f'[data-testid="token-output"] span[data-index="{index}"]').last
             token.hover()
             tip = page.locator('[data-testid="evidence-tip"]')
             tip.wait_for(state="visible")
-            carried = page.evaluate("() => window.__frames.find((t) => t.index === 3)")
+            carried = page.evaluate("(i) => window.__frames.find((t) => t.index === i)", index)
             shown = tip.text_content() or ""
             assert f"Δt {carried['dtMs']:.1f} ms" in shown, (shown, carried)
             cert = "n/a" if carried["certainty"] is None else f"{carried['certainty']:.2f}"

@@ -149,7 +149,8 @@ async def recorded(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
 
 async def test_a_real_answer_leaves_no_text_in_the_file_by_default(fake_ollama: FakeOllama, tmp_path: Path) -> None:
     db = tmp_path / "events.sqlite3"
-    with ServerProcess(env=live(fake_ollama, db)) as server:
+    # Energy frames recorded at 20 Hz: the fake answer lasts about 0.4 s, which the default 2 Hz may miss.
+    with ServerProcess(env=live(fake_ollama, db, WF_PERSIST_ENERGY_RATE="20")) as server:
         async with Reader(server.ws_url) as reader, httpx.AsyncClient(base_url=server.http_url) as http:
             session_id = await ask(http, reader)
             live_words = [
