@@ -134,6 +134,7 @@ def _top_k_from_logprobs(entries: Any) -> dict[str, float]:
 # (it looks at the cancel between two slices of prompt evaluation, or two
 # tokens) before the next request replaces it.
 CANCEL_GRACE_S = 1.0
+KILL_WAIT_S = 5.0  # how long a killed worker may take to be reaped and its stdout to close
 # Loading reads the model file and allocates the context: seconds, longer on a
 # busy machine. A worker gets at least this long before it counts as hung.
 LOAD_TIMEOUT_S = 60.0
@@ -208,8 +209,14 @@ class _WorkerProcess:
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
-            await self.process.wait()
-        await asyncio.gather(self.reader, return_exceptions=True)
+            try:
+                await asyncio.wait_for(self.process.wait(), KILL_WAIT_S)
+            except TimeoutError:  # bounded: a replacement must not hang on a process the kernel has not reaped yet
+                log.error("model worker %s did not exit %g s after SIGKILL", self.process.pid, KILL_WAIT_S)
+        try:
+            await asyncio.wait_for(asyncio.gather(self.reader, return_exceptions=True), KILL_WAIT_S)
+        except TimeoutError:  # its stdout is still open (inherited by something else): stop reading it
+            self.reader.cancel()
         if self.ready.done() and not self.ready.cancelled():
             self.ready.exception()  # retrieved: a worker killed while loading is no unhandled error
 
