@@ -23,13 +23,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wirthforge_ws.protocol import messages  # noqa: E402
-from wirthforge_ws.protocol.schemas import BASE_URI, SCHEMA_DIR, SchemaSet, _load_documents, _local_fetcher  # noqa: E402
+from wirthforge_ws.protocol.schemas import (  # noqa: E402
+    BASE_URI,
+    SCHEMA_DIR,
+    SchemaSet,
+    _inlined,
+    _load_documents,
+    _local_fetcher,
+)
 from wirthforge_ws.sources.base import FrameActivity  # noqa: E402
 from wirthforge_ws.sources.simulated import SimulatedModel  # noqa: E402
 from wirthforge_ws.stream import energy_frames  # noqa: E402
@@ -53,9 +60,8 @@ def schema_without_evidence() -> Callable[[Any], Any]:
     documents = _load_documents(SCHEMA_DIR)
     schema = copy.deepcopy(documents[BASE_URI + "1.1/energy_update.json"])
     schema["properties"]["payload"] = {"$ref": "../1.0/energy_update.json#/definitions/payload"}
-    fetch = _local_fetcher(documents)
-    handlers = {scheme: fetch for scheme in ("http", "https")}
-    return fastjsonschema.compile(schema, handlers=handlers, use_default=False)
+    uri = BASE_URI + "1.1/energy_update.json"
+    return jsonschema_rs.Draft7Validator(_inlined(schema, uri, _local_fetcher(documents))).validate
 
 
 def compare(
@@ -88,7 +94,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=600)
     args = parser.parse_args()
     schemas = SchemaSet()
-    validate_with = schemas._outbound["1.1"]["energy_update"]
+    validate_with = schemas._outbound["1.1"]["energy_update"].validate
     validate_without = schema_without_evidence()
     ts = messages.now_ms()
 

@@ -31,16 +31,57 @@ def section_micro(quick: bool) -> dict[str, Any]:
 
     from wirthforge_ws.connection.connection import Connection
     from wirthforge_ws.connection.options import ConnectOptions
+    from wirthforge_ws.energy.meter import MeterSnapshot, TokenReading
+    from wirthforge_ws.energy.profiles import DUAL
+    from wirthforge_ws.energy.states import SessionState
     from wirthforge_ws.protocol import messages
     from wirthforge_ws.protocol.schemas import SchemaSet, reference_validator
     from wirthforge_ws.settings import Settings
+    from wirthforge_ws.sources.base import FrameActivity
     from wirthforge_ws.sources.simulated import SimulatedModel
+    from wirthforge_ws.stream import energy_frames
     from wirthforge_ws.stream.hub import Hub
 
     n = 3000 if quick else 20000
     settings = Settings()
     schemas = SchemaSet()
     distribution = {"generation": 0.412345, "attention": 0.123456, "reasoning": 0.101234}
+
+    # One model in flow, one token this frame: the frame the server builds
+    # most often while a model answers, through the server's own builders.
+    reading = TokenReading(
+        index=41,
+        t_ms=3120.4,
+        dt_ms=70.2,
+        tps=11.0,
+        top_k=(0.8123, 0.1),
+        certainty=0.81234,
+        entropy=0.30123,
+        stall=False,
+        burst=False,
+        energy=0.6234567,
+    )
+    activity = FrameActivity(
+        session_id="prompt-0001-8f2c61d0",
+        primary=MeterSnapshot(
+            model_id="wirthforge-sim",
+            energy=0.6234567,
+            state=SessionState.FLOWING,
+            tps=11.0,
+            certainty=0.81234,
+            entropy=0.30123,
+            since_token_ms=4.1,
+            stall=False,
+            burst=False,
+            ttft_ms=412.5,
+            energy_units=0.2481,
+            tokens=42,
+            dt_ms=70.2,
+        ),
+        profile=DUAL,
+        tokens=["x"],
+        readings=[reading],
+    )
 
     def build(frame: int = 1042) -> Any:
         return messages.energy_update(
@@ -51,18 +92,7 @@ def section_micro(quick: bool) -> dict[str, Any]:
             processing_time_ms=0.0512,
             model_id="wirthforge-sim",
             distribution=distribution,
-            evidence=messages.energy_evidence(
-                profile="Dual",
-                session_id="prompt-0001-8f2c61d0",
-                state="FLOWING",
-                tokens=[messages.evidence_token(index=41, dt_ms=70.21, certainty=0.81234, energy=0.6234567)],
-                tps=11.0,
-                certainty=0.81234,
-                entropy=0.30123,
-                since_token_ms=4.1,
-                ttft_ms=412.5,
-                energy_units=0.2481,
-            ),
+            evidence=energy_frames.frame_evidence(activity),
         )
 
     event = build()
@@ -71,7 +101,7 @@ def section_micro(quick: bool) -> dict[str, Any]:
     msg10 = messages.envelope("1.0", event, ts, 48211)
     draft7_11 = reference_validator("1.1", "energy_update")
     draft7_10 = reference_validator("1.0", "energy_update")
-    upstream_path = Path("/work/shared/reference/WF-TECH-003-event-schemas.json")
+    upstream_path = Path(__file__).resolve().parents[3] / "shared/reference/WF-TECH-003-event-schemas.json"
     upstream = json.loads(upstream_path.read_text()) if upstream_path.exists() else None
     r: dict[str, Any] = {
         "iterations": n,
@@ -81,8 +111,8 @@ def section_micro(quick: bool) -> dict[str, Any]:
     r["build_payload"] = t(build, n)
     r["envelope_1.1"] = t(lambda: messages.envelope("1.1", event, ts, 48211), n)
     r["envelope_1.0"] = t(lambda: messages.envelope("1.0", event, ts, 48211), n)
-    r["validate_fastjsonschema_1.1"] = t(lambda: schemas.validate_outbound("1.1", msg11), n)
-    r["validate_fastjsonschema_1.0"] = t(lambda: schemas.validate_outbound("1.0", msg10), n)
+    r["validate_schemaset_1.1"] = t(lambda: schemas.validate_outbound("1.1", msg11), n)
+    r["validate_schemaset_1.0"] = t(lambda: schemas.validate_outbound("1.0", msg10), n)
     r["validate_jsonschema_draft7_reused_1.1"] = t(lambda: draft7_11.validate(msg11), max(n // 20, 200))
     r["validate_jsonschema_draft7_reused_1.0"] = t(lambda: draft7_10.validate(msg10), max(n // 20, 200))
     if upstream is not None:
@@ -92,6 +122,13 @@ def section_micro(quick: bool) -> dict[str, Any]:
             lambda: upstream_validator.validate(msg10), max(n // 50, 100)
         )
     r["serialise_orjson_1.1"] = t(lambda: orjson.dumps(msg11).decode(), n)
+
+    def whole_frame() -> bytes:
+        message = messages.envelope("1.1", build(), ts, 48211)
+        schemas.validate_outbound("1.1", message)
+        return orjson.dumps(message)
+
+    r["frame_1.1"] = t(whole_frame, n)  # build + envelope + validate + serialise, in one call
     r["serialise_json_dumps_1.1"] = t(lambda: json.dumps(msg11), n)
     r["serialise_json_dumps_compact_1.1"] = t(lambda: json.dumps(msg11, separators=(",", ":")), n)
 
@@ -200,7 +237,7 @@ def section_micro(quick: bool) -> dict[str, Any]:
     }
 
     build_us = r["build_payload"]["median_us"]
-    b11 = build_us + r["validate_fastjsonschema_1.1"]["median_us"] + r["serialise_orjson_1.1"]["median_us"]
+    b11 = build_us + r["validate_schemaset_1.1"]["median_us"] + r["serialise_orjson_1.1"]["median_us"]
     r["summary"] = {
         "build_validate_serialise_1.1_us": round(b11 + r["envelope_1.1"]["median_us"], 2),
         "publish_both_versions_us": r["publish_build_both_versions"]["median_us"],
@@ -208,7 +245,7 @@ def section_micro(quick: bool) -> dict[str, Any]:
         "target_us": 200.0,
     }
     print(
-        f"      build {build_us} us, validate(fastjsonschema) {r['validate_fastjsonschema_1.1']['median_us']} us "
+        f"      build {build_us} us, validate(SchemaSet) {r['validate_schemaset_1.1']['median_us']} us "
         f"vs jsonschema {r['validate_jsonschema_draft7_reused_1.1']['median_us']} us, orjson "
         f"{r['serialise_orjson_1.1']['median_us']} us vs json {r['serialise_json_dumps_1.1']['median_us']} us; "
         f"publish (1.1+1.0) {r['publish_build_both_versions']['median_us']} us; "

@@ -37,7 +37,7 @@ def environment() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for name in ("websockets", "uvicorn", "uvloop", "fastapi", "starlette", "orjson", "fastjsonschema", "jsonschema"):
+    for name in ("websockets", "uvicorn", "uvloop", "fastapi", "starlette", "orjson", "jsonschema-rs", "jsonschema"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
     return {

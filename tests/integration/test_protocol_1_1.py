@@ -29,7 +29,8 @@ from tests.wsutil import wait_until
 from wirthforge_ws.client import Backoff, WirthforgeClient
 from wirthforge_ws.protocol.schemas import SchemaSet
 
-UPSTREAM_SCHEMA = Path("/work/shared/reference/WF-TECH-003-event-schemas.json")
+# The upstream contract, in the workspace beside the checkout (absent beside a fresh clone).
+UPSTREAM_SCHEMA = Path(__file__).resolve().parents[3] / "shared/reference/WF-TECH-003-event-schemas.json"
 TOTAL_RELIABLE = 1000
 BATCH = 100
 

@@ -2,7 +2,7 @@
 Tests of the protocol schemas and of :mod:`wirthforge_ws.protocol.schemas`.
 
 A corpus of messages, built below from one valid example per type plus
-mutations of it, is validated by the compiled validators (fastjsonschema,
+mutations of it, is validated by the compiled validators (jsonschema-rs,
 what the server runs) and by the reference validators (jsonschema), which
 must both give the expected verdict. The protocol 1.0 part of the corpus is
 also checked against the upstream contract WF-TECH-003-event-schemas.json.
@@ -1034,6 +1034,25 @@ def test_error_reason_and_path(schemas: SchemaSet) -> None:
         schemas.validate_inbound({"type": "subscribe", "payload": {"channels": ["energy", "x"]}})
     assert info.value.path == "/payload/channels/1"
     assert info.value.keyword == "enum"  # lets the caller answer UNKNOWN_CHANNEL
+
+
+def test_values_with_no_json_form_are_refused_not_raised(schemas: SchemaSet) -> None:
+    # A builder bug (a set, an object) must give the same clear error as a
+    # wrong value, not the validator's own exception.
+    for value in ({"energy"}, object()):
+        message = mutate(VALID_1_0["token_stream"], ("payload.tokens", value))
+        with pytest.raises(MessageValidationError) as info:
+            schemas.validate_outbound("1.0", message)
+        assert info.value.reason == "message holds a value that has no JSON form"
+
+
+def test_a_stray_property_is_named_by_its_rule_and_masked(schemas: SchemaSet) -> None:
+    message = mutate(VALID_1_0["heartbeat"], ("payload.token-text-here", 1))
+    with pytest.raises(MessageValidationError) as info:
+        schemas.validate_outbound("1.0", message)
+    assert info.value.reason == "payload must not contain properties other than the ones defined"
+    assert info.value.keyword == "additionalProperties"
+    assert "token-text-here" not in repr(info.value)
 
 
 def test_inbound_dispatch_errors(schemas: SchemaSet) -> None:
